@@ -1,0 +1,22 @@
+//! mlcanary's data plane: a proxy-wasm HTTP filter that picks a model variant for every request,
+//! tags it for the route match, and measures each variant.
+//!
+//! The decision code (`config`, `rules`, `hash`, `decide`, `stats`) is pure and host-free: it is
+//! tested natively, under Node (wasm-bindgen-test) and reused by the controller. The proxy-wasm glue
+//! lives in `proxy`, behind the default `proxy` feature.
+#![deny(rust_2018_idioms)]
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod decide;
+pub mod hash;
+pub mod rules;
+pub mod stats;
+
+#[cfg(feature = "proxy")]
+// proxy-wasm's `main!` expands to `#[no_mangle]` and an unsafe call into the WASI constructors.
+#[allow(unsafe_code)]
+mod proxy;
+
+pub use config::{Config, ConfigError, Policy, RawConfig};
+pub use decide::{decide, Decision, Reason, RequestAttrs};

@@ -1,0 +1,90 @@
+//! Stat names and the error classification: pure, so the glue only defines and bumps ids.
+//!
+//! Envoy's Wasm metrics carry no labels, so labels ride in the name and Envoy's `stats_tags` regexes
+//! lift them out (the convention Istio's own stats use): the stat
+//! `segment=.=60+;.;variant=.=canary;.;policy=.=fraud-model;.;mlcanary_requests_total`
+//! is exported on `/stats/prometheus` as
+//! `mlcanary_requests_total{policy="fraud-model",variant="canary",segment="60+"}`.
+
+/// Tags mlcanary puts in its stat names, with the regex Envoy (`stats_config.stats_tags`) or Istio
+/// (`extraStatTags` + these regexes) needs to extract each.
+pub const TAGS: [(&str, &str); 3] = [
+    ("policy", r"(policy=\.=(.*?);\.;)"),
+    ("variant", r"(variant=\.=(.*?);\.;)"),
+    ("segment", r"(segment=\.=(.*?);\.;)"),
+];
+
+/// Counter: requests seen per (policy, variant, segment).
+pub const REQUESTS: &str = "mlcanary_requests_total";
+/// Counter: requests that ended in an error (5xx, gRPC non-OK, reset / no response).
+pub const ERRORS: &str = "mlcanary_errors_total";
+/// Histogram: request duration in milliseconds, first request byte to end of stream.
+pub const DURATION: &str = "mlcanary_request_duration_ms";
+/// Counter (untagged): configs the filter refused.
+pub const CONFIG_REJECTED: &str = "mlcanary_config_rejected_total";
+
+/// The tagged stat name of `family` for one (policy, variant, segment) tuple.
+pub fn stat_name(family: &str, policy: &str, variant: &str, segment: Option<&str>) -> String {
+    let mut s = String::with_capacity(family.len() + policy.len() + variant.len() + 48);
+    if let Some(seg) = segment {
+        s.push_str("segment=.=");
+        s.push_str(seg);
+        s.push_str(";.;");
+    }
+    s.push_str("variant=.=");
+    s.push_str(variant);
+    s.push_str(";.;policy=.=");
+    s.push_str(policy);
+    s.push_str(";.;");
+    s.push_str(family);
+    s
+}
+
+/// How a stream ended, as far as the error count is concerned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// HTTP status of the response; 0 when none was sent (reset, timeout before headers).
+    pub status: u16,
+    /// `grpc-status` from the response headers or trailers, when present.
+    pub grpc_status: Option<u32>,
+}
+
+impl Outcome {
+    /// 5xx, no response at all, or a gRPC status other than OK. Envoy's own local replies for
+    /// upstream failures (503 no healthy upstream, 504 timeout) are 5xx and counted here too.
+    pub fn is_error(&self) -> bool {
+        self.status == 0 || self.status >= 500 || self.grpc_status.is_some_and(|g| g != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_tags_envoy_can_extract() {
+        assert_eq!(
+            stat_name(REQUESTS, "fraud-model", "canary", None),
+            "variant=.=canary;.;policy=.=fraud-model;.;mlcanary_requests_total"
+        );
+        assert_eq!(
+            stat_name(ERRORS, "p", "stable", Some("60+")),
+            "segment=.=60+;.;variant=.=stable;.;policy=.=p;.;mlcanary_errors_total"
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let o = |status, grpc_status| Outcome {
+            status,
+            grpc_status,
+        };
+        assert!(!o(200, None).is_error());
+        assert!(!o(404, None).is_error());
+        assert!(o(500, None).is_error());
+        assert!(o(503, None).is_error());
+        assert!(o(0, None).is_error());
+        assert!(o(200, Some(14)).is_error());
+        assert!(!o(200, Some(0)).is_error());
+    }
+}

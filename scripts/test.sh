@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test mlcanary has: lint, native unit and property tests, the cross-platform hash
+# vectors under Node (wasm-bindgen-test), and the end-to-end tests against a real Envoy.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash scripts/setup.sh
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy -p mlcanary-filter --target wasm32-wasip1 --release --quiet -- -D warnings
+
+step "build the filter (.wasm, release)"
+cargo build -p mlcanary-filter --target wasm32-wasip1 --release --quiet
+ls -l target/wasm32-wasip1/release/mlcanary_filter.wasm >&2
+
+step "native unit, property and end-to-end tests"
+cargo test --workspace
+
+step "hash and decision vectors compiled to wasm32, run under Node"
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+  cargo test --target wasm32-unknown-unknown -p mlcanary-filter --no-default-features --test vectors

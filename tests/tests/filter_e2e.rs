@@ -1,0 +1,430 @@
+//! The filter in a real Envoy: routing, stickiness, rules, stats, and config delivered by ECDS.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use mlcanary_e2e::envoy::{wait_for, Envoy, EnvoySetup};
+use mlcanary_e2e::http::{self, Response};
+use mlcanary_e2e::upstream::Upstream;
+use serde_json::{json, Value};
+
+const HOST: &str = "fraud-model";
+
+fn policy(canary_bp: u32) -> Value {
+    json!({
+        "name": "fraud-model",
+        "hosts": [HOST, "fraud-model.ml.svc.cluster.local"],
+        "variants": [
+            {"name": "stable", "weight_bp": 10_000 - canary_bp},
+            {"name": "canary", "weight_bp": canary_bp}
+        ],
+        "sticky": {"header": "x-user-id", "cookie": "mlcanary-uid", "salt": "fraud-model"},
+        "rules": [
+            {"match": {"header": "x-user-segment", "exact": "beta"}, "variant": "canary"},
+            {"match": {"cookie": "tester", "prefix": "qa-"}, "variant": "canary"},
+            {"match": {"query": "variant-pin", "one_of": ["canary"]}, "variant": "canary"}
+        ]
+    })
+}
+
+fn config(policies: Vec<Value>) -> Value {
+    json!({ "policies": policies })
+}
+
+struct Rig {
+    stable: Upstream,
+    canary: Upstream,
+    envoy: Envoy,
+}
+
+fn rig(filter_config: Value) -> Rig {
+    let stable = Upstream::start("stable");
+    let canary = Upstream::start("canary");
+    let setup = EnvoySetup::new(
+        &[("stable", stable.port), ("canary", canary.port)],
+        filter_config,
+    );
+    let envoy = Envoy::start(setup);
+    Rig {
+        stable,
+        canary,
+        envoy,
+    }
+}
+
+fn get(port: u16, headers: &[(&str, &str)]) -> Response {
+    http::get(port, HOST, "/v1/models/fraud:predict", headers).expect("request through envoy")
+}
+
+/// Send `n` requests, the i-th with the headers `hdrs(i)`; count answers by upstream.
+fn spread(
+    port: u16,
+    n: usize,
+    hdrs: impl Fn(usize) -> Vec<(String, String)>,
+) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for i in 0..n {
+        let h = hdrs(i);
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let r = get(port, &h);
+        assert_eq!(r.status, 200, "{r:?}");
+        *out.entry(r.served_by().expect("served_by")).or_default() += 1;
+    }
+    out
+}
+
+#[test]
+fn splits_traffic_by_weight_with_and_without_a_sticky_key() {
+    let r = rig(config(vec![policy(2000)]));
+    let n = 2000;
+    // Keyless: a random bucket per request.
+    let keyless = spread(r.envoy.port, n, |_| vec![]);
+    let share = keyless.get("canary").copied().unwrap_or(0) as f64 / n as f64;
+    // Binomial sd at n=2000, p=0.2 is 0.9 pp: ±4 pp is over 4 sd.
+    assert!(
+        (share - 0.20).abs() < 0.04,
+        "keyless canary share {share}: {keyless:?}"
+    );
+    // Sticky: distinct users split by their hash bucket, exactly as the crate computes it.
+    let p = mlcanary_filter::Config::from_json(config(vec![policy(2000)]).to_string().as_bytes())
+        .unwrap()
+        .policies
+        .remove(0);
+    let mut want_canary = 0;
+    for i in 0..n {
+        let user = format!("user-{i}");
+        let want = mlcanary_filter::decide::assign(&p, &user).unwrap();
+        want_canary += want;
+        let resp = get(r.envoy.port, &[("x-user-id", &user)]);
+        assert_eq!(
+            resp.served_by().unwrap(),
+            p.variants[want].name,
+            "user {user}"
+        );
+    }
+    let share = want_canary as f64 / n as f64;
+    assert!((share - 0.20).abs() < 0.04, "sticky canary share {share}");
+    // The upstream saw the tag that routed it.
+    let resp = get(r.envoy.port, &[("x-user-segment", "beta")]);
+    assert!(resp.body.contains("\"tag\":\"canary\""), "{resp:?}");
+    assert_eq!(
+        r.stable.served.load(std::sync::atomic::Ordering::SeqCst) as usize
+            + r.canary.served.load(std::sync::atomic::Ordering::SeqCst) as usize,
+        2 * n + 1
+    );
+}
+
+#[test]
+fn a_user_keeps_the_variant_across_an_envoy_restart() {
+    let mut r = rig(config(vec![policy(3000)]));
+    let users: Vec<String> = (0..300).map(|i| format!("customer-{i}")).collect();
+    let first: Vec<String> = users
+        .iter()
+        .map(|u| get(r.envoy.port, &[("x-user-id", u)]).served_by().unwrap())
+        .collect();
+    let old_port = r.envoy.port;
+    r.envoy = r.envoy.restart();
+    assert_ne!(r.envoy.port, 0);
+    let _ = old_port;
+    let second: Vec<String> = users
+        .iter()
+        .map(|u| get(r.envoy.port, &[("x-user-id", u)]).served_by().unwrap())
+        .collect();
+    assert_eq!(first, second);
+    // The cookie key gives the same answer as the header key.
+    let third: Vec<String> = users
+        .iter()
+        .map(|u| {
+            get(
+                r.envoy.port,
+                &[("cookie", &format!("a=b; mlcanary-uid={u}"))],
+            )
+            .served_by()
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(first, third);
+    let on_canary = first.iter().filter(|v| *v == "canary").count();
+    assert!(
+        (60..=120).contains(&on_canary),
+        "{on_canary} of 300 on a 30 % canary"
+    );
+}
+
+#[test]
+fn rules_route_by_header_cookie_and_query_even_at_zero_weight() {
+    let r = rig(config(vec![policy(0)]));
+    let port = r.envoy.port;
+    assert_eq!(
+        get(port, &[("x-user-segment", "beta")])
+            .served_by()
+            .unwrap(),
+        "canary"
+    );
+    assert_eq!(
+        get(port, &[("x-user-segment", "gamma")])
+            .served_by()
+            .unwrap(),
+        "stable"
+    );
+    assert_eq!(
+        get(port, &[("cookie", "x=1; tester=qa-anna")])
+            .served_by()
+            .unwrap(),
+        "canary"
+    );
+    let q = http::get(
+        port,
+        HOST,
+        "/v1/models/fraud:predict?variant-pin=canary",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(q.served_by().unwrap(), "canary");
+    // No rule, zero weight: everyone on stable.
+    let all = spread(port, 50, |i| vec![("x-user-id".into(), format!("u{i}"))]);
+    assert_eq!(all.get("stable"), Some(&50), "{all:?}");
+}
+
+#[test]
+fn a_client_cannot_choose_its_variant() {
+    let r = rig(config(vec![policy(0)]));
+    for spoof in ["canary", "stable", "CANARY", ""] {
+        let resp = get(
+            r.envoy.port,
+            &[("x-mlcanary-variant", spoof), ("x-user-id", "mallory")],
+        );
+        assert_eq!(resp.served_by().unwrap(), "stable", "spoofed {spoof:?}");
+        assert!(resp.body.contains("\"tag\":\"stable\""), "{resp:?}");
+    }
+    // Two spoofed copies of the header are both replaced.
+    let raw = format!(
+        "GET /v1/models/fraud:predict HTTP/1.1\r\nhost: {HOST}\r\nconnection: close\r\n\
+         x-mlcanary-variant: canary\r\nx-mlcanary-variant: canary\r\n\r\n"
+    );
+    let resp = http::send_raw(r.envoy.port, raw.as_bytes()).unwrap();
+    assert_eq!(resp.served_by().unwrap(), "stable");
+    assert!(resp.body.contains("\"tag\":\"stable\""), "{resp:?}");
+}
+
+#[test]
+fn requests_for_other_hosts_pass_untouched_and_unmeasured() {
+    let r = rig(config(vec![policy(10_000)]));
+    let resp = http::get(r.envoy.port, "billing", "/", &[]).unwrap();
+    assert_eq!(resp.served_by().unwrap(), "stable"); // the default route: no tag was set
+    assert!(resp.body.contains("\"tag\":\"\""), "{resp:?}");
+    // Host match ignores the port and case; the FQDN is listed too.
+    for host in ["Fraud-Model:8501", "fraud-model.ml.svc.cluster.local"] {
+        let resp = http::get(r.envoy.port, host, "/", &[]).unwrap();
+        assert_eq!(resp.served_by().unwrap(), "canary", "host {host}");
+    }
+    let total = |v| {
+        r.envoy.sample(
+            "mlcanary_requests_total",
+            &[("policy", "fraud-model"), ("variant", v)],
+        )
+    };
+    let counted = wait_for(Duration::from_secs(5), || {
+        total("canary").filter(|&c| c >= 2.0)
+    });
+    assert_eq!(counted, Some(2.0));
+    assert_eq!(total("stable"), Some(0.0));
+}
+
+#[test]
+fn labelled_stats_count_requests_errors_and_latency_per_variant() {
+    let r = rig(config(vec![policy(5000)]));
+    r.canary.set_fail_per_mille(250);
+    let n = 400;
+    let by = spread_allow_errors(r.envoy.port, n);
+    let labels = |v: &'static str| [("policy", "fraud-model"), ("variant", v)];
+    let got = |m: &str, v| r.envoy.sample(m, &labels(v));
+    // Histograms reach /stats/prometheus on the next stats flush (1 s here).
+    let flushed = wait_for(Duration::from_secs(10), || {
+        let c = got("mlcanary_request_duration_ms_count", "canary")?
+            + got("mlcanary_request_duration_ms_count", "stable")?;
+        (c >= n as f64).then_some(c)
+    });
+    assert_eq!(flushed, Some(n as f64));
+    for v in ["stable", "canary"] {
+        let (ok, failed) = by.get(v).copied().unwrap_or_default();
+        assert_eq!(
+            got("mlcanary_requests_total", v),
+            Some((ok + failed) as f64),
+            "{v}"
+        );
+        assert_eq!(got("mlcanary_errors_total", v), Some(failed as f64), "{v}");
+    }
+    assert_eq!(by.get("stable").map(|s| s.1), Some(0));
+    let (ok, failed) = by["canary"];
+    let rate = failed as f64 / (ok + failed) as f64;
+    assert!((rate - 0.25).abs() < 0.02, "canary error rate {rate}");
+    let text = r.envoy.prometheus();
+    assert!(
+        text.contains("# TYPE mlcanary_request_duration_ms histogram"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"mlcanary_request_duration_ms_bucket{policy="fraud-model",variant="canary",le="+Inf"}"#),
+        "{text}"
+    );
+}
+
+/// Like `spread` over distinct users, counting (ok, 5xx) per upstream.
+fn spread_allow_errors(port: u16, n: usize) -> HashMap<String, (usize, usize)> {
+    let mut out: HashMap<String, (usize, usize)> = HashMap::new();
+    for i in 0..n {
+        let user = format!("user-{i}");
+        let resp = get(port, &[("x-user-id", &user)]);
+        let e = out.entry(resp.served_by().expect("served_by")).or_default();
+        if resp.status >= 500 {
+            e.1 += 1;
+        } else {
+            e.0 += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn a_weight_change_by_ecds_file_applies_without_a_restart() {
+    let mut r = rig(config(vec![policy(0)]));
+    let pid = r.envoy.pid().expect("running");
+    let users: Vec<String> = (0..100).map(|i| format!("u-{i}")).collect();
+    let canary_count = |port| {
+        users
+            .iter()
+            .filter(|u| get(port, &[("x-user-id", u)]).served_by().unwrap() == "canary")
+            .count()
+    };
+    assert_eq!(canary_count(r.envoy.port), 0);
+    let before = r
+        .envoy
+        .stat("extension_config_discovery.http_filter.mlcanary.config_reload")
+        .unwrap_or(0);
+    r.envoy
+        .set_filter_config(&config(vec![policy(10_000)]).to_string());
+    let port = r.envoy.port;
+    let reloaded = wait_for(Duration::from_secs(10), || {
+        (r.envoy
+            .stat("extension_config_discovery.http_filter.mlcanary.config_reload")?
+            > before)
+            .then_some(())
+    });
+    assert!(
+        reloaded.is_some(),
+        "ECDS update not applied:\n{}",
+        r.envoy.log_tail()
+    );
+    assert_eq!(canary_count(port), 100);
+    assert_eq!(r.envoy.pid(), Some(pid), "Envoy must not restart");
+}
+
+#[test]
+fn a_bad_config_by_ecds_file_is_refused_and_the_old_weights_stay() {
+    let mut r = rig(config(vec![policy(0)]));
+    let rejected = |e: &Envoy| {
+        e.stat("extension_config_discovery.http_filter.mlcanary.update_rejected")
+            .unwrap_or(0)
+    };
+    let before = rejected(&r.envoy);
+    // Weights summing to 105 %.
+    let mut bad = policy(500);
+    bad["variants"][0]["weight_bp"] = json!(10_000);
+    r.envoy.set_filter_config(&config(vec![bad]).to_string());
+    let refused = wait_for(Duration::from_secs(10), || {
+        (rejected(&r.envoy) > before).then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "bad config not refused:\n{}",
+        r.envoy.log_tail()
+    );
+    let log = r.envoy.log();
+    assert!(
+        log.contains("policies[0].variants: weights sum to 10500 basis points"),
+        "the reason must be logged:\n{}",
+        r.envoy.log_tail()
+    );
+    assert_eq!(
+        r.envoy.sample("mlcanary_config_rejected_total", &[]),
+        Some(1.0)
+    );
+    // Traffic keeps the old (0 % canary) weights.
+    let all = spread(r.envoy.port, 100, |i| {
+        vec![("x-user-id".into(), format!("u{i}"))]
+    });
+    assert_eq!(all.get("stable"), Some(&100), "{all:?}");
+    // Not JSON at all: refused the same way.
+    r.envoy.set_filter_config("{not json");
+    let refused = wait_for(Duration::from_secs(10), || {
+        (rejected(&r.envoy) > before + 1).then_some(())
+    });
+    assert!(refused.is_some());
+    let all = spread(r.envoy.port, 20, |i| {
+        vec![("x-user-id".into(), format!("u{i}"))]
+    });
+    assert_eq!(all.get("stable"), Some(&20), "{all:?}");
+}
+
+#[test]
+fn anonymous_clients_are_assigned_a_sticky_cookie() {
+    let mut p = policy(5000);
+    p["sticky"]["assign_cookie"] = json!(true);
+    let r = rig(config(vec![p]));
+    for _ in 0..20 {
+        let first = get(r.envoy.port, &[]);
+        let set = first
+            .header("set-cookie")
+            .expect("a set-cookie for a keyless client")
+            .to_string();
+        assert!(
+            set.starts_with("mlcanary-uid=")
+                && set.contains("Max-Age=")
+                && set.contains("HttpOnly"),
+            "{set}"
+        );
+        let id = set.split(';').next().unwrap().to_string();
+        // With the cookie, the client is sticky and gets no new cookie.
+        for _ in 0..3 {
+            let again = get(r.envoy.port, &[("cookie", &id)]);
+            assert_eq!(again.served_by(), first.served_by(), "{id}");
+            assert!(again.header("set-cookie").is_none());
+        }
+    }
+}
+
+#[test]
+fn odd_headers_never_break_routing() {
+    let r = rig(config(vec![policy(10_000)]));
+    // A header value that is not UTF-8 (obs-text) as the sticky key and as a rule attribute.
+    let mut raw = format!(
+        "GET /v1/models/fraud:predict HTTP/1.1\r\nhost: {HOST}\r\nconnection: close\r\nx-user-id: "
+    )
+    .into_bytes();
+    raw.extend_from_slice(&[0xff, 0xfe, b'a']);
+    raw.extend_from_slice(
+        b"\r\ncookie: tester=\xe9\xe9; mlcanary-uid=\xff\r\nx-user-segment: \xc3\r\n\r\n",
+    );
+    // The filter read the bytes as "no value" and routed by weight (100 % canary); the test upstream
+    // itself refuses such bytes, so the proof is Envoy's own count of requests to the canary cluster.
+    let resp = http::send_raw(r.envoy.port, &raw).unwrap();
+    assert!(
+        resp.status == 200 || resp.body.contains("upstream"),
+        "{resp:?}"
+    );
+    let sent = wait_for(Duration::from_secs(5), || {
+        r.envoy
+            .stat("cluster.canary.upstream_rq_total")
+            .filter(|&n| n == 1)
+    });
+    assert_eq!(sent, Some(1), "{}", r.envoy.log_tail());
+    assert_eq!(r.envoy.stat("cluster.stable.upstream_rq_total"), Some(0));
+    // The VM is still alive: normal requests keep routing.
+    assert_eq!(
+        get(r.envoy.port, &[("x-user-id", "after")])
+            .served_by()
+            .unwrap(),
+        "canary"
+    );
+}
