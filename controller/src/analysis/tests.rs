@@ -1,0 +1,211 @@
+use proptest::prelude::*;
+
+use super::quantile::Bucket;
+use super::*;
+use crate::policy::validate::LatencyBound;
+use crate::policy::CanaryPolicy;
+
+fn w(requests: u64, errors: u64) -> VariantWindow {
+    VariantWindow {
+        requests,
+        errors,
+        ..Default::default()
+    }
+}
+
+fn hist(pairs: &[(f64, f64)]) -> VariantWindow {
+    let duration: Vec<Bucket> = pairs
+        .iter()
+        .map(|&(le, count)| Bucket { le, count })
+        .collect();
+    let n = pairs.last().map_or(0.0, |p| p.1) as u64;
+    VariantWindow {
+        requests: n,
+        duration,
+        ..Default::default()
+    }
+}
+
+const INF: f64 = f64::INFINITY;
+
+#[test]
+fn error_rate_table() {
+    // (canary n, canary errors, stable n, stable errors, max) → outcome
+    let cases = [
+        // Below minRequests (100) on either side: inconclusive, however bad.
+        (99, 99, 1000, 0, 0.01, Outcome::Inconclusive),
+        (1000, 900, 50, 0, 0.01, Outcome::Inconclusive),
+        // Within the limit: pass.
+        (1000, 10, 1000, 0, 0.01, Outcome::Pass),
+        (1000, 0, 1000, 0, 0.0, Outcome::Pass),
+        // 3 % vs 1 %, max 1 %: significantly worse than stable (p = 0.0007).
+        (1000, 30, 1000, 10, 0.01, Outcome::Fail),
+        // 2 % vs stable 0.5 % within the limit: above max significantly (p = 0.0007).
+        (1000, 20, 1000, 5, 0.01, Outcome::Fail),
+        // 1.2 % vs 1 %, max 1 %: above the limit, not significant either way: hold.
+        (1000, 12, 1000, 10, 0.01, Outcome::Inconclusive),
+        // Stable as bad as canary (shared outage): rule (b) does not fire, (a) not significant.
+        (1000, 100, 1000, 100, 0.01, Outcome::Inconclusive),
+        // max 0: one error fails only when stable has none... and the canary's one error is
+        // conclusive against 0 while stable is within the limit.
+        (1000, 1, 1000, 0, 0.0, Outcome::Fail),
+    ];
+    for (i, &(nc, ec, ns, es, max, want)) in cases.iter().enumerate() {
+        let v = error_rate("e", max, 100, 0.05, &w(nc, ec), &w(ns, es));
+        assert_eq!(v.outcome, want, "case {i}: {}", v.message);
+        assert_eq!((v.n_canary, v.n_stable), (nc, ns));
+    }
+    let v = error_rate("e", 0.01, 100, 0.05, &w(1000, 30), &w(1000, 10));
+    assert_eq!(v.canary, Some(0.03));
+    assert_eq!(v.stable, Some(0.01));
+    assert!(
+        (v.p_value.unwrap() - 0.0007).abs() < 2e-5,
+        "{:?}",
+        v.p_value
+    );
+}
+
+#[test]
+fn latency_table() {
+    // p50 of canary: rank 50 in (10, 50] → 42 ms; stable: 10 + 40·(50-40)/(80-40) = 20 ms.
+    let canary = hist(&[
+        (10.0, 10.0),
+        (50.0, 60.0),
+        (100.0, 90.0),
+        (500.0, 100.0),
+        (INF, 100.0),
+    ]);
+    let stable = hist(&[
+        (10.0, 40.0),
+        (50.0, 80.0),
+        (100.0, 100.0),
+        (500.0, 100.0),
+        (INF, 100.0),
+    ]);
+    let v = latency("l", 0.5, LatencyBound::MaxMs(42.0), 100, &canary, &stable);
+    assert_eq!((v.outcome, v.canary), (Outcome::Pass, Some(42.0)));
+    let v = latency("l", 0.5, LatencyBound::MaxMs(41.9), 100, &canary, &stable);
+    assert_eq!(v.outcome, Outcome::Fail);
+    let v = latency(
+        "l",
+        0.5,
+        LatencyBound::RatioToStable(2.0),
+        100,
+        &canary,
+        &stable,
+    );
+    assert_eq!(
+        (v.outcome, v.stable, v.threshold),
+        (Outcome::Fail, Some(20.0), Some(40.0))
+    );
+    let v = latency(
+        "l",
+        0.5,
+        LatencyBound::RatioToStable(2.1),
+        100,
+        &canary,
+        &stable,
+    );
+    assert_eq!(v.outcome, Outcome::Pass);
+    // Under minRequests: inconclusive.
+    let v = latency("l", 0.5, LatencyBound::MaxMs(1.0), 101, &canary, &stable);
+    assert_eq!(v.outcome, Outcome::Inconclusive);
+    // Rank in +Inf: value is a lower bound (500 ms).
+    let slow = hist(&[(10.0, 10.0), (500.0, 50.0), (INF, 100.0)]);
+    let v = latency("l", 0.99, LatencyBound::MaxMs(400.0), 100, &slow, &stable);
+    assert_eq!(v.outcome, Outcome::Fail);
+    let v = latency("l", 0.99, LatencyBound::MaxMs(1000.0), 100, &slow, &stable);
+    assert_eq!(v.outcome, Outcome::Inconclusive);
+}
+
+#[test]
+fn evaluate_runs_every_check_and_custom_needs_a_value() {
+    let p = CanaryPolicy::test().min_requests(100).validated();
+    let canary = hist(&[
+        (10.0, 10.0),
+        (50.0, 60.0),
+        (100.0, 90.0),
+        (500.0, 100.0),
+        (INF, 100.0),
+    ]);
+    let stable = canary.clone();
+    let mut window = Window { stable, canary };
+    let v = evaluate(&p, &window);
+    let names: Vec<&str> = v.iter().map(|v| v.check.as_str()).collect();
+    assert_eq!(names, ["errors", "p99", "p50", "positive-rate"]);
+    assert_eq!(v[0].outcome, Outcome::Pass);
+    assert_eq!(v[1].outcome, Outcome::Pass);
+    assert_eq!(v[2].outcome, Outcome::Pass);
+    assert_eq!(
+        v[3].outcome,
+        Outcome::Inconclusive,
+        "no custom value from the source"
+    );
+    window.canary.custom.insert("positive-rate".into(), 0.4);
+    assert_eq!(evaluate(&p, &window)[3].outcome, Outcome::Fail);
+    window.canary.custom.insert("positive-rate".into(), 0.2);
+    assert_eq!(evaluate(&p, &window)[3].outcome, Outcome::Pass);
+    let status = crate::policy::VerdictStatus::from(&evaluate(&p, &window)[3]);
+    assert_eq!(
+        (status.verdict.as_str(), status.canary),
+        ("pass", Some(0.2))
+    );
+}
+
+fn variant(max_n: u64) -> impl Strategy<Value = VariantWindow> {
+    (0..=max_n).prop_flat_map(|n| {
+        (Just(n), 0..=n, prop::collection::vec(0..=n, 4)).prop_map(|(n, e, mut b)| {
+            b.sort();
+            let les = [10.0, 50.0, 100.0, 500.0];
+            let mut duration: Vec<Bucket> = les
+                .iter()
+                .zip(&b)
+                .map(|(&le, &c)| Bucket {
+                    le,
+                    count: c as f64,
+                })
+                .collect();
+            duration.push(Bucket {
+                le: INF,
+                count: n as f64,
+            });
+            VariantWindow {
+                requests: n,
+                errors: e,
+                duration,
+                custom: Default::default(),
+            }
+        })
+    })
+}
+
+proptest! {
+    /// Below minRequests on either side no built-in check ever fails.
+    #[test]
+    fn low_traffic_never_fails(
+        canary in variant(99), stable in variant(5000), swap in any::<bool>(),
+        max in 0.0..0.5f64, q in 0.5..0.999f64,
+    ) {
+        let (canary, stable) = if swap { (stable, canary) } else { (canary, stable) };
+        let min = 100;
+        prop_assert_ne!(error_rate("e", max, min, 0.05, &canary, &stable).outcome, Outcome::Fail);
+        for b in [LatencyBound::MaxMs(1.0), LatencyBound::RatioToStable(1.0)] {
+            let v = latency("l", q, b, min, &canary, &stable);
+            if b == LatencyBound::MaxMs(1.0) && canary.requests >= min {
+                continue; // an absolute bound needs only the canary's traffic
+            }
+            prop_assert_ne!(v.outcome, Outcome::Fail);
+        }
+    }
+
+    /// A canary that behaves exactly like stable never fails.
+    #[test]
+    fn identical_never_fails(x in variant(20_000), max in 0.0..0.5f64, q in 0.01..0.999f64,
+                             ratio in 1.0..3.0f64, alpha in 0.001..0.5f64) {
+        prop_assert_ne!(error_rate("e", max, 1, alpha, &x, &x).outcome, Outcome::Fail);
+        prop_assert_ne!(
+            latency("l", q, LatencyBound::RatioToStable(ratio), 1, &x, &x).outcome,
+            Outcome::Fail
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! The `mlcanary` command line. Commands that need no cluster (`validate`, `assign`, `crd`) run here
+//! and write to the given writer, so they are tested without a process; the loops (`controller`,
+//! `local`) are not written yet.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use kube::CustomResourceExt;
+use mlcanary_filter::hash::bucket;
+use thiserror::Error;
+
+use crate::policy::file::{load, FileError};
+use crate::policy::CanaryPolicy;
+use crate::render::render_policy;
+use crate::weights::Weights;
+
+/// Canary deployments for ML models on Istio / Envoy.
+#[derive(Debug, Parser)]
+#[command(name = "mlcanary", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Kubernetes controller over CanaryPolicies.
+    Controller,
+    /// Drive a local Envoy from a policy file (no Kubernetes).
+    Local {
+        #[arg(long)]
+        policy: PathBuf,
+        /// Envoy admin URL to scrape, e.g. http://127.0.0.1:9901.
+        #[arg(long)]
+        envoy_admin: Option<String>,
+        /// Prometheus URL (instead of scraping Envoy).
+        #[arg(long)]
+        prometheus: Option<String>,
+    },
+    /// Which variant a user gets under a policy (sticky hash; rules are not consulted).
+    Assign {
+        #[arg(long)]
+        policy: PathBuf,
+        /// The user's sticky key (the value of the sticky header or cookie).
+        #[arg(long)]
+        user: String,
+        /// The policy to use when the file holds several.
+        #[arg(long)]
+        name: Option<String>,
+        /// Canary weight in basis points; default: the status in the file, else the first step.
+        #[arg(long)]
+        canary_bp: Option<u32>,
+    },
+    /// Validate a policy file; exit 1 with the field at fault.
+    Validate { file: PathBuf },
+    /// Print the CanaryPolicy CustomResourceDefinition as YAML.
+    Crd,
+}
+
+/// A command that failed; the message is for the user.
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("{0}")]
+    File(#[from] FileError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot write output: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot encode: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("`mlcanary {0}` is not implemented yet")]
+    NotImplemented(&'static str),
+}
+
+/// Run a command that needs no runtime.
+pub fn run(cmd: &Command, out: &mut impl Write) -> Result<(), CliError> {
+    match cmd {
+        Command::Validate { file } => validate(file, out),
+        Command::Assign {
+            policy,
+            user,
+            name,
+            canary_bp,
+        } => assign(policy, user, name.as_deref(), *canary_bp, out),
+        Command::Crd => {
+            out.write_all(serde_yaml::to_string(&CanaryPolicy::crd())?.as_bytes())?;
+            Ok(())
+        }
+        Command::Controller => Err(CliError::NotImplemented("controller")),
+        Command::Local { .. } => Err(CliError::NotImplemented("local")),
+    }
+}
+
+fn validate(file: &Path, out: &mut impl Write) -> Result<(), CliError> {
+    let policies = load(file)?;
+    for (_, v) in &policies {
+        let steps: Vec<String> = v
+            .steps_bp
+            .iter()
+            .map(|bp| format!("{}%", *bp as f64 / 100.0))
+            .collect();
+        writeln!(out, "{}: ok (steps {})", v.name, steps.join(", "))?;
+    }
+    Ok(())
+}
+
+fn assign(
+    file: &Path,
+    user: &str,
+    name: Option<&str>,
+    canary_bp: Option<u32>,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let policies = load(file)?;
+    let (p, v) = match name {
+        Some(n) => policies
+            .iter()
+            .find(|(_, v)| v.name == n)
+            .ok_or_else(|| CliError::Usage(format!("no policy named {n:?} in the file")))?,
+        None if policies.len() == 1 => &policies[0],
+        None => {
+            return Err(CliError::Usage(
+                "the file holds several policies: pass --name".into(),
+            ))
+        }
+    };
+    let bp = canary_bp
+        .or_else(|| p.status.as_ref().map(|s| s.canary_weight_bp))
+        .unwrap_or(v.steps_bp[0]);
+    if bp > Weights::TOTAL_BP {
+        return Err(CliError::Usage(format!("--canary-bp {bp} is over 10000")));
+    }
+    let raw = render_policy(v, Weights::with_canary_bp(bp));
+    let config = mlcanary_filter::Config::try_from(mlcanary_filter::RawConfig {
+        variant_header: None,
+        policies: vec![raw],
+    })
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    let policy = &config.policies[0];
+    let Some(sticky) = &policy.sticky else {
+        return Err(CliError::Usage(format!(
+            "policy {:?} has no sticky key: every request is assigned at random",
+            v.name
+        )));
+    };
+    let idx = mlcanary_filter::decide::assign(policy, user)
+        .ok_or_else(|| CliError::Usage("policy is not sticky".into()))?;
+    writeln!(
+        out,
+        "{} (bucket {} of 10000, canary at {bp} bp)",
+        policy.variants[idx].name,
+        bucket(&sticky.salt, user)
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,286 @@
+//! The embedded default: scrape Envoy's admin `/stats/prometheus` and difference cumulative counters
+//! between scrapes. The first scrape of a policy only sets the baseline (no data); a counter that went
+//! backwards means Envoy restarted, and the window is then the counts since the restart (what
+//! Prometheus' `increase()` does with a reset).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use mlcanary_filter::stats::{DURATION, ERRORS, REQUESTS};
+
+use super::exposition::{parse, Exposition};
+use super::{MetricsError, MetricsSource};
+use crate::analysis::quantile::Bucket;
+use crate::analysis::{VariantWindow, Window};
+use crate::policy::ValidatedPolicy;
+
+/// Cumulative totals of one (policy, variant), summed over segments.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    pub requests: f64,
+    pub errors: f64,
+    /// `(le, cumulative count)` sorted by `le`.
+    pub buckets: Vec<(f64, f64)>,
+}
+
+/// The totals of `policy`/`variant` in one scrape.
+pub fn totals(e: &Exposition, policy: &str, variant: &str) -> Totals {
+    let bucket_name = format!("{DURATION}_bucket");
+    let mut t = Totals::default();
+    for s in &e.samples {
+        if s.label("policy") != Some(policy) || s.label("variant") != Some(variant) {
+            continue;
+        }
+        if !s.value.is_finite() {
+            continue;
+        }
+        if s.name == REQUESTS {
+            t.requests += s.value;
+        } else if s.name == ERRORS {
+            t.errors += s.value;
+        } else if s.name == bucket_name {
+            let Some(le) = s.label("le").and_then(|l| match l {
+                "+Inf" | "Inf" => Some(f64::INFINITY),
+                _ => l.parse::<f64>().ok(),
+            }) else {
+                continue;
+            };
+            match t.buckets.iter_mut().find(|(b, _)| *b == le) {
+                Some((_, c)) => *c += s.value,
+                None => t.buckets.push((le, s.value)),
+            }
+        }
+    }
+    t.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    t
+}
+
+/// The window between two scrapes; a decrease anywhere is a counter reset (window = `cur`).
+pub fn difference(prev: &Totals, cur: &Totals) -> VariantWindow {
+    let bucket = |t: &Totals, le: f64| t.buckets.iter().find(|(b, _)| *b == le).map(|(_, c)| *c);
+    let reset = cur.requests < prev.requests
+        || cur.errors < prev.errors
+        || cur
+            .buckets
+            .iter()
+            .any(|&(le, c)| bucket(prev, le).is_some_and(|p| c < p));
+    let base = if reset { &Totals::default() } else { prev };
+    let d = |a: f64, b: f64| (a - b).max(0.0).round() as u64;
+    VariantWindow {
+        requests: d(cur.requests, base.requests),
+        errors: d(cur.errors, base.errors),
+        duration: cur
+            .buckets
+            .iter()
+            .map(|&(le, c)| Bucket {
+                le,
+                count: (c - bucket(base, le).unwrap_or(0.0)).max(0.0),
+            })
+            .collect(),
+        custom: Default::default(),
+    }
+}
+
+/// The scrape-to-scrape bookkeeping, apart from HTTP so it can be tested on fixtures.
+#[derive(Debug, Default)]
+pub struct Differ {
+    previous: HashMap<String, (Totals, Totals)>,
+}
+
+impl Differ {
+    /// Record this scrape for `policy`; the window since the previous one, `None` on the first.
+    pub fn observe(&mut self, policy: &ValidatedPolicy, e: &Exposition) -> Option<Window> {
+        let cur = (
+            totals(e, &policy.name, &policy.stable_subset),
+            totals(e, &policy.name, &policy.canary_subset),
+        );
+        let prev = self.previous.insert(policy.name.clone(), cur.clone())?;
+        Some(Window {
+            stable: difference(&prev.0, &cur.0),
+            canary: difference(&prev.1, &cur.1),
+        })
+    }
+}
+
+/// Envoy admin scraper.
+#[derive(Debug)]
+pub struct EnvoySource {
+    url: String,
+    client: reqwest::Client,
+    differ: Differ,
+}
+
+impl EnvoySource {
+    /// `admin` is Envoy's admin base URL, e.g. `http://127.0.0.1:9901`.
+    pub fn new(admin: &str) -> Result<Self, MetricsError> {
+        crate::tls::install_crypto_provider();
+        let url = format!("{}/stats/prometheus", admin.trim_end_matches('/'));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| MetricsError::Unreachable {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(EnvoySource {
+            url,
+            client,
+            differ: Differ::default(),
+        })
+    }
+
+    async fn scrape(&self) -> Result<Exposition, MetricsError> {
+        let unreachable = |e: reqwest::Error| MetricsError::Unreachable {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        };
+        let resp = self
+            .client
+            .get(&self.url)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if !resp.status().is_success() {
+            return Err(MetricsError::Status {
+                url: self.url.clone(),
+                status: resp.status().as_u16(),
+            });
+        }
+        let text = resp.text().await.map_err(unreachable)?;
+        Ok(parse(&text))
+    }
+}
+
+impl MetricsSource for EnvoySource {
+    async fn fetch(&mut self, policy: &ValidatedPolicy) -> Result<Window, MetricsError> {
+        let e = self.scrape().await?;
+        if e.skipped > 0 {
+            tracing::debug!(skipped = e.skipped, "unparsable lines in Envoy stats");
+        }
+        self.differ
+            .observe(policy, &e)
+            .ok_or_else(|| MetricsError::NoBaseline {
+                policy: policy.name.clone(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::CanaryPolicy;
+
+    const FIXTURE: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/envoy_stats.txt"
+    ));
+
+    #[test]
+    fn totals_sum_segments_of_one_policy_and_variant() {
+        let e = parse(FIXTURE);
+        assert_eq!(e.skipped, 0);
+        let c = totals(&e, "fraud-model", "canary");
+        assert_eq!((c.requests, c.errors), (50.0, 1.0));
+        assert_eq!(
+            c.buckets,
+            vec![
+                (0.5, 0.0),
+                (10.0, 15.0),
+                (100.0, 48.0),
+                (f64::INFINITY, 50.0)
+            ]
+        );
+        let s = totals(&e, "fraud-model", "stable");
+        assert_eq!((s.requests, s.errors), (950.0, 2.0));
+        assert_eq!(totals(&e, "churn-model", "canary").requests, 7.0);
+    }
+
+    /// Real `/stats/prometheus` output of our Envoy running the filter (all of Envoy's own stats
+    /// around ours): every line parses and our totals come out.
+    #[test]
+    fn real_envoy_scrape() {
+        let real = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/envoy_stats_real.txt"
+        ));
+        let e = parse(real);
+        assert_eq!(e.skipped, 0);
+        let c = totals(&e, "fraud-model", "canary");
+        let s = totals(&e, "fraud-model", "stable");
+        assert_eq!(
+            (c.requests, c.errors, s.requests, s.errors),
+            (2.0, 0.0, 19.0, 0.0)
+        );
+        assert_eq!(c.buckets.len(), 20, "Envoy's 19 default bounds and +Inf");
+        assert_eq!(c.buckets.last(), Some(&(f64::INFINITY, 2.0)));
+        assert_eq!(s.buckets.last(), Some(&(f64::INFINITY, 19.0)));
+    }
+
+    #[test]
+    fn first_scrape_is_baseline_then_differences_and_resets() {
+        let p = CanaryPolicy::test().validated();
+        let mut d = Differ::default();
+        assert!(
+            d.observe(&p, &parse(FIXTURE)).is_none(),
+            "first scrape: no window"
+        );
+        let later = FIXTURE
+            .replace(
+                r#"variant="canary",segment="other"} 20"#,
+                r#"variant="canary",segment="other"} 70"#,
+            )
+            .replace(
+                r#"segment="other",le="+Inf"} 20"#,
+                r#"segment="other",le="+Inf"} 70"#,
+            );
+        let w = d.observe(&p, &parse(&later)).unwrap();
+        assert_eq!((w.canary.requests, w.canary.errors), (50, 0));
+        assert_eq!(w.stable.requests, 0);
+        let inf = w
+            .canary
+            .duration
+            .iter()
+            .find(|b| b.le == f64::INFINITY)
+            .unwrap();
+        assert_eq!(inf.count, 50.0);
+        // Envoy restarted: counters start again from small numbers; the window is the new counts.
+        let restarted = "mlcanary_requests_total{policy=\"fraud-model\",variant=\"canary\"} 4\n\
+                         mlcanary_requests_total{policy=\"fraud-model\",variant=\"stable\"} 9\n";
+        let w = d.observe(&p, &parse(restarted)).unwrap();
+        assert_eq!((w.canary.requests, w.stable.requests), (4, 9));
+    }
+
+    #[tokio::test]
+    async fn scrapes_admin_endpoint_over_http() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = sock.read(&mut buf).await.unwrap();
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                assert!(head.starts_with("GET /stats/prometheus HTTP/1.1"), "{head}");
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{FIXTURE}",
+                    FIXTURE.len()
+                );
+                sock.write_all(resp.as_bytes()).await.unwrap();
+            }
+        });
+        let p = CanaryPolicy::test().validated();
+        let mut src = EnvoySource::new(&format!("http://{addr}/")).unwrap();
+        let first = src.fetch(&p).await;
+        assert!(
+            matches!(first, Err(MetricsError::NoBaseline { .. })),
+            "{first:?}"
+        );
+        let w = src.fetch(&p).await.unwrap();
+        assert_eq!(w.canary.requests, 0, "same counters twice: empty window");
+        server.await.unwrap();
+        // Nothing listens any more: unreachable is an error (the loop holds).
+        let e = src.fetch(&p).await.unwrap_err();
+        assert_eq!(e.label(), "unreachable");
+    }
+}

@@ -1,0 +1,343 @@
+//! The `CanaryPolicy` custom resource (`mlcanary.io/v1alpha1`): the raw, user-written spec and the
+//! status the controller writes back. Validation into a typed form lives in [`validate`]; reading
+//! policies from YAML files (local mode) in [`file`].
+//!
+//! Units, fixed once for every field below:
+//! - user-facing weights (`stepWeight`, `maxWeight`, `steps`) are whole **percent**;
+//! - the status weight (`canaryWeightBp`) and everything the controller computes are **basis
+//!   points** (1 bp = 0.01 %, 10000 bp = 100 %), the filter's unit, so nothing is lost in rounding
+//!   between the controller and the data plane;
+//! - durations are humantime strings (`30s`, `5m`, `1h 30m`).
+
+pub mod file;
+pub mod validate;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use validate::{ValidatedPolicy, ValidationError};
+
+/// Spec of a canary rollout of one model behind one VirtualService.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "mlcanary.io",
+    version = "v1alpha1",
+    kind = "CanaryPolicy",
+    namespaced,
+    status = "CanaryPolicyStatus",
+    shortname = "canary",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Canary-bp","type":"integer","description":"canary weight in basis points (10000 = 100%)","jsonPath":".status.canaryWeightBp"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","description":"consecutive failed analyses","jsonPath":".status.failedChecks"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryPolicySpec {
+    pub target: TargetSpec,
+    #[serde(default)]
+    pub routing: RoutingSpec,
+    pub schedule: ScheduleSpec,
+    pub analysis: AnalysisSpec,
+    /// With no conclusive analysis for this long (no traffic, no metrics), the rollout is rolled
+    /// back. Default `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<String>,
+}
+
+/// What is rolled out: the VirtualService whose routes the controller owns, the hosts the filter
+/// matches, the DestinationRule subsets and the WasmPlugin carrying the filter config.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSpec {
+    /// Name of the VirtualService (same namespace) whose mlcanary routes this policy owns.
+    pub virtual_service: String,
+    /// Hosts the filter matches requests on (`:authority` without port): short name, FQDN or `*`.
+    pub hosts: Vec<String>,
+    /// Route destination host; default: the first entry of `hosts` (which must then not be `*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_host: Option<String>,
+    /// DestinationRule subset (and filter variant name) of the baseline. Default `stable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_subset: Option<String>,
+    /// DestinationRule subset (and filter variant name) of the new model. Default `canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_subset: Option<String>,
+    /// Name of the WasmPlugin (same namespace) whose `pluginConfig` carries the filter config.
+    pub wasm_plugin: String,
+    /// TF Serving / KServe model name, to tell apart several policies on one host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// How the filter picks a variant: rendered into the filter's policy config.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickySpec>,
+    /// User-attribute rules, first match wins, before the percentage split.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleSpec>,
+    /// Split stats by an allow-listed header value (low cardinality).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<SegmentSpec>,
+}
+
+/// Sticky assignment: the same key lands on the same variant on every replica.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StickySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// Hash salt; defaults to the policy name. Changing it reshuffles every user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// Give clients without a key a random id in `cookie`.
+    #[serde(default)]
+    pub assign_cookie: bool,
+}
+
+/// One user-attribute rule: a match and the variant (subset name) it sends to.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleSpec {
+    #[serde(rename = "match")]
+    pub match_: MatchSpec,
+    pub variant: String,
+}
+
+/// Exactly one of `header` / `cookie` / `query`, and one of `exact` / `prefix` / `regex` / `oneOf`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MatchSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<String>>,
+}
+
+/// Per-segment stats: header and its allowed values (others read `other`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentSpec {
+    pub header: String,
+    pub values: Vec<String>,
+}
+
+/// The weight steps. Either `stepWeight` (+ `maxWeight`, default 50) or explicit `steps`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleSpec {
+    /// Analysis interval, e.g. `30s`: one analysis, and at most one step, per interval.
+    pub interval: String,
+    /// Percent added per step (1..=100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_weight: Option<u32>,
+    /// Last step's percent with `stepWeight` (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_weight: Option<u32>,
+    /// Explicit, strictly increasing percents, e.g. `[5, 10, 25, 50]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<u32>>,
+    /// Holds at given steps: with a duration the rollout stays there at least that long; without,
+    /// it pauses until an operator resumes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pauses: Vec<PauseSpec>,
+    /// After the last step passes, wait for an operator's `promote` before sending 100 % to canary.
+    #[serde(default)]
+    pub manual_gate: bool,
+}
+
+/// A hold at step `step` (0-based index into the steps).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseSpec {
+    pub step: u32,
+    /// How long to hold (humantime); absent: until resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+}
+
+/// How the canary is judged each interval.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisSpec {
+    /// Consecutive failed analyses before rollback. Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+    /// Requests per variant in the window below which a check is inconclusive. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    /// Significance level of the one-sided tests (0 < alpha ≤ 0.5). Default 0.05.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    pub checks: Vec<CheckSpec>,
+}
+
+/// One check: a name and exactly one kind.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<ErrorRateSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencySpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomSpec>,
+}
+
+/// Error rate (errors / requests) of the canary.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorRateSpec {
+    /// Largest acceptable error rate, a fraction (0.01 = 1 %).
+    pub max: f64,
+}
+
+/// A latency quantile of the canary, absolute or relative to stable.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencySpec {
+    /// e.g. 0.99.
+    pub quantile: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ratio_to_stable: Option<f64>,
+}
+
+/// A PromQL query (needs the Prometheus source) compared with a threshold.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomSpec {
+    /// PromQL with `{{policy}}` and `{{variant}}` placeholders; must return one number.
+    pub query: String,
+    /// The canary passes when `value <comparison> threshold`: one of `<`, `<=`, `>`, `>=`.
+    pub comparison: String,
+    pub threshold: f64,
+}
+
+/// Where a rollout is.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Accepted, no traffic moved yet.
+    #[default]
+    Pending,
+    /// Stepping the canary weight up.
+    Progressing,
+    /// Held by an operator (or an open-ended pause); analyses still run and can roll back.
+    Paused,
+    /// All traffic on the canary subset. The operator then rolls the stable Deployment forward.
+    Promoted,
+    /// Canary weight 0 after failed analyses, the progress deadline or an abort.
+    RolledBack,
+    /// The policy is invalid; nothing is touched.
+    Failed,
+}
+
+impl Phase {
+    /// Promoted, RolledBack and Failed end the rollout: no step changes them.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Promoted | Phase::RolledBack | Phase::Failed)
+    }
+}
+
+/// Status written back by the controller.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryPolicyStatus {
+    #[serde(default)]
+    pub phase: Phase,
+    /// Canary weight in basis points (10000 = 100 %); stable gets the rest.
+    #[serde(default)]
+    pub canary_weight_bp: u32,
+    /// Index into the steps of the current weight; absent before the first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_index: Option<u32>,
+    /// Consecutive failed analyses (reset by a passing one).
+    #[serde(default)]
+    pub failed_checks: u32,
+    /// An operator's promote arrived while waiting at the manual gate (or before).
+    #[serde(default)]
+    pub gate_open: bool,
+    /// RFC 3339; a timed pause at the current step lasts until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_verdicts: Vec<VerdictStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+    /// RFC 3339 time of the last phase change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    /// RFC 3339 time of the last step or conclusive passing analysis (the deadline's origin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One check's verdict as shown in the status.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerdictStatus {
+    pub name: String,
+    /// `pass`, `fail` or `inconclusive`.
+    pub verdict: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    pub n_canary: u64,
+    pub n_stable: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    pub message: String,
+}
+
+/// A Kubernetes-style condition (`type` / `status` / `reason` / `message`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// One weight change.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// RFC 3339.
+    pub time: String,
+    pub from_weight_bp: u32,
+    pub to_weight_bp: u32,
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests;

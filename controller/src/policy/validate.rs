@@ -1,0 +1,552 @@
+//! `CanaryPolicySpec` → [`ValidatedPolicy`]: every field checked once, at the edge, with an error that
+//! names the field as the user wrote it (`spec.schedule.stepWeight: must be 1..=100`).
+//!
+//! The routing part is checked by the filter's own validation (`mlcanary_filter::Config::try_from`)
+//! on the config the controller would render, so the controller refuses exactly what the filter
+//! would refuse; the filter's field path is translated back into the spec's path.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use mlcanary_filter::config::{RawConfig, RawMatch, RawPolicy, RawRule, RawSegment, RawSticky};
+use mlcanary_filter::hash::BUCKETS;
+use mlcanary_filter::ConfigError;
+use thiserror::Error;
+
+use super::{CanaryPolicy, CanaryPolicySpec, CheckSpec, PauseSpec};
+
+/// Default consecutive failed analyses before rollback.
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 2;
+/// Default requests per variant per window before any verdict.
+pub const DEFAULT_MIN_REQUESTS: u64 = 100;
+/// Default significance level of the one-sided tests.
+pub const DEFAULT_ALPHA: f64 = 0.05;
+/// Default progress deadline.
+pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+/// Default last step with `stepWeight`.
+pub const DEFAULT_MAX_WEIGHT: u32 = 50;
+
+/// A spec the controller refuses, with the path of the field at fault.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("{field}: {reason}")]
+pub struct ValidationError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ValidationError {
+    ValidationError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A hold at one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// Stay at the step at least this long after reaching it.
+    For(Duration),
+    /// Stay until an operator resumes.
+    UntilResumed,
+}
+
+/// `value <op> threshold` passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Comparison {
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Comparison::Lt => value < threshold,
+            Comparison::Le => value <= threshold,
+            Comparison::Gt => value > threshold,
+            Comparison::Ge => value >= threshold,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Comparison::Lt => "<",
+            Comparison::Le => "<=",
+            Comparison::Gt => ">",
+            Comparison::Ge => ">=",
+        }
+    }
+}
+
+/// The latency bound: absolute, or relative to the stable variant's same quantile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LatencyBound {
+    MaxMs(f64),
+    RatioToStable(f64),
+}
+
+/// A validated check kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    /// Canary error rate at most `max` (a fraction).
+    ErrorRate { max: f64 },
+    /// Canary latency quantile `quantile` (0..1) within `bound`.
+    Latency { quantile: f64, bound: LatencyBound },
+    /// A PromQL value compared with a threshold.
+    Custom {
+        query: String,
+        comparison: Comparison,
+        threshold: f64,
+    },
+}
+
+/// A named check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub kind: CheckKind,
+}
+
+/// A policy the controller can act on: every field checked, defaults filled, weights in basis points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedPolicy {
+    /// The CanaryPolicy's name: the filter policy name and the `policy` metric label.
+    pub name: String,
+    pub namespace: Option<String>,
+    pub virtual_service: String,
+    pub destination_host: String,
+    pub stable_subset: String,
+    pub canary_subset: String,
+    pub wasm_plugin: String,
+    pub interval: Duration,
+    /// Canary weight of each step in basis points: strictly increasing, each in 1..=10000.
+    pub steps_bp: Vec<u32>,
+    /// One entry per step.
+    pub pauses: Vec<Option<Pause>>,
+    pub manual_gate: bool,
+    pub failure_threshold: u32,
+    pub min_requests: u64,
+    pub alpha: f64,
+    pub checks: Vec<Check>,
+    pub progress_deadline: Duration,
+    /// The filter policy with both variants at weight 0; [`crate::render`] fills the weights.
+    pub filter_template: RawPolicy,
+}
+
+impl TryFrom<&CanaryPolicy> for ValidatedPolicy {
+    type Error = ValidationError;
+
+    fn try_from(p: &CanaryPolicy) -> Result<Self, Self::Error> {
+        let name = p
+            .metadata
+            .name
+            .as_deref()
+            .ok_or_else(|| invalid("metadata.name", "missing"))?;
+        let mut v = ValidatedPolicy::from_spec(name, &p.spec)?;
+        v.namespace = p.namespace();
+        Ok(v)
+    }
+}
+
+fn duration(field: &str, s: &str) -> Result<Duration, ValidationError> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| invalid(field, format!("{s:?} is not a duration like \"30s\": {e}")))?;
+    if d.is_zero() {
+        return Err(invalid(field, "must be longer than 0"));
+    }
+    Ok(d)
+}
+
+fn non_empty(field: &str, s: &str) -> Result<(), ValidationError> {
+    if s.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    Ok(())
+}
+
+impl ValidatedPolicy {
+    /// Validate `spec` for the policy named `name` (the object's `metadata.name`, which the spec
+    /// needs: it is the filter policy's name and the default sticky salt).
+    pub fn from_spec(name: &str, spec: &CanaryPolicySpec) -> Result<Self, ValidationError> {
+        let t = &spec.target;
+        non_empty("spec.target.virtualService", &t.virtual_service)?;
+        non_empty("spec.target.wasmPlugin", &t.wasm_plugin)?;
+        if t.hosts.is_empty() {
+            return Err(invalid("spec.target.hosts", "must list at least one host"));
+        }
+        let destination_host = match &t.destination_host {
+            Some(h) => {
+                non_empty("spec.target.destinationHost", h)?;
+                h.clone()
+            }
+            None if t.hosts[0] == "*" => {
+                return Err(invalid(
+                    "spec.target.destinationHost",
+                    "required when hosts[0] is \"*\" (the route needs a real host)",
+                ))
+            }
+            None => t.hosts[0].clone(),
+        };
+        let stable_subset = t.stable_subset.clone().unwrap_or_else(|| "stable".into());
+        let canary_subset = t.canary_subset.clone().unwrap_or_else(|| "canary".into());
+        if stable_subset == canary_subset {
+            return Err(invalid(
+                "spec.target.canarySubset",
+                "must differ from stableSubset",
+            ));
+        }
+
+        let s = &spec.schedule;
+        let interval = duration("spec.schedule.interval", &s.interval)?;
+        let steps_bp = steps(s.step_weight, s.max_weight, s.steps.as_deref())?;
+        let pauses = pauses(&s.pauses, steps_bp.len())?;
+
+        let a = &spec.analysis;
+        let failure_threshold = a.failure_threshold.unwrap_or(DEFAULT_FAILURE_THRESHOLD);
+        if failure_threshold == 0 {
+            return Err(invalid(
+                "spec.analysis.failureThreshold",
+                "must be at least 1",
+            ));
+        }
+        let min_requests = a.min_requests.unwrap_or(DEFAULT_MIN_REQUESTS);
+        if min_requests == 0 {
+            return Err(invalid(
+                "spec.analysis.minRequests",
+                "must be at least 1 (no verdict without traffic)",
+            ));
+        }
+        let alpha = a.alpha.unwrap_or(DEFAULT_ALPHA);
+        if !(alpha > 0.0 && alpha <= 0.5) {
+            return Err(invalid(
+                "spec.analysis.alpha",
+                format!("{alpha} is not in (0, 0.5]"),
+            ));
+        }
+        if a.checks.is_empty() {
+            return Err(invalid(
+                "spec.analysis.checks",
+                "must list at least one check (nothing would ever pass)",
+            ));
+        }
+        let mut checks: Vec<Check> = Vec::with_capacity(a.checks.len());
+        for (i, c) in a.checks.iter().enumerate() {
+            let f = format!("spec.analysis.checks[{i}]");
+            let check = check(&f, c)?;
+            if checks.iter().any(|k| k.name == check.name) {
+                return Err(invalid(
+                    format!("{f}.name"),
+                    format!("{:?} is listed twice", c.name),
+                ));
+            }
+            checks.push(check);
+        }
+        let progress_deadline = match &spec.progress_deadline {
+            Some(d) => duration("spec.progressDeadline", d)?,
+            None => DEFAULT_PROGRESS_DEADLINE,
+        };
+
+        let filter_template = filter_template(name, spec, &stable_subset, &canary_subset);
+        // The filter's own validation, on the config as it will be rendered (weights any valid split).
+        let mut probe = filter_template.clone();
+        probe.variants[0].weight_bp = BUCKETS;
+        mlcanary_filter::Config::try_from(RawConfig {
+            variant_header: None,
+            policies: vec![probe],
+        })
+        .map_err(from_filter_error)?;
+
+        Ok(ValidatedPolicy {
+            name: name.to_owned(),
+            namespace: None,
+            virtual_service: t.virtual_service.clone(),
+            destination_host,
+            stable_subset,
+            canary_subset,
+            wasm_plugin: t.wasm_plugin.clone(),
+            interval,
+            steps_bp,
+            pauses,
+            manual_gate: s.manual_gate,
+            failure_threshold,
+            min_requests,
+            alpha,
+            checks,
+            progress_deadline,
+            filter_template,
+        })
+    }
+}
+
+/// Step percents → basis points, from explicit `steps` or `stepWeight`/`maxWeight`.
+fn steps(
+    step_weight: Option<u32>,
+    max_weight: Option<u32>,
+    explicit: Option<&[u32]>,
+) -> Result<Vec<u32>, ValidationError> {
+    match (step_weight, explicit) {
+        (Some(_), Some(_)) => Err(invalid(
+            "spec.schedule.steps",
+            "set either `steps` or `stepWeight`, not both",
+        )),
+        (None, None) => Err(invalid("spec.schedule", "needs `stepWeight` or `steps`")),
+        (None, Some(list)) => {
+            if max_weight.is_some() {
+                return Err(invalid(
+                    "spec.schedule.maxWeight",
+                    "only goes with `stepWeight`",
+                ));
+            }
+            if list.is_empty() {
+                return Err(invalid(
+                    "spec.schedule.steps",
+                    "must list at least one step",
+                ));
+            }
+            let mut prev = 0;
+            for (i, &w) in list.iter().enumerate() {
+                if !(1..=100).contains(&w) {
+                    return Err(invalid(
+                        format!("spec.schedule.steps[{i}]"),
+                        "must be 1..=100",
+                    ));
+                }
+                if w <= prev {
+                    return Err(invalid(
+                        format!("spec.schedule.steps[{i}]"),
+                        format!("{w} is not above the previous step {prev}: steps must increase"),
+                    ));
+                }
+                prev = w;
+            }
+            Ok(list.iter().map(|w| w * 100).collect())
+        }
+        (Some(step), None) => {
+            if !(1..=100).contains(&step) {
+                return Err(invalid("spec.schedule.stepWeight", "must be 1..=100"));
+            }
+            let max = max_weight.unwrap_or(DEFAULT_MAX_WEIGHT);
+            if !(step..=100).contains(&max) {
+                return Err(invalid(
+                    "spec.schedule.maxWeight",
+                    format!("must be {step}..=100 (at least stepWeight)"),
+                ));
+            }
+            // stepWeight, 2×stepWeight, … while below maxWeight, then maxWeight itself.
+            let mut out: Vec<u32> = (1..).map(|k| k * step).take_while(|&w| w < max).collect();
+            out.push(max);
+            Ok(out.into_iter().map(|w| w * 100).collect())
+        }
+    }
+}
+
+fn pauses(list: &[PauseSpec], n_steps: usize) -> Result<Vec<Option<Pause>>, ValidationError> {
+    let mut out = vec![None; n_steps];
+    for (i, p) in list.iter().enumerate() {
+        let f = format!("spec.schedule.pauses[{i}]");
+        let idx = p.step as usize;
+        if idx >= n_steps {
+            return Err(invalid(
+                format!("{f}.step"),
+                format!("{} is past the last step (there are {n_steps})", p.step),
+            ));
+        }
+        if out[idx].is_some() {
+            return Err(invalid(
+                format!("{f}.step"),
+                format!("step {idx} has a pause already"),
+            ));
+        }
+        out[idx] = Some(match &p.duration {
+            Some(d) => Pause::For(duration(&format!("{f}.duration"), d)?),
+            None => Pause::UntilResumed,
+        });
+    }
+    Ok(out)
+}
+
+fn check(f: &str, c: &CheckSpec) -> Result<Check, ValidationError> {
+    non_empty(&format!("{f}.name"), &c.name)?;
+    let kind = match (&c.error_rate, &c.latency, &c.custom) {
+        (Some(e), None, None) => {
+            if !(0.0..1.0).contains(&e.max) {
+                return Err(invalid(
+                    format!("{f}.errorRate.max"),
+                    format!("{} is not a fraction in [0, 1)", e.max),
+                ));
+            }
+            CheckKind::ErrorRate { max: e.max }
+        }
+        (None, Some(l), None) => {
+            if !(l.quantile > 0.0 && l.quantile < 1.0) {
+                return Err(invalid(
+                    format!("{f}.latency.quantile"),
+                    format!("{} is not in (0, 1), e.g. 0.99", l.quantile),
+                ));
+            }
+            let bound = match (l.max_ms, l.max_ratio_to_stable) {
+                (Some(ms), None) if ms.is_finite() && ms > 0.0 => LatencyBound::MaxMs(ms),
+                (Some(ms), None) => {
+                    return Err(invalid(
+                        format!("{f}.latency.maxMs"),
+                        format!("{ms} is not > 0"),
+                    ))
+                }
+                (None, Some(r)) if r.is_finite() && r >= 1.0 => LatencyBound::RatioToStable(r),
+                (None, Some(r)) => {
+                    return Err(invalid(
+                        format!("{f}.latency.maxRatioToStable"),
+                        format!("{r} is not ≥ 1 (1.2 = 20 % slower than stable)"),
+                    ))
+                }
+                _ => {
+                    return Err(invalid(
+                        format!("{f}.latency"),
+                        "needs exactly one of `maxMs`, `maxRatioToStable`",
+                    ))
+                }
+            };
+            CheckKind::Latency {
+                quantile: l.quantile,
+                bound,
+            }
+        }
+        (None, None, Some(c)) => {
+            non_empty(&format!("{f}.custom.query"), &c.query)?;
+            if !c.query.contains("{{variant}}") {
+                return Err(invalid(
+                    format!("{f}.custom.query"),
+                    "must contain {{variant}} (it is evaluated once per variant)",
+                ));
+            }
+            let comparison = match c.comparison.as_str() {
+                "<" => Comparison::Lt,
+                "<=" => Comparison::Le,
+                ">" => Comparison::Gt,
+                ">=" => Comparison::Ge,
+                other => {
+                    return Err(invalid(
+                        format!("{f}.custom.comparison"),
+                        format!("{other:?} is not one of <, <=, >, >="),
+                    ))
+                }
+            };
+            if !c.threshold.is_finite() {
+                return Err(invalid(
+                    format!("{f}.custom.threshold"),
+                    "must be a finite number",
+                ));
+            }
+            CheckKind::Custom {
+                query: c.query.clone(),
+                comparison,
+                threshold: c.threshold,
+            }
+        }
+        _ => {
+            return Err(invalid(
+                f,
+                "needs exactly one of `errorRate`, `latency`, `custom`",
+            ));
+        }
+    };
+    Ok(Check {
+        name: c.name.clone(),
+        kind,
+    })
+}
+
+/// The filter policy, variants `[stable, canary]` in that order (the last-listed variant owns the
+/// top of the hash range, so users on the canary stay there as it grows), both at weight 0.
+fn filter_template(name: &str, spec: &CanaryPolicySpec, stable: &str, canary: &str) -> RawPolicy {
+    let r = &spec.routing;
+    RawPolicy {
+        name: name.to_owned(),
+        hosts: spec.target.hosts.clone(),
+        model: spec.target.model.clone(),
+        variants: vec![
+            mlcanary_filter::config::RawVariant {
+                name: stable.to_owned(),
+                weight_bp: 0,
+            },
+            mlcanary_filter::config::RawVariant {
+                name: canary.to_owned(),
+                weight_bp: 0,
+            },
+        ],
+        sticky: r.sticky.as_ref().map(|s| RawSticky {
+            header: s.header.clone(),
+            cookie: s.cookie.clone(),
+            salt: s.salt.clone(),
+            assign_cookie: s.assign_cookie,
+            cookie_max_age_s: None,
+        }),
+        rules: r
+            .rules
+            .iter()
+            .map(|rule| RawRule {
+                match_: RawMatch {
+                    header: rule.match_.header.clone(),
+                    cookie: rule.match_.cookie.clone(),
+                    query: rule.match_.query.clone(),
+                    exact: rule.match_.exact.clone(),
+                    prefix: rule.match_.prefix.clone(),
+                    regex: rule.match_.regex.clone(),
+                    one_of: rule.match_.one_of.clone(),
+                },
+                variant: rule.variant.clone(),
+            })
+            .collect(),
+        segment: r.segment.as_ref().map(|s| RawSegment {
+            header: s.header.clone(),
+            values: s.values.clone(),
+        }),
+        override_: None,
+    }
+}
+
+/// Translate the filter's error path (`policies[0].sticky.assign_cookie`) into the spec's
+/// (`spec.routing.sticky.assignCookie`), keeping the filter's reason word for word.
+fn from_filter_error(e: ConfigError) -> ValidationError {
+    match e {
+        ConfigError::Json(m) => invalid("spec.routing", m),
+        ConfigError::Invalid { field, reason } => {
+            let rest = field.strip_prefix("policies[0]").unwrap_or(&field);
+            let rest = rest.strip_prefix('.').unwrap_or(rest);
+            let mapped = match rest {
+                "" => "spec".to_owned(),
+                "name" => "metadata.name".to_owned(),
+                "model" => "spec.target.model".to_owned(),
+                "variants[0].name" => "spec.target.stableSubset".to_owned(),
+                "variants[1].name" => "spec.target.canarySubset".to_owned(),
+                r if r.starts_with("hosts") => format!("spec.target.{r}"),
+                r if r.starts_with("sticky")
+                    || r.starts_with("rules")
+                    || r.starts_with("segment") =>
+                {
+                    format!("spec.routing.{}", camel_case(r))
+                }
+                r => format!("spec.{}", camel_case(r)),
+            };
+            invalid(mapped, reason)
+        }
+    }
+}
+
+/// `assign_cookie` → `assignCookie`, `one_of` → `oneOf` (path separators kept).
+fn camel_case(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut upper = false;
+    for c in path.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

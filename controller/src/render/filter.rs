@@ -1,0 +1,35 @@
+//! The filter's config: one `RawPolicy` per CanaryPolicy, all policies sharing a WasmPlugin in one
+//! `RawConfig`, checked with the filter's own validation before anything is written.
+
+use mlcanary_filter::config::{RawConfig, RawPolicy};
+use mlcanary_filter::ConfigError;
+
+use crate::policy::ValidatedPolicy;
+use crate::weights::Weights;
+
+/// The filter policy for `policy` at `weights`: variants `[stable, canary]` in that order, summing to
+/// 10000 bp. The order matters: the filter gives the last-listed variant the top of the hash range,
+/// so users already on the canary stay there as its weight grows.
+pub fn render_policy(policy: &ValidatedPolicy, weights: Weights) -> RawPolicy {
+    let mut p = policy.filter_template.clone();
+    // The template always holds [stable, canary]; set by name so a reorder could not swap weights.
+    for v in &mut p.variants {
+        v.weight_bp = if v.name == policy.canary_subset {
+            weights.canary_bp()
+        } else {
+            weights.stable_bp()
+        };
+    }
+    p
+}
+
+/// The whole config for the policies sharing one plugin, validated as the filter will validate it
+/// (two policies claiming the same host and model are refused here, not in Envoy's log).
+pub fn render_config(policies: &[(&ValidatedPolicy, Weights)]) -> Result<RawConfig, ConfigError> {
+    let raw = RawConfig {
+        variant_header: None,
+        policies: policies.iter().map(|(p, w)| render_policy(p, *w)).collect(),
+    };
+    mlcanary_filter::Config::try_from(raw.clone())?;
+    Ok(raw)
+}

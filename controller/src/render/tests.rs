@@ -1,0 +1,218 @@
+use serde_json::{json, Value};
+
+use super::*;
+use crate::policy::CanaryPolicy;
+use crate::weights::Weights;
+
+#[test]
+fn filter_policy_lists_stable_then_canary_summing_to_10000() {
+    let v = CanaryPolicy::test().validated();
+    let p = render_policy(&v, Weights::with_canary_bp(500));
+    let w: Vec<(&str, u32)> = p
+        .variants
+        .iter()
+        .map(|v| (v.name.as_str(), v.weight_bp))
+        .collect();
+    assert_eq!(w, [("stable", 9500), ("canary", 500)]);
+    assert_eq!(p.name, "fraud-model");
+    assert_eq!(p.model.as_deref(), Some("fraud"));
+    assert_eq!(p.rules.len(), 2);
+    // The filter accepts it and puts the canary at the top of the hash range.
+    let raw = render_config(&[(&v, Weights::with_canary_bp(500))]).unwrap();
+    let cfg = mlcanary_filter::Config::try_from(raw).unwrap();
+    assert_eq!(cfg.policies[0].variant_for_bucket(9_499), 0);
+    assert_eq!(cfg.policies[0].variant_for_bucket(9_500), 1);
+}
+
+#[test]
+fn shared_plugin_config_is_checked_across_policies() {
+    let a = CanaryPolicy::test().validated();
+    let mut b = a.clone();
+    b.name = "other".into();
+    b.filter_template.name = "other".into();
+    // Same host, same model: the filter would refuse it, so rendering refuses it.
+    let e = render_config(&[(&a, Weights::ALL_STABLE), (&b, Weights::ALL_STABLE)]).unwrap_err();
+    assert!(e.to_string().contains("two policies claim host"), "{e}");
+    b.filter_template.model = Some("other-model".into());
+    let raw = render_config(&[
+        (&a, Weights::ALL_STABLE),
+        (&b, Weights::with_canary_bp(2500)),
+    ])
+    .unwrap();
+    assert_eq!(raw.policies.len(), 2);
+    assert_eq!(raw.policies[1].variants[1].weight_bp, 2500);
+}
+
+#[test]
+fn routes_have_the_design_shape() {
+    let v = CanaryPolicy::test().validated();
+    let routes = owned_routes(&v, Weights::with_canary_bp(500));
+    assert_eq!(
+        serde_json::to_value(&routes).unwrap(),
+        json!([
+            {"name": "mlcanary-fraud-model-canary",
+             "match": [{"headers": {"x-mlcanary-variant": {"exact": "canary"}}}],
+             "route": [{"destination": {"host": "fraud-model", "subset": "canary"}}]},
+            {"name": "mlcanary-fraud-model-stable",
+             "match": [{"headers": {"x-mlcanary-variant": {"exact": "stable"}}}],
+             "route": [{"destination": {"host": "fraud-model", "subset": "stable"}}]},
+            {"name": "mlcanary-fraud-model-default",
+             "route": [{"destination": {"host": "fraud-model", "subset": "stable"}, "weight": 95},
+                       {"destination": {"host": "fraud-model", "subset": "canary"}, "weight": 5}]}
+        ])
+    );
+    check_routes(&routes).unwrap();
+    for bp in [0, 1, 4_950, 10_000] {
+        check_routes(&owned_routes(&v, Weights::with_canary_bp(bp))).unwrap();
+    }
+}
+
+#[test]
+fn bad_routes_are_refused() {
+    let v = CanaryPolicy::test().validated();
+    let mut r = owned_routes(&v, Weights::with_canary_bp(500));
+    r[2].route[1].weight = Some(0);
+    r[2].route[0].weight = Some(0);
+    assert_eq!(
+        check_routes(&r),
+        Err(RouteError::BadTotal {
+            route: "mlcanary-fraud-model-default".into(),
+            total: 0
+        })
+    );
+    let mut r = owned_routes(&v, Weights::with_canary_bp(500));
+    r[0].route[0].destination.host.clear();
+    assert!(matches!(
+        check_routes(&r),
+        Err(RouteError::EmptyHost { .. })
+    ));
+    let mut r = owned_routes(&v, Weights::with_canary_bp(500));
+    r[1].route.clear();
+    assert!(matches!(
+        check_routes(&r),
+        Err(RouteError::NoDestination { .. })
+    ));
+}
+
+#[test]
+fn splice_keeps_foreign_routes_and_replaces_owned_ones() {
+    let v = CanaryPolicy::test().validated();
+    let existing = vec![
+        json!({"name": "mlcanary-fraud-model-canary", "route": []}),
+        json!({"name": "health", "match": [{"uri": {"exact": "/health"}}], "route": []}),
+        json!({"route": [{"destination": {"host": "x"}}]}),
+        json!({"name": "mlcanary-fraud-model-default", "route": []}),
+        json!({"name": "mlcanary-other-default", "route": []}),
+    ];
+    let owned = owned_routes(&v, Weights::with_canary_bp(1000));
+    let out = splice_routes(&existing, "fraud-model", &owned).unwrap();
+    let names: Vec<Option<&str>> = out.iter().map(|r| r["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            Some("mlcanary-fraud-model-canary"),
+            Some("mlcanary-fraud-model-stable"),
+            Some("health"),
+            None,
+            Some("mlcanary-other-default"),
+            Some("mlcanary-fraud-model-default"),
+        ]
+    );
+    assert_eq!(out[5]["route"][1]["weight"], 10);
+}
+
+/// Istio's VirtualService v1 schema, from the shared CRD file.
+fn istio_schema(kind: &str, version: &str) -> Value {
+    let path = std::env::var("MLCANARY_ISTIO_CRDS").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/istio/crds.gen.yaml"
+        )
+        .into()
+    });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    for de in serde_yaml::Deserializer::from_str(&text) {
+        let doc: Value = serde::Deserialize::deserialize(de).unwrap();
+        if doc.pointer("/spec/names/kind").and_then(Value::as_str) != Some(kind) {
+            continue;
+        }
+        for v in doc["spec"]["versions"].as_array().unwrap() {
+            if v["name"] == version {
+                return v["schema"]["openAPIV3Schema"].clone();
+            }
+        }
+    }
+    panic!("{kind} {version} not in {path}");
+}
+
+/// Every field of `value` is declared by `schema` with a matching type (a structural check: what
+/// the API server would prune or reject).
+fn conforms(value: &Value, schema: &Value, path: &str) -> Result<(), String> {
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+        && schema.get("properties").is_none()
+    {
+        return Ok(());
+    }
+    let ty = schema.get("type").and_then(Value::as_str);
+    let ok = match (ty, value) {
+        (None, _) => true,
+        (Some("object"), Value::Object(_)) | (Some("array"), Value::Array(_)) => true,
+        (Some("string"), Value::String(_)) | (Some("boolean"), Value::Bool(_)) => true,
+        (Some("integer"), Value::Number(n)) => n.is_i64() || n.is_u64(),
+        (Some("number"), Value::Number(_)) => true,
+        _ => false,
+    };
+    if !ok {
+        return Err(format!("{path}: {value} is not {ty:?}"));
+    }
+    if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
+        if value.as_f64().is_some_and(|v| v > max) {
+            return Err(format!("{path}: above maximum {max}"));
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let sub = schema
+                    .pointer(&format!("/properties/{k}"))
+                    .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()))
+                    .ok_or_else(|| format!("{path}.{k}: not in the schema"))?;
+                conforms(v, sub, &format!("{path}.{k}"))?;
+            }
+            for r in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let r = r.as_str().unwrap_or_default();
+                if !map.contains_key(r) {
+                    return Err(format!("{path}.{r}: required"));
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                conforms(v, &schema["items"], &format!("{path}[{i}]"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[test]
+fn rendered_objects_validate_against_istio_schemas() {
+    let v = CanaryPolicy::test().validated();
+    let vs = json!({"spec": {"hosts": ["fraud-model"],
+                             "http": owned_routes(&v, Weights::with_canary_bp(2500))}});
+    let schema = istio_schema("VirtualService", "v1");
+    conforms(&vs, &schema, "").unwrap();
+    // The checker is not vacuous: a misspelt field is caught.
+    let bad = json!({"spec": {"http": [{"name": "x", "route": [{"destination": {"hots": "h"}}]}]}});
+    assert!(conforms(&bad, &schema, "").unwrap_err().contains("hots"));
+
+    let raw = render_config(&[(&v, Weights::with_canary_bp(2500))]).unwrap();
+    let wp = json!({"spec": {"pluginConfig": raw, "url": "oci://example/mlcanary:0.1"}});
+    conforms(&wp, &istio_schema("WasmPlugin", "v1alpha1"), "").unwrap();
+}

@@ -1,0 +1,178 @@
+//! The VirtualService `http` routes a policy owns, in the shape of DESIGN.md:
+//!
+//! ```yaml
+//! - name: mlcanary-<policy>-<canary>     # tagged by the filter
+//!   match: [{headers: {x-mlcanary-variant: {exact: canary}}}]
+//!   route: [{destination: {host: H, subset: canary}}]
+//! - name: mlcanary-<policy>-<stable>
+//!   match: [{headers: {x-mlcanary-variant: {exact: stable}}}]
+//!   route: [{destination: {host: H, subset: stable}}]
+//! - name: mlcanary-<policy>-default      # untagged traffic (filter absent / failed open)
+//!   route: [{destination: {host: H, subset: stable}, weight: 95},
+//!           {destination: {host: H, subset: canary}, weight: 5}]
+//! ```
+//!
+//! Ownership is by route name (prefix `mlcanary-<policy>-`): `http` is an atomic list for server-side
+//! apply, so the writer reads the current list, [`splice_routes`] replaces only the owned entries, and
+//! the whole list is applied.
+
+use std::collections::BTreeMap;
+
+use mlcanary_filter::config::DEFAULT_VARIANT_HEADER;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::policy::ValidatedPolicy;
+use crate::weights::Weights;
+
+/// One Istio `HTTPRoute`, only the fields mlcanary writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRoute {
+    pub name: String,
+    #[serde(rename = "match", default, skip_serializing_if = "Vec::is_empty")]
+    pub match_: Vec<HttpMatchRequest>,
+    pub route: Vec<HttpRouteDestination>,
+}
+
+/// `HTTPMatchRequest` with header matches only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpMatchRequest {
+    pub headers: BTreeMap<String, StringMatch>,
+}
+
+/// `StringMatch`, exact only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StringMatch {
+    pub exact: String,
+}
+
+/// `HTTPRouteDestination`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRouteDestination {
+    pub destination: Destination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// `Destination`: service host and DestinationRule subset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Destination {
+    pub host: String,
+    pub subset: String,
+}
+
+/// A route set mlcanary refuses to write.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum RouteError {
+    #[error("route {route}: destination with an empty host or subset")]
+    EmptyHost { route: String },
+    #[error("route {route}: weights sum to {total}, not 100")]
+    BadTotal { route: String, total: u32 },
+    #[error("route {route}: no destination")]
+    NoDestination { route: String },
+}
+
+/// Name prefix of the routes `policy` owns.
+pub fn owned_prefix(policy: &str) -> String {
+    format!("mlcanary-{policy}-")
+}
+
+/// The routes `policy` owns at `weights`: a header-match route per subset, then the weighted default.
+pub fn owned_routes(policy: &ValidatedPolicy, weights: Weights) -> Vec<HttpRoute> {
+    let prefix = owned_prefix(&policy.name);
+    let dest = |subset: &str| Destination {
+        host: policy.destination_host.clone(),
+        subset: subset.to_owned(),
+    };
+    let tagged = |subset: &str| HttpRoute {
+        name: format!("{prefix}{subset}"),
+        match_: vec![HttpMatchRequest {
+            headers: BTreeMap::from([(
+                DEFAULT_VARIANT_HEADER.to_owned(),
+                StringMatch {
+                    exact: subset.to_owned(),
+                },
+            )]),
+        }],
+        route: vec![HttpRouteDestination {
+            destination: dest(subset),
+            weight: None,
+        }],
+    };
+    let (stable_pct, canary_pct) = weights.percents();
+    vec![
+        tagged(&policy.canary_subset),
+        tagged(&policy.stable_subset),
+        HttpRoute {
+            name: format!("{prefix}default"),
+            match_: Vec::new(),
+            route: vec![
+                HttpRouteDestination {
+                    destination: dest(&policy.stable_subset),
+                    weight: Some(stable_pct),
+                },
+                HttpRouteDestination {
+                    destination: dest(&policy.canary_subset),
+                    weight: Some(canary_pct),
+                },
+            ],
+        },
+    ]
+}
+
+/// Refuse a route with an empty host/subset, no destination, or weights (when any are set) that do
+/// not sum to 100: the last line of defence before a write could black-hole traffic.
+pub fn check_routes(routes: &[HttpRoute]) -> Result<(), RouteError> {
+    for r in routes {
+        if r.route.is_empty() {
+            return Err(RouteError::NoDestination {
+                route: r.name.clone(),
+            });
+        }
+        if r.route
+            .iter()
+            .any(|d| d.destination.host.is_empty() || d.destination.subset.is_empty())
+        {
+            return Err(RouteError::EmptyHost {
+                route: r.name.clone(),
+            });
+        }
+        if r.route.iter().any(|d| d.weight.is_some()) {
+            let total: u32 = r.route.iter().map(|d| d.weight.unwrap_or(0)).sum();
+            if total != 100 {
+                return Err(RouteError::BadTotal {
+                    route: r.name.clone(),
+                    total,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The new `http` list: `existing` with the routes `policy` owned removed, the owned header-match
+/// routes first (they must win before any user route), the user's routes in their order, and the
+/// owned default route last (a catch-all placed earlier would shadow the user's routes).
+pub fn splice_routes(
+    existing: &[serde_json::Value],
+    policy: &str,
+    owned: &[HttpRoute],
+) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+    let prefix = owned_prefix(policy);
+    let is_owned = |r: &serde_json::Value| {
+        r.get("name")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|n| n.starts_with(&prefix))
+    };
+    let (matched, default): (Vec<&HttpRoute>, Vec<&HttpRoute>) =
+        owned.iter().partition(|r| !r.match_.is_empty());
+    let mut out = Vec::with_capacity(existing.len() + owned.len());
+    for r in matched {
+        out.push(serde_json::to_value(r)?);
+    }
+    out.extend(existing.iter().filter(|r| !is_owned(r)).cloned());
+    for r in default {
+        out.push(serde_json::to_value(r)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,354 @@
+//! The rollout state machine: (status, this interval's verdicts, policy, now) → next status, the
+//! desired split and what happened. Pure: the caller owns the clock, the metrics and the writes.
+//!
+//! Rules:
+//! - `Pending` → `Progressing` at the first step (no verdict needed: nothing ran on the canary yet).
+//! - Each call is one analysis interval. All verdicts `Pass` → one step forward (a timed pause at the
+//!   step holds until it is over; an open-ended pause turns the phase to `Paused` as the step is
+//!   entered). After the last step, with the manual gate closed, it waits for `promote`.
+//! - Promotion sends **100 % to the canary subset** (Flagger's "promote"): the operator then rolls
+//!   the stable Deployment forward to the new model and starts the next rollout from there.
+//! - Any `Fail` counts one failed analysis; `failureThreshold` consecutive ones → `RolledBack`,
+//!   canary 0 %. A passing analysis resets the count; an inconclusive one leaves it.
+//! - No data (`None`, an empty list) or any `Inconclusive` holds: never advances, never promotes.
+//!   Only when nothing conclusive has passed for `progressDeadline` does it roll back, saying so.
+//! - `Paused` keeps the weights and still counts failures (a held canary can still be rolled back);
+//!   the deadline does not run while paused.
+//!
+//! Operator commands ([`command`]): `promote` (override: 100 % now, from any live phase — the way
+//! through the manual gate), `abort` (roll back now), `pause`, `resume`.
+
+use std::time::{Duration, SystemTime};
+
+use crate::analysis::{Outcome, Verdict};
+use crate::policy::validate::Pause;
+use crate::policy::{CanaryPolicyStatus, Condition, HistoryEntry, Phase, ValidatedPolicy};
+use crate::weights::Weights;
+
+/// Most history entries kept in the status.
+pub const MAX_HISTORY: usize = 32;
+
+/// An operator's command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Promote,
+    Abort,
+    Pause,
+    Resume,
+}
+
+/// Why a step held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// No metrics or some check inconclusive.
+    NoConclusiveData,
+    /// Analyses passed; a timed pause is not over.
+    TimedPause,
+    /// Paused by an operator or an open-ended pause.
+    Paused,
+    /// Last step passed; waiting for `promote`.
+    ManualGate,
+    /// Failed analyses below the threshold.
+    Failing,
+}
+
+/// What a step did, for Events and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RolloutEvent {
+    Started {
+        to_bp: u32,
+    },
+    Advanced {
+        from_bp: u32,
+        to_bp: u32,
+    },
+    Held(Hold),
+    AnalysisFailed {
+        consecutive: u32,
+        threshold: u32,
+        checks: Vec<String>,
+    },
+    Paused,
+    Resumed,
+    Promoted {
+        from_bp: u32,
+    },
+    RolledBack {
+        from_bp: u32,
+        reason: String,
+    },
+}
+
+/// The result of a step or command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutput {
+    pub status: CanaryPolicyStatus,
+    /// The split to apply; always equal to `status.canary_weight_bp`.
+    pub weights: Weights,
+    pub events: Vec<RolloutEvent>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn parse_time(s: Option<&str>) -> Option<SystemTime> {
+    s.and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+}
+
+/// Builder-ish wrapper so each transition reads as one line.
+struct Next {
+    s: CanaryPolicyStatus,
+    events: Vec<RolloutEvent>,
+    now: SystemTime,
+}
+
+impl Next {
+    fn new(status: &CanaryPolicyStatus, now: SystemTime) -> Self {
+        Next {
+            s: status.clone(),
+            events: Vec::new(),
+            now,
+        }
+    }
+
+    fn done(self) -> StepOutput {
+        let weights = Weights::with_canary_bp(self.s.canary_weight_bp);
+        StepOutput {
+            status: self.s,
+            weights,
+            events: self.events,
+        }
+    }
+
+    fn phase(&mut self, phase: Phase, reason: &str, message: String) {
+        if self.s.phase != phase {
+            self.s.phase = phase;
+            self.s.last_transition_time = Some(rfc3339(self.now));
+        }
+        let status = if phase.is_terminal() { "False" } else { "True" };
+        let c = Condition {
+            type_: "Progressing".into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            last_transition_time: Some(rfc3339(self.now)),
+        };
+        match self
+            .s
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == "Progressing")
+        {
+            Some(old) if old.status == c.status && old.reason == c.reason => {
+                old.message = c.message;
+            }
+            Some(old) => *old = c,
+            None => self.s.conditions.push(c),
+        }
+    }
+
+    fn weight(&mut self, to_bp: u32, reason: &str) {
+        let from = self.s.canary_weight_bp;
+        if from == to_bp {
+            return;
+        }
+        self.s.history.push(HistoryEntry {
+            time: rfc3339(self.now),
+            from_weight_bp: from,
+            to_weight_bp: to_bp,
+            reason: reason.into(),
+        });
+        if self.s.history.len() > MAX_HISTORY {
+            let extra = self.s.history.len() - MAX_HISTORY;
+            self.s.history.drain(..extra);
+        }
+        self.s.canary_weight_bp = to_bp;
+    }
+
+    /// Move to step `i` and arm its pause.
+    fn enter_step(&mut self, policy: &ValidatedPolicy, i: usize, reason: &str) {
+        let from = self.s.canary_weight_bp;
+        let to = policy.steps_bp[i];
+        self.weight(to, reason);
+        self.s.step_index = Some(i as u32);
+        self.s.last_progress_time = Some(rfc3339(self.now));
+        self.s.paused_until = None;
+        if i == 0 && from == 0 {
+            self.events.push(RolloutEvent::Started { to_bp: to });
+        } else {
+            self.events.push(RolloutEvent::Advanced {
+                from_bp: from,
+                to_bp: to,
+            });
+        }
+        match policy.pauses.get(i).copied().flatten() {
+            Some(Pause::For(d)) => self.s.paused_until = Some(rfc3339(self.now + d)),
+            Some(Pause::UntilResumed) => {
+                self.phase(
+                    Phase::Paused,
+                    "StepPause",
+                    format!("paused at step {i} until resumed"),
+                );
+                self.events.push(RolloutEvent::Paused);
+            }
+            None => {}
+        }
+    }
+
+    fn roll_back(&mut self, reason: String) {
+        let from = self.s.canary_weight_bp;
+        self.weight(0, &reason);
+        self.s.paused_until = None;
+        self.phase(Phase::RolledBack, "RolledBack", reason.clone());
+        self.events.push(RolloutEvent::RolledBack {
+            from_bp: from,
+            reason,
+        });
+    }
+
+    fn promote(&mut self, reason: &str) {
+        let from = self.s.canary_weight_bp;
+        self.weight(Weights::TOTAL_BP, reason);
+        self.s.paused_until = None;
+        self.phase(Phase::Promoted, "Promoted", reason.into());
+        self.events.push(RolloutEvent::Promoted { from_bp: from });
+    }
+}
+
+/// The summary of one interval's verdicts.
+fn summarize(verdicts: Option<&[Verdict]>) -> Option<Outcome> {
+    let v = verdicts.filter(|v| !v.is_empty())?;
+    if v.iter().any(|v| v.outcome == Outcome::Fail) {
+        Some(Outcome::Fail)
+    } else if v.iter().any(|v| v.outcome == Outcome::Inconclusive) {
+        Some(Outcome::Inconclusive)
+    } else {
+        Some(Outcome::Pass)
+    }
+}
+
+/// One analysis interval. `verdicts` is `None` when the metrics source had no data (unreachable,
+/// first scrape).
+pub fn step(
+    status: &CanaryPolicyStatus,
+    verdicts: Option<&[Verdict]>,
+    policy: &ValidatedPolicy,
+    now: SystemTime,
+) -> StepOutput {
+    let mut n = Next::new(status, now);
+    match n.s.phase {
+        p if p.is_terminal() => return n.done(),
+        Phase::Pending => {
+            n.phase(Phase::Progressing, "Started", "first step".into());
+            n.enter_step(policy, 0, "rollout started");
+            return n.done();
+        }
+        _ => {}
+    }
+    n.s.last_verdicts = verdicts
+        .unwrap_or_default()
+        .iter()
+        .map(Into::into)
+        .collect();
+    let paused = n.s.phase == Phase::Paused;
+    match summarize(verdicts) {
+        Some(Outcome::Fail) => {
+            n.s.failed_checks += 1;
+            let checks: Vec<String> = verdicts
+                .unwrap_or_default()
+                .iter()
+                .filter(|v| v.outcome == Outcome::Fail)
+                .map(|v| v.check.clone())
+                .collect();
+            n.events.push(RolloutEvent::AnalysisFailed {
+                consecutive: n.s.failed_checks,
+                threshold: policy.failure_threshold,
+                checks: checks.clone(),
+            });
+            if n.s.failed_checks >= policy.failure_threshold {
+                n.roll_back(format!(
+                    "{} consecutive failed analyses (failureThreshold {}): {}",
+                    n.s.failed_checks,
+                    policy.failure_threshold,
+                    checks.join(", ")
+                ));
+            } else {
+                n.events.push(RolloutEvent::Held(Hold::Failing));
+            }
+        }
+        None | Some(Outcome::Inconclusive) => {
+            let since = parse_time(n.s.last_progress_time.as_deref()).unwrap_or(now);
+            let waited = now.duration_since(since).unwrap_or(Duration::ZERO);
+            if !paused && waited >= policy.progress_deadline {
+                n.roll_back(format!(
+                    "ProgressDeadlineExceeded: no conclusive analysis for {} (progressDeadline {})",
+                    humantime::format_duration(waited),
+                    humantime::format_duration(policy.progress_deadline)
+                ));
+            } else {
+                n.events.push(RolloutEvent::Held(if paused {
+                    Hold::Paused
+                } else {
+                    Hold::NoConclusiveData
+                }));
+            }
+        }
+        Some(Outcome::Pass) => {
+            n.s.failed_checks = 0;
+            n.s.last_progress_time = Some(rfc3339(now));
+            let i = n.s.step_index.unwrap_or(0) as usize;
+            let pause_over = parse_time(n.s.paused_until.as_deref()).is_none_or(|t| now >= t);
+            if paused {
+                n.events.push(RolloutEvent::Held(Hold::Paused));
+            } else if !pause_over {
+                n.events.push(RolloutEvent::Held(Hold::TimedPause));
+            } else if i + 1 < policy.steps_bp.len() {
+                n.enter_step(policy, i + 1, "analysis passed");
+            } else if policy.manual_gate {
+                n.phase(
+                    Phase::Progressing,
+                    "AwaitingPromotion",
+                    "last step passed".into(),
+                );
+                n.events.push(RolloutEvent::Held(Hold::ManualGate));
+            } else {
+                n.promote("every step passed its analysis");
+            }
+        }
+    }
+    n.done()
+}
+
+/// Apply an operator's command. Terminal phases ignore every command.
+pub fn command(status: &CanaryPolicyStatus, cmd: Command, now: SystemTime) -> StepOutput {
+    let mut n = Next::new(status, now);
+    if n.s.phase.is_terminal() {
+        return n.done();
+    }
+    match cmd {
+        Command::Promote => n.promote("promoted by operator"),
+        Command::Abort => n.roll_back("aborted by operator".into()),
+        Command::Pause if n.s.phase != Phase::Paused => {
+            n.phase(Phase::Paused, "Paused", "paused by operator".into());
+            n.events.push(RolloutEvent::Paused);
+        }
+        Command::Resume if n.s.phase == Phase::Paused => {
+            // Time spent paused does not count against the progress deadline.
+            n.s.last_progress_time = Some(rfc3339(now));
+            n.s.paused_until = None;
+            let next = if n.s.step_index.is_some() {
+                Phase::Progressing
+            } else {
+                Phase::Pending
+            };
+            n.phase(next, "Resumed", "resumed by operator".into());
+            n.events.push(RolloutEvent::Resumed);
+        }
+        Command::Pause | Command::Resume => {}
+    }
+    n.done()
+}
+
+#[cfg(test)]
+mod tests;

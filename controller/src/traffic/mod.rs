@@ -1,0 +1,51 @@
+//! Where the split goes: targets behind one trait. The desired state is a value
+//! ([`DesiredTraffic`]); a target only writes it.
+
+pub mod istio;
+
+use std::future::Future;
+
+use mlcanary_filter::config::RawConfig;
+use thiserror::Error;
+
+use crate::render::{HttpRoute, RouteError};
+
+pub use istio::IstioTarget;
+
+/// What one policy wants written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredTraffic {
+    pub namespace: String,
+    /// The policy that owns `routes` (route names `mlcanary-<policy>-*`).
+    pub policy: String,
+    pub virtual_service: String,
+    pub routes: Vec<HttpRoute>,
+    pub wasm_plugin: String,
+    /// The whole filter config of every policy sharing `wasm_plugin`.
+    pub plugin_config: RawConfig,
+}
+
+/// Why a write failed.
+#[derive(Debug, Error)]
+pub enum TrafficError {
+    #[error("refusing to write routes: {0}")]
+    Route(#[from] RouteError),
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{kind} {name}: still conflicting after {attempts} attempts")]
+    Conflict {
+        kind: &'static str,
+        name: String,
+        attempts: u32,
+    },
+    #[error("cannot encode {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// A place weights and filter config are written to.
+pub trait TrafficTarget {
+    fn apply(
+        &self,
+        desired: &DesiredTraffic,
+    ) -> impl Future<Output = Result<(), TrafficError>> + Send;
+}
