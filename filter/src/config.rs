@@ -232,13 +232,9 @@ impl Config {
         Config::try_from(raw)
     }
 
-    /// The policy for a request to `authority` (port stripped, case-insensitive). `path` is asked
-    /// for only when a candidate policy is narrowed to a model, so most requests never fetch it.
-    pub fn find_policy(
-        &self,
-        authority: &str,
-        path: impl FnOnce() -> Option<String>,
-    ) -> Option<usize> {
+    /// The policy for a request to `authority` (port stripped, case-insensitive) and `path` (which
+    /// matters only for policies narrowed to a model).
+    pub fn find_policy(&self, authority: &str, path: Option<&str>) -> Option<usize> {
         let host = strip_port(authority);
         let own = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             self.by_host.get(host.to_ascii_lowercase().as_str())
@@ -246,15 +242,15 @@ impl Config {
             self.by_host.get(host)
         };
         let mut candidates = own.into_iter().flatten().chain(self.wildcard.iter());
-        let mut path_cache: Option<Option<String>> = None;
-        let mut path = Some(path);
-        candidates.find_map(|&i| {
-            let Some(model) = &self.policies[i].model else {
-                return Some(i);
-            };
-            let p = path_cache.get_or_insert_with(|| path.take().and_then(|f| f()));
-            (p.as_deref().and_then(model_from_path) == Some(model.as_str())).then_some(i)
-        })
+        let model = path.and_then(model_from_path);
+        candidates
+            .find(|&&i| {
+                self.policies[i]
+                    .model
+                    .as_deref()
+                    .is_none_or(|m| Some(m) == model)
+            })
+            .copied()
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod decide;
 pub mod hash;
+pub mod headers;
 pub mod rules;
 pub mod stats;
 

@@ -17,6 +17,8 @@ pub struct EnvoySetup {
     /// The filter's JSON config; `None` runs Envoy without the filter (benchmark baseline).
     pub filter_config: Option<serde_json::Value>,
     pub concurrency: u32,
+    /// Answer every request itself with 200 and this body (an upstream for benchmarks).
+    pub direct_response: Option<String>,
 }
 
 impl EnvoySetup {
@@ -25,6 +27,7 @@ impl EnvoySetup {
             variants: variants.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
             filter_config: Some(filter_config),
             concurrency: 2,
+            direct_response: None,
         }
     }
 }
@@ -54,10 +57,16 @@ fn render_bootstrap(dir: &Path, setup: &EnvoySetup) -> String {
         );
     }
     let default = setup.variants.first().map_or("none", |(n, _)| n.as_str());
-    let _ = write!(
-        routes,
-        "\n              - match: {{prefix: /}}\n                route: {{cluster: {default}}}"
-    );
+    if let Some(body) = &setup.direct_response {
+        routes = format!(
+            "\n              - match: {{prefix: /}}\n                direct_response: {{status: 200, body: {{inline_string: '{body}'}}}}"
+        );
+    } else {
+        let _ = write!(
+            routes,
+            "\n              - match: {{prefix: /}}\n                route: {{cluster: {default}}}"
+        );
+    }
     let filter = if setup.filter_config.is_some() {
         format!(
             "

@@ -15,10 +15,11 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
 use crate::config::Config;
-use crate::decide::{decide, AssignedId, RequestAttrs};
+use crate::decide::{decide, AssignedId};
 use crate::hash::SplitMix64;
-use crate::rules::{cookie_value, query_value};
 use crate::stats::{self, Outcome};
+
+mod host;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -136,9 +137,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let active = self.active.clone()?;
+        // Never `None`: the SDK panics (and traps the VM) on a missing context.
         Some(Box::new(Stream {
-            active,
+            active: self.active.clone(),
             rng: Rc::clone(&self.rng),
             slot: None,
             started_ns: 0,
@@ -154,7 +155,8 @@ impl RootContext for Root {
 
 /// Per-request state: which slot to record into, and what the response said.
 struct Stream {
-    active: Rc<Active>,
+    /// `None` only if Envoy creates a stream before any config loaded: pass-through.
+    active: Option<Rc<Active>>,
     rng: Rc<Cell<u64>>,
     slot: Option<usize>,
     started_ns: u64,
@@ -163,65 +165,25 @@ struct Stream {
     assigned: Option<(usize, AssignedId)>,
 }
 
-fn request_header(name: &str) -> Option<String> {
-    header(MapType::HttpRequestHeaders, name)
-}
-
-/// A header value as UTF-8; a missing, unreadable or non-UTF-8 value reads as absent.
-fn header(map: MapType, name: &str) -> Option<String> {
-    let bytes = hostcalls::get_map_value_bytes(map, name).ok()??;
-    String::from_utf8(bytes).ok()
-}
-
-/// Request attributes fetched lazily from Envoy; the cookie header and path at most once.
-struct HostAttrs {
-    last: Option<String>,
-    cookie: Option<Option<String>>,
-    path: Option<Option<String>>,
-}
-
-impl RequestAttrs for HostAttrs {
-    fn header(&mut self, name: &str) -> Option<&str> {
-        self.last = request_header(name);
-        self.last.as_deref()
-    }
-
-    fn cookie(&mut self, name: &str) -> Option<&str> {
-        let h = self.cookie.get_or_insert_with(|| request_header("cookie"));
-        cookie_value(h.as_deref()?, name)
-    }
-
-    fn query(&mut self, name: &str) -> Option<&str> {
-        let p = self.path.get_or_insert_with(|| request_header(":path"));
-        query_value(p.as_deref()?, name)
-    }
-}
-
 impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        let active = Rc::clone(&self.active);
-        let config = &active.config;
-        let Some(authority) = request_header(":authority") else {
+        let Some(active) = self.active.clone() else {
             return Action::Continue;
         };
-        let mut attrs = HostAttrs {
-            last: None,
-            cookie: None,
-            path: None,
+        let config = &active.config;
+        // One host call for every header this request's decision may need.
+        let mut headers = host::header_pairs(MapType::HttpRequestHeaders);
+        let Some(authority) = headers.get_str(":authority") else {
+            return Action::Continue;
         };
-        let found = config.find_policy(&authority, || {
-            let p = request_header(":path");
-            attrs.path = Some(p.clone());
-            p
-        });
-        let Some(pi) = found else {
+        let Some(pi) = config.find_policy(authority, headers.get_str(":path")) else {
             return Action::Continue; // not a canaried model: untouched, unmeasured
         };
         let policy = &config.policies[pi];
         let mut rng = SplitMix64(self.rng.get());
-        let d = decide(policy, &mut attrs, &mut rng);
+        let d = decide(policy, &mut headers, &mut rng);
         self.rng.set(rng.0);
         // Replacing the header also strips whatever value the client sent: a client never picks
         // its own variant (the override header is the one, opt-in, exception).
@@ -236,7 +198,7 @@ impl HttpContext for Stream {
         let seg = policy
             .segment
             .as_ref()
-            .map_or(0, |s| s.index(attrs.header(&s.header)));
+            .map_or(0, |s| s.index(headers.get_str(&s.header)));
         self.slot = Some(active.base[pi] + d.variant * policy.segment_count() + seg);
         self.assigned = d.assigned.map(|id| (pi, id));
         self.started_ns = now_ns();
@@ -247,32 +209,24 @@ impl HttpContext for Stream {
         if self.slot.is_none() {
             return Action::Continue;
         }
-        let map = MapType::HttpResponseHeaders;
-        self.outcome.status = header(map, ":status")
+        let headers = host::header_pairs(MapType::HttpResponseHeaders);
+        self.outcome.status = headers
+            .get_str(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        if let Some(g) = header(map, "grpc-status").and_then(|s| s.parse().ok()) {
+        if let Some(g) = headers.get_str("grpc-status").and_then(|s| s.parse().ok()) {
             self.outcome.grpc_status = Some(g);
         }
         if let Some((pi, id)) = self.assigned {
-            let sticky = self.active.config.policies[pi].sticky.as_ref();
-            if let Some((name, max_age)) =
-                sticky.and_then(|s| Some((s.cookie.as_deref()?, s.cookie_max_age_s)))
-            {
-                let cookie = format!(
-                    "{name}={}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax",
-                    id.as_str()
-                );
-                let _ = hostcalls::add_map_value(map, "set-cookie", &cookie);
-            }
+            self.set_cookie(pi, id);
         }
         Action::Continue
     }
 
     fn on_http_response_trailers(&mut self, _n: usize) -> Action {
         if self.slot.is_some() {
-            let g = header(MapType::HttpResponseTrailers, "grpc-status");
-            if let Some(g) = g.and_then(|s| s.parse().ok()) {
+            let trailers = host::header_pairs(MapType::HttpResponseTrailers);
+            if let Some(g) = trailers.get_str("grpc-status").and_then(|s| s.parse().ok()) {
                 self.outcome.grpc_status = Some(g);
             }
         }
@@ -280,7 +234,10 @@ impl HttpContext for Stream {
     }
 
     fn on_log(&mut self) {
-        let Some(slot) = self.slot.and_then(|i| self.active.slots.get(i)) else {
+        let Some(active) = &self.active else {
+            return;
+        };
+        let Some(slot) = self.slot.and_then(|i| active.slots.get(i)) else {
             return;
         };
         let _ = hostcalls::increment_metric(slot.requests, 1);
@@ -289,5 +246,31 @@ impl HttpContext for Stream {
         }
         let ms = now_ns().saturating_sub(self.started_ns) / 1_000_000;
         let _ = hostcalls::record_metric(slot.duration, ms);
+    }
+}
+
+impl Stream {
+    /// Give a keyless client the id it was routed by, so its next request is sticky.
+    fn set_cookie(&self, pi: usize, id: AssignedId) {
+        let Some(active) = &self.active else {
+            return;
+        };
+        let Some(sticky) = active
+            .config
+            .policies
+            .get(pi)
+            .and_then(|p| p.sticky.as_ref())
+        else {
+            return;
+        };
+        let Some(name) = sticky.cookie.as_deref() else {
+            return;
+        };
+        let cookie = format!(
+            "{name}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+            id.as_str(),
+            sticky.cookie_max_age_s
+        );
+        let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie);
     }
 }
