@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::hash::BUCKETS;
+use crate::predictions::{Format, ScoreSpec};
 use crate::rules::{Matcher, Rule, Source};
 
 /// Default request header that carries the chosen variant to the route match.
@@ -65,6 +66,8 @@ pub struct RawPolicy {
     pub segment: Option<RawSegment>,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "override")]
     pub override_: Option<RawOverride>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<RawPredictions>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -135,6 +138,24 @@ pub struct RawOverride {
     pub header: String,
 }
 
+/// Read prediction scores from the model's replies (TF Serving REST or KServe v2).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPredictions {
+    #[serde(default)]
+    pub format: Format,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_index: Option<usize>,
+    /// A score at or above this counts as a positive prediction (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive_threshold: Option<f64>,
+    /// Replies longer than this are not parsed, only counted (default 64 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u32>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Typed (validated) form.
 // ---------------------------------------------------------------------------------------------
@@ -161,7 +182,21 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     pub segment: Option<Segment>,
     pub override_header: Option<String>,
+    pub predictions: Option<Predictions>,
 }
+
+/// Validated `predictions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictions {
+    pub spec: ScoreSpec,
+    pub positive_threshold: f64,
+    pub max_body_bytes: usize,
+}
+
+/// Default bound on a reply body the filter copies to read scores.
+pub const DEFAULT_MAX_BODY_BYTES: u32 = 64 * 1024;
+/// Upper bound an operator may set: bodies are copied per in-flight request.
+pub const MAX_BODY_BYTES_LIMIT: u32 = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Variant {
@@ -548,6 +583,39 @@ fn validate_policy(field: &str, rp: RawPolicy) -> Result<Policy, ConfigError> {
         }
     };
 
+    let predictions = match rp.predictions {
+        None => None,
+        Some(p) => {
+            let pf = format!("{field}.predictions");
+            let positive_threshold = p.positive_threshold.unwrap_or(0.5);
+            if !positive_threshold.is_finite() {
+                return Err(invalid(
+                    format!("{pf}.positive_threshold"),
+                    "must be a finite number",
+                ));
+            }
+            let max = p.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+            if max == 0 || max > MAX_BODY_BYTES_LIMIT {
+                return Err(invalid(
+                    format!("{pf}.max_body_bytes"),
+                    format!("{max} is outside 1..={MAX_BODY_BYTES_LIMIT}"),
+                ));
+            }
+            if p.output.as_deref() == Some("") {
+                return Err(invalid(format!("{pf}.output"), "must not be empty"));
+            }
+            Some(Predictions {
+                spec: ScoreSpec {
+                    format: p.format,
+                    output: p.output,
+                    class_index: p.class_index,
+                },
+                positive_threshold,
+                max_body_bytes: max as usize,
+            })
+        }
+    };
+
     Ok(Policy {
         name: rp.name,
         model: rp.model,
@@ -557,6 +625,7 @@ fn validate_policy(field: &str, rp: RawPolicy) -> Result<Policy, ConfigError> {
         rules,
         segment,
         override_header,
+        predictions,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod decide;
 pub mod hash;
 pub mod headers;
+pub mod predictions;
 pub mod rules;
 pub mod stats;
 

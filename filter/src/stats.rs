@@ -20,6 +20,22 @@ pub const REQUESTS: &str = "mlcanary_requests_total";
 pub const ERRORS: &str = "mlcanary_errors_total";
 /// Histogram: request duration in milliseconds, first request byte to end of stream.
 pub const DURATION: &str = "mlcanary_request_duration_ms";
+/// Histogram: prediction scores per mille (score × 1000, clamped to 0..=1000), one per instance.
+pub const PREDICTION_SCORE: &str = "mlcanary_prediction_score";
+/// Counter: scored instances (the denominator of the positive rate).
+pub const PREDICTIONS: &str = "mlcanary_predictions_total";
+/// Counter: instances whose score reached the policy's positive threshold.
+pub const POSITIVES: &str = "mlcanary_positive_predictions_total";
+/// Counter: replies the filter could not read scores from (too large, compressed, not JSON, no
+/// predictions, unexpected shape). Counted, never fatal: the reply passes on untouched.
+pub const PARSE_FAILURES: &str = "mlcanary_body_parse_failures_total";
+/// Bucket bounds (per mille) for `mlcanary_prediction_score`: twenty bins of 0.05. Envoy takes
+/// them from `stats_config.histogram_bucket_settings` (Istio: `statsHistogramBuckets`); with
+/// Envoy's default buckets the histogram still works, only coarser.
+pub const SCORE_BUCKETS: [u32; 20] = [
+    50, 100, 150, 200, 250, 300, 350, 400, 450, 500, 550, 600, 650, 700, 750, 800, 850, 900, 950,
+    1000,
+];
 /// Counter (untagged): configs the filter refused.
 pub const CONFIG_REJECTED: &str = "mlcanary_config_rejected_total";
 

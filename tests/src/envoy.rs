@@ -96,12 +96,21 @@ fn render_bootstrap(dir: &Path, setup: &EnvoySetup) -> String {
         .iter()
         .map(|(t, re)| format!("\n  - {{tag_name: {t}, regex: '{re}'}}"))
         .collect();
+    let score_family = mlcanary_filter::stats::PREDICTION_SCORE;
+    let score_buckets: Vec<String> = mlcanary_filter::stats::SCORE_BUCKETS
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    let score_buckets = score_buckets.join(", ");
     format!(
         "node: {{id: mlcanary-e2e, cluster: mlcanary-e2e}}
 admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
 stats_flush_interval: 1s
 stats_config:
   stats_tags:{tags}
+  histogram_bucket_settings:
+  - match: {{suffix: {score_family}}}
+    buckets: [{score_buckets}]
 static_resources:
   listeners:
   - name: main

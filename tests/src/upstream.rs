@@ -14,6 +14,8 @@ pub struct Upstream {
     pub fail_per_mille: Arc<AtomicU32>,
     /// Requests served so far.
     pub served: Arc<AtomicU64>,
+    /// A fixed reply body (e.g. a TF Serving `:predict` reply) instead of the default one.
+    pub body: Arc<std::sync::Mutex<Option<String>>>,
     server: Arc<Server>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -30,16 +32,17 @@ impl Upstream {
         let fail_per_mille = Arc::new(AtomicU32::new(0));
         let served = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let body = Arc::new(std::sync::Mutex::new(None));
         let threads = (0..4)
             .map(|_| {
-                let (server, fail, served, stop, name) = (
-                    server.clone(),
+                let (server, name) = (server.clone(), name.to_string());
+                let (fail, served, stop, body) = (
                     fail_per_mille.clone(),
                     served.clone(),
                     stop.clone(),
-                    name.to_string(),
+                    body.clone(),
                 );
-                std::thread::spawn(move || serve(&server, &name, &fail, &served, &stop))
+                std::thread::spawn(move || serve(&server, &name, &fail, &served, &stop, &body))
             })
             .collect();
         Upstream {
@@ -47,6 +50,7 @@ impl Upstream {
             port,
             fail_per_mille,
             served,
+            body,
             server,
             stop,
             threads,
@@ -56,9 +60,23 @@ impl Upstream {
     pub fn set_fail_per_mille(&self, v: u32) {
         self.fail_per_mille.store(v, Ordering::SeqCst);
     }
+
+    /// Answer with `body` from now on (`None`: the default `served_by` JSON).
+    pub fn set_body(&self, body: Option<&str>) {
+        if let Ok(mut b) = self.body.lock() {
+            *b = body.map(str::to_string);
+        }
+    }
 }
 
-fn serve(server: &Server, name: &str, fail: &AtomicU32, served: &AtomicU64, stop: &AtomicBool) {
+fn serve(
+    server: &Server,
+    name: &str,
+    fail: &AtomicU32,
+    served: &AtomicU64,
+    stop: &AtomicBool,
+    fixed: &std::sync::Mutex<Option<String>>,
+) {
     while !stop.load(Ordering::SeqCst) {
         let Ok(Some(req)) = server.recv_timeout(std::time::Duration::from_millis(100)) else {
             continue;
@@ -77,7 +95,9 @@ fn serve(server: &Server, name: &str, fail: &AtomicU32, served: &AtomicU64, stop
         } else {
             200
         };
-        let body = format!("{{\"served_by\":\"{name}\",\"tag\":\"{tag}\"}}");
+        let fixed = fixed.lock().ok().and_then(|b| b.clone());
+        let body =
+            fixed.unwrap_or_else(|| format!("{{\"served_by\":\"{name}\",\"tag\":\"{tag}\"}}"));
         let ct = Header::from_bytes("content-type", "application/json").expect("static header");
         let _ = req.respond(
             Response::from_string(body)

@@ -428,3 +428,129 @@ fn odd_headers_never_break_routing() {
         "canary"
     );
 }
+
+fn with_predictions(mut p: Value, predictions: Value) -> Value {
+    p["predictions"] = predictions;
+    p["segment"] = json!({"header": "x-customer-age-band", "values": ["18-30", "31-60", "60+"]});
+    p
+}
+
+#[test]
+fn prediction_scores_and_positives_per_variant_and_segment() {
+    let p = with_predictions(
+        policy(5000),
+        json!({"format": "tfserving", "positive_threshold": 0.5}),
+    );
+    let r = rig(config(vec![p]));
+    // Stable scores everyone low; the canary flags one in two instances of a batch of two.
+    r.stable.set_body(Some(r#"{"predictions": [[0.9, 0.1]]}"#));
+    r.canary
+        .set_body(Some(r#"{"predictions": [[0.2, 0.8], [0.7, 0.3]]}"#));
+    let mut sent: HashMap<(String, &str), usize> = HashMap::new();
+    let bands = ["18-30", "31-60", "60+", "unknown-band"];
+    for i in 0..200 {
+        let band = bands[i % bands.len()];
+        let user = format!("user-{i}");
+        let resp = get(
+            r.envoy.port,
+            &[("x-user-id", &user), ("x-customer-age-band", band)],
+        );
+        assert_eq!(resp.status, 200);
+        let variant = if resp.body.contains("0.8") {
+            "canary"
+        } else {
+            "stable"
+        };
+        let seg = if band == "unknown-band" {
+            "other"
+        } else {
+            band
+        };
+        *sent.entry((variant.to_string(), seg)).or_default() += 1;
+    }
+    let labels = |v: &'static str, s: &'static str| {
+        [("policy", "fraud-model"), ("variant", v), ("segment", s)]
+    };
+    for (v, per_reply, positive_per_reply) in [("stable", 1.0, 0.0), ("canary", 2.0, 1.0)] {
+        for s in ["18-30", "31-60", "60+", "other"] {
+            let n = sent.get(&(v.to_string(), s)).copied().unwrap_or(0) as f64;
+            let got = |m: &str| r.envoy.sample(m, &labels(v, s));
+            assert_eq!(
+                got("mlcanary_predictions_total"),
+                Some(n * per_reply),
+                "{v} {s}"
+            );
+            assert_eq!(
+                got("mlcanary_positive_predictions_total"),
+                Some(n * positive_per_reply),
+                "{v} {s}"
+            );
+            assert_eq!(
+                got("mlcanary_body_parse_failures_total"),
+                Some(0.0),
+                "{v} {s}"
+            );
+            assert_eq!(got("mlcanary_requests_total"), Some(n), "{v} {s}");
+        }
+    }
+    // The score histogram uses the configured buckets (per mille): canary 800 and 300, stable 100.
+    let flushed = wait_for(Duration::from_secs(10), || {
+        let c = r
+            .envoy
+            .sample("mlcanary_prediction_score_count", &labels("canary", "60+"))?;
+        (c > 0.0).then_some(c)
+    });
+    let canary_60 = sent
+        .get(&("canary".to_string(), "60+"))
+        .copied()
+        .unwrap_or(0) as f64;
+    assert_eq!(flushed, Some(2.0 * canary_60));
+    let bucket = |v, s, le: &'static str| {
+        let mut l = labels(v, s).to_vec();
+        l.push(("le", le));
+        r.envoy.sample("mlcanary_prediction_score_bucket", &l)
+    };
+    assert_eq!(bucket("canary", "60+", "250"), Some(0.0));
+    assert_eq!(bucket("canary", "60+", "300"), Some(canary_60));
+    assert_eq!(bucket("canary", "60+", "750"), Some(canary_60));
+    assert_eq!(bucket("canary", "60+", "800"), Some(2.0 * canary_60));
+}
+
+#[test]
+fn unreadable_replies_are_counted_and_passed_on_untouched() {
+    let mut p = with_predictions(policy(0), json!({"max_body_bytes": 64}));
+    p.as_object_mut().unwrap().remove("segment");
+    let r = rig(config(vec![p]));
+    let failures = || {
+        r.envoy.sample(
+            "mlcanary_body_parse_failures_total",
+            &[("policy", "fraud-model"), ("variant", "stable")],
+        )
+    };
+    let cases = [
+        "not json at all",
+        r#"{"error": "model fraud not found"}"#,
+        r#"{"predictions": [["a", "b", "c"]]}"#,
+        // Over max_body_bytes (64).
+        r#"{"predictions": [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]}"#,
+    ];
+    for (i, body) in cases.iter().enumerate() {
+        r.stable.set_body(Some(body));
+        let resp = get(r.envoy.port, &[("x-user-id", "u1")]);
+        assert_eq!(resp.status, 200);
+        assert_eq!(
+            resp.body, *body,
+            "the reply must reach the client unchanged"
+        );
+        assert_eq!(failures(), Some((i + 1) as f64), "{body}");
+    }
+    // A good reply after the bad ones is read again.
+    r.stable.set_body(Some(r#"{"predictions": [0.7]}"#));
+    let resp = get(r.envoy.port, &[("x-user-id", "u1")]);
+    assert_eq!(resp.body, r#"{"predictions": [0.7]}"#);
+    let pos = r.envoy.sample(
+        "mlcanary_positive_predictions_total",
+        &[("policy", "fraud-model"), ("variant", "stable")],
+    );
+    assert_eq!(pos, Some(1.0));
+}

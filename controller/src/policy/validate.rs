@@ -503,6 +503,7 @@ fn filter_template(name: &str, spec: &CanaryPolicySpec, stable: &str, canary: &s
             values: s.values.clone(),
         }),
         override_: None,
+        predictions: None,
     }
 }
 

@@ -14,9 +14,11 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
-use crate::config::Config;
+use crate::config::{Config, Predictions};
 use crate::decide::{decide, AssignedId};
 use crate::hash::SplitMix64;
+use crate::headers::HeaderPairs;
+use crate::predictions::{self, BodyError};
 use crate::stats::{self, Outcome};
 
 mod host;
@@ -32,7 +34,21 @@ struct Slot {
     requests: u32,
     errors: u32,
     duration: u32,
+    /// Only for policies that read predictions.
+    predictions: Option<PredictionIds>,
 }
+
+#[derive(Debug, Clone, Copy)]
+struct PredictionIds {
+    score: u32,
+    count: u32,
+    positives: u32,
+    failures: u32,
+}
+
+/// At most this many instances of one batched reply go into the score histogram (one host call
+/// each); the counters count every instance.
+const MAX_SCORES_RECORDED: usize = 256;
 
 /// A config in force with its metric ids; shared by every stream it started.
 struct Active {
@@ -56,10 +72,20 @@ impl Active {
                         hostcalls::define_metric(kind, &name)
                             .map_err(|e| format!("defining metric {name}: {e:?}"))
                     };
+                    let predictions = match p.predictions {
+                        None => None,
+                        Some(_) => Some(PredictionIds {
+                            score: def(MetricType::Histogram, stats::PREDICTION_SCORE)?,
+                            count: def(MetricType::Counter, stats::PREDICTIONS)?,
+                            positives: def(MetricType::Counter, stats::POSITIVES)?,
+                            failures: def(MetricType::Counter, stats::PARSE_FAILURES)?,
+                        }),
+                    };
                     slots.push(Slot {
                         requests: def(MetricType::Counter, stats::REQUESTS)?,
                         errors: def(MetricType::Counter, stats::ERRORS)?,
                         duration: def(MetricType::Histogram, stats::DURATION)?,
+                        predictions,
                     });
                 }
             }
@@ -142,9 +168,11 @@ impl RootContext for Root {
             active: self.active.clone(),
             rng: Rc::clone(&self.rng),
             slot: None,
+            policy: 0,
             started_ns: 0,
             outcome: Outcome::default(),
             assigned: None,
+            body: Body::Off,
         }))
     }
 
@@ -159,10 +187,19 @@ struct Stream {
     active: Option<Rc<Active>>,
     rng: Rc<Cell<u64>>,
     slot: Option<usize>,
+    policy: usize,
     started_ns: u64,
     outcome: Outcome,
     /// (policy index, id) of a sticky cookie to set on the response.
     assigned: Option<(usize, AssignedId)>,
+    body: Body,
+}
+
+/// The reply body, copied chunk by chunk as it passes (never held back) when scores are read.
+enum Body {
+    Off,
+    Collecting(Vec<u8>),
+    Failed(BodyError),
 }
 
 impl Context for Stream {}
@@ -200,6 +237,7 @@ impl HttpContext for Stream {
             .as_ref()
             .map_or(0, |s| s.index(headers.get_str(&s.header)));
         self.slot = Some(active.base[pi] + d.variant * policy.segment_count() + seg);
+        self.policy = pi;
         self.assigned = d.assigned.map(|id| (pi, id));
         self.started_ns = now_ns();
         Action::Continue
@@ -220,6 +258,24 @@ impl HttpContext for Stream {
         if let Some((pi, id)) = self.assigned {
             self.set_cookie(pi, id);
         }
+        self.body = self.body_plan(&headers);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        let max = self.predictions().map_or(0, |p| p.max_body_bytes);
+        if let Body::Collecting(buf) = &mut self.body {
+            if buf.len() + body_size > max {
+                self.body = Body::Failed(BodyError::TooLarge);
+            } else if body_size > 0 {
+                match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                    Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                    Ok(None) => {}
+                    Err(_) => self.body = Body::Failed(BodyError::TooLarge),
+                }
+            }
+        }
+        // Always pass the chunk on: reading scores never delays or alters the reply.
         Action::Continue
     }
 
@@ -246,10 +302,74 @@ impl HttpContext for Stream {
         }
         let ms = now_ns().saturating_sub(self.started_ns) / 1_000_000;
         let _ = hostcalls::record_metric(slot.duration, ms);
+        let body = std::mem::replace(&mut self.body, Body::Off);
+        if let (Some(ids), Some(p)) = (slot.predictions, self.predictions()) {
+            let read = match body {
+                Body::Off => return,
+                Body::Failed(e) => Err(e),
+                Body::Collecting(buf) => predictions::scores(&p.spec, &buf),
+            };
+            record_scores(ids, p.positive_threshold, read);
+        }
+    }
+}
+
+/// Bump the prediction stats of one reply.
+fn record_scores(ids: PredictionIds, threshold: f64, read: Result<Vec<f64>, BodyError>) {
+    match read {
+        Ok(scores) => {
+            let positives = scores.iter().filter(|&&s| s >= threshold).count();
+            for &s in scores.iter().take(MAX_SCORES_RECORDED) {
+                let _ = hostcalls::record_metric(ids.score, predictions::per_mille(s));
+            }
+            let _ = hostcalls::increment_metric(ids.count, scores.len() as i64);
+            if positives > 0 {
+                let _ = hostcalls::increment_metric(ids.positives, positives as i64);
+            }
+        }
+        Err(e) => {
+            log::debug!("no prediction scores in the reply: {}", e.label());
+            let _ = hostcalls::increment_metric(ids.failures, 1);
+        }
     }
 }
 
 impl Stream {
+    fn predictions(&self) -> Option<&Predictions> {
+        let active = self.active.as_ref()?;
+        active
+            .config
+            .policies
+            .get(self.policy)?
+            .predictions
+            .as_ref()
+    }
+
+    /// Whether (and how) to read this reply's body for scores: only successful replies of a
+    /// policy that reads predictions; compressed or declared-too-large bodies fail up front.
+    fn body_plan(&self, headers: &HeaderPairs) -> Body {
+        let Some(p) = self.predictions() else {
+            return Body::Off;
+        };
+        if !(200..300).contains(&self.outcome.status) {
+            return Body::Off;
+        }
+        if headers
+            .get_str("content-encoding")
+            .is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
+        {
+            return Body::Failed(BodyError::Compressed);
+        }
+        let declared = headers
+            .get_str("content-length")
+            .and_then(|l| l.parse::<usize>().ok());
+        match declared {
+            Some(n) if n > p.max_body_bytes => Body::Failed(BodyError::TooLarge),
+            Some(n) => Body::Collecting(Vec::with_capacity(n)),
+            None => Body::Collecting(Vec::new()),
+        }
+    }
+
     /// Give a keyless client the id it was routed by, so its next request is sticky.
     fn set_cookie(&self, pi: usize, id: AssignedId) {
         let Some(active) = &self.active else {
