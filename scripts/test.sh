@@ -17,8 +17,14 @@ step "build the filter (.wasm, release)"
 cargo build -p mlcanary-filter --target wasm32-wasip1 --release --quiet
 ls -l target/wasm32-wasip1/release/mlcanary_filter.wasm >&2
 
+step "build the mlcanary binary (controller_e2e spawns it)"
+cargo build -p mlcanary-controller --bin mlcanary --quiet
+
 step "native unit, property and end-to-end tests"
 cargo test --workspace
+
+step "fuzz the filter's parsers (10 s per target)"
+bash scripts/fuzz.sh --seconds 10
 
 step "hash and decision vectors compiled to wasm32, run under Node"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
