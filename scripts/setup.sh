@@ -50,4 +50,9 @@ if [ -f Cargo.lock ]; then
     fi
   fi
 fi
+# 5. cargo-fuzz, for the filter's fuzz targets (built on stable with RUSTC_BOOTSTRAP=1).
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  say "installing cargo-fuzz"
+  cargo install --quiet cargo-fuzz
+fi
 say "ok"
