@@ -315,6 +315,23 @@ impl Envoy {
         find_sample(&text, metric, labels)
     }
 
+    /// Like `sample`, but waits (up to 5 s) for the value to reach `want`: the filter records at the
+    /// end of each stream, which can come just after the client has read the whole response.
+    /// Returns the last value read, so an assertion on it shows what was there.
+    pub fn sample_eventually(
+        &self,
+        metric: &str,
+        labels: &[(&str, &str)],
+        want: f64,
+    ) -> Option<f64> {
+        let mut last = None;
+        let reached = wait_for(Duration::from_secs(5), || {
+            last = self.sample(metric, labels);
+            (last == Some(want)).then_some(())
+        });
+        reached.map_or(last, |()| Some(want))
+    }
+
     pub fn log_tail(&self) -> String {
         let log = fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();

@@ -474,23 +474,18 @@ fn prediction_scores_and_positives_per_variant_and_segment() {
     for (v, per_reply, positive_per_reply) in [("stable", 1.0, 0.0), ("canary", 2.0, 1.0)] {
         for s in ["18-30", "31-60", "60+", "other"] {
             let n = sent.get(&(v.to_string(), s)).copied().unwrap_or(0) as f64;
-            let got = |m: &str| r.envoy.sample(m, &labels(v, s));
-            assert_eq!(
-                got("mlcanary_predictions_total"),
-                Some(n * per_reply),
-                "{v} {s}"
+            let got = |m: &str, want: f64| r.envoy.sample_eventually(m, &labels(v, s), want);
+            let requests = got("mlcanary_requests_total", n);
+            assert_eq!(requests, Some(n), "{v} {s}");
+            let scored = got("mlcanary_predictions_total", n * per_reply);
+            assert_eq!(scored, Some(n * per_reply), "{v} {s}");
+            let positives = got(
+                "mlcanary_positive_predictions_total",
+                n * positive_per_reply,
             );
-            assert_eq!(
-                got("mlcanary_positive_predictions_total"),
-                Some(n * positive_per_reply),
-                "{v} {s}"
-            );
-            assert_eq!(
-                got("mlcanary_body_parse_failures_total"),
-                Some(0.0),
-                "{v} {s}"
-            );
-            assert_eq!(got("mlcanary_requests_total"), Some(n), "{v} {s}");
+            assert_eq!(positives, Some(n * positive_per_reply), "{v} {s}");
+            let failures = got("mlcanary_body_parse_failures_total", 0.0);
+            assert_eq!(failures, Some(0.0), "{v} {s}");
         }
     }
     // The score histogram uses the configured buckets (per mille): canary 800 and 300, stable 100.
@@ -521,10 +516,11 @@ fn unreadable_replies_are_counted_and_passed_on_untouched() {
     let mut p = with_predictions(policy(0), json!({"max_body_bytes": 64}));
     p.as_object_mut().unwrap().remove("segment");
     let r = rig(config(vec![p]));
-    let failures = || {
-        r.envoy.sample(
+    let failures = |want: f64| {
+        r.envoy.sample_eventually(
             "mlcanary_body_parse_failures_total",
             &[("policy", "fraud-model"), ("variant", "stable")],
+            want,
         )
     };
     let cases = [
@@ -542,15 +538,16 @@ fn unreadable_replies_are_counted_and_passed_on_untouched() {
             resp.body, *body,
             "the reply must reach the client unchanged"
         );
-        assert_eq!(failures(), Some((i + 1) as f64), "{body}");
+        assert_eq!(failures((i + 1) as f64), Some((i + 1) as f64), "{body}");
     }
     // A good reply after the bad ones is read again.
     r.stable.set_body(Some(r#"{"predictions": [0.7]}"#));
     let resp = get(r.envoy.port, &[("x-user-id", "u1")]);
     assert_eq!(resp.body, r#"{"predictions": [0.7]}"#);
-    let pos = r.envoy.sample(
+    let pos = r.envoy.sample_eventually(
         "mlcanary_positive_predictions_total",
         &[("policy", "fraud-model"), ("variant", "stable")],
+        1.0,
     );
     assert_eq!(pos, Some(1.0));
 }

@@ -155,10 +155,11 @@ fn huge_and_slow_request_bodies_pass_through() {
 #[test]
 fn huge_and_malformed_reply_bodies_are_counted_and_delivered_intact() {
     let p = pair();
-    let failures = || {
-        p.with.sample(
+    let failures = |want: f64| {
+        p.with.sample_eventually(
             "mlcanary_body_parse_failures_total",
             &[("policy", "fraud-model"), ("variant", "stable")],
+            want,
         )
     };
     let big = format!("{{\"predictions\": [{}0.5]}}", "0.5, ".repeat(200_000));
@@ -178,7 +179,7 @@ fn huge_and_malformed_reply_bodies_are_counted_and_delivered_intact() {
             "reply {i} identical with and without the filter"
         );
         assert_eq!(
-            failures(),
+            failures((i + 1) as f64),
             Some((i + 1) as f64),
             "reply {i} counted as unreadable"
         );
@@ -186,9 +187,10 @@ fn huge_and_malformed_reply_bodies_are_counted_and_delivered_intact() {
     // And the VM is alive: a good reply is read.
     p.stable.set_body(Some("{\"predictions\": [0.9]}"));
     http::send_raw(p.with.port, &request("", "{}")).unwrap();
-    let pos = p.with.sample(
+    let pos = p.with.sample_eventually(
         "mlcanary_positive_predictions_total",
         &[("policy", "fraud-model"), ("variant", "stable")],
+        1.0,
     );
     assert_eq!(pos, Some(1.0));
 }
