@@ -1,6 +1,6 @@
 //! The `mlcanary` command line. Commands that need no cluster (`validate`, `assign`, `crd`) run here
-//! and write to the given writer, so they are tested without a process; the loops (`controller`,
-//! `local`) are not written yet.
+//! and write to the given writer, so they are tested without a process; `local` runs the local loop
+//! ([`crate::local`]) and writes its progress lines there too.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,8 +10,10 @@ use kube::CustomResourceExt;
 use mlcanary_filter::hash::bucket;
 use thiserror::Error;
 
+use crate::local::{LocalArgs, LocalError, Outcome as LocalOutcome};
 use crate::policy::file::{load, FileError};
 use crate::policy::CanaryPolicy;
+use crate::reconcile::{ControllerArgs, RunError};
 use crate::render::render_policy;
 use crate::weights::Weights;
 
@@ -26,18 +28,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the Kubernetes controller over CanaryPolicies.
-    Controller,
-    /// Drive a local Envoy from a policy file (no Kubernetes).
-    Local {
-        #[arg(long)]
-        policy: PathBuf,
-        /// Envoy admin URL to scrape, e.g. http://127.0.0.1:9901.
-        #[arg(long)]
-        envoy_admin: Option<String>,
-        /// Prometheus URL (instead of scraping Envoy).
-        #[arg(long)]
-        prometheus: Option<String>,
-    },
+    Controller(ControllerArgs),
+    /// Drive a local Envoy from a policy file (no Kubernetes). Exit 0: every policy promoted;
+    /// 1: one rolled back; 2: bad policy file or arguments (nothing applied).
+    Local(LocalArgs),
     /// Which variant a user gets under a policy (sticky hash; rules are not consulted).
     Assign {
         #[arg(long)]
@@ -69,8 +63,28 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     #[error("cannot encode: {0}")]
     Yaml(#[from] serde_yaml::Error),
+    #[error("{0}")]
+    Controller(#[from] RunError),
     #[error("`mlcanary {0}` is not implemented yet")]
     NotImplemented(&'static str),
+    #[error("{0}")]
+    Local(#[from] LocalError),
+    #[error("a canary was rolled back")]
+    RolledBack,
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl CliError {
+    /// The process exit code: 2 for input the user must fix, 130 for a signal, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::NotImplemented(_) => 2,
+            CliError::Local(e) => e.exit_code(),
+            CliError::Interrupted => 130,
+            _ => 1,
+        }
+    }
 }
 
 /// Run a command that needs no runtime.
@@ -84,12 +98,22 @@ pub fn run(cmd: &Command, out: &mut impl Write) -> Result<(), CliError> {
             canary_bp,
         } => assign(policy, user, name.as_deref(), *canary_bp, out),
         Command::Crd => {
-            out.write_all(serde_yaml::to_string(&CanaryPolicy::crd())?.as_bytes())?;
+            out.write_all(crd_yaml()?.as_bytes())?;
             Ok(())
         }
-        Command::Controller => Err(CliError::NotImplemented("controller")),
-        Command::Local { .. } => Err(CliError::NotImplemented("local")),
+        Command::Controller(args) => Ok(crate::reconcile::run(args)?),
+        Command::Local(args) => match crate::local::run(args, out)? {
+            LocalOutcome::Done => Ok(()),
+            LocalOutcome::RolledBack => Err(CliError::RolledBack),
+            LocalOutcome::Interrupted => Err(CliError::Interrupted),
+        },
     }
+}
+
+/// The CanaryPolicy CRD as YAML: what `mlcanary crd` prints and what `istio/crd.yaml` must hold
+/// (`controller/tests/crd.rs` compares them).
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&CanaryPolicy::crd())
 }
 
 fn validate(file: &Path, out: &mut impl Write) -> Result<(), CliError> {

@@ -10,10 +10,15 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod engine;
+pub mod leader;
+pub mod local;
 pub mod metrics;
 pub mod policy;
+pub mod reconcile;
 pub mod render;
 pub mod rollout;
+pub mod server;
 pub mod tls;
 pub mod traffic;
 pub mod weights;

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mlcanary_controller::cli::{run, Cli, CliError};
+use mlcanary_controller::cli::{run, Cli};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -15,13 +15,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli.command, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ CliError::NotImplemented(_)) => {
-            eprintln!("mlcanary: {e}");
-            ExitCode::from(2)
-        }
         Err(e) => {
             eprintln!("mlcanary: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

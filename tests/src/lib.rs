@@ -7,6 +7,8 @@
 
 pub mod envoy;
 pub mod http;
+pub mod local;
+pub mod prometheus;
 pub mod upstream;
 
 use std::path::PathBuf;
@@ -46,4 +48,13 @@ pub fn envoy_path() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// A port that was free a moment ago on 127.0.0.1 (for processes whose port must be known before
+/// they start, e.g. an Envoy admin that Prometheus scrapes).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
 }

@@ -17,7 +17,13 @@
 //!   a lower bound: that fails an absolute bound it already exceeds, else reads inconclusive.
 //! - **custom**: the value the metrics source computed for the check; none (e.g. the Envoy source,
 //!   which cannot run PromQL) is inconclusive.
+//! - **prediction drift**, **positive-rate shift**, **segment disparity**: on the scores the filter
+//!   read from the replies; see [`drift`], [`positive_rate`] and [`disparity`] for each rule. All
+//!   three have a minimum sample and fail only on a significant difference, like the error rate.
 
+pub mod disparity;
+pub mod drift;
+pub mod positive_rate;
 pub mod quantile;
 pub mod stats;
 
@@ -36,6 +42,24 @@ pub struct VariantWindow {
     pub duration: Vec<Bucket>,
     /// Values of custom checks by check name (only a PromQL-capable source fills them).
     pub custom: BTreeMap<String, f64>,
+    /// Cumulative prediction-score buckets (`le` in per mille of the score → count), with a
+    /// `+Inf` bucket; empty when the policy reads no scores.
+    pub scores: Vec<Bucket>,
+    /// Scored instances (`mlcanary_predictions_total`): the positive rate's denominator.
+    pub scored: u64,
+    /// Instances scored at or above the positive threshold.
+    pub positives: u64,
+    /// The same counts per segment label (`other` included); empty without `routing.segment`.
+    pub segments: BTreeMap<String, SegmentCounts>,
+}
+
+/// One segment's counts in the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentCounts {
+    pub requests: u64,
+    pub errors: u64,
+    pub scored: u64,
+    pub positives: u64,
 }
 
 /// Both variants' windows.
@@ -162,10 +186,48 @@ pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, w: &Window) -> Ve
                 },
             }
         }
+        CheckKind::PredictionDrift {
+            max_psi,
+            min_samples,
+            alpha,
+        } => drift::prediction_drift(
+            &check.name,
+            *max_psi,
+            *min_samples,
+            *alpha,
+            &w.canary,
+            &w.stable,
+        ),
+        CheckKind::PositiveRate {
+            bound,
+            alpha,
+            min_samples,
+        } => positive_rate::positive_rate(
+            &check.name,
+            *bound,
+            *alpha,
+            *min_samples,
+            &w.canary,
+            &w.stable,
+        ),
+        CheckKind::SegmentDisparity {
+            min_ratio,
+            max_ratio,
+            alpha,
+            min_samples_per_segment,
+        } => {
+            let rule = disparity::DisparityRule {
+                min_ratio: *min_ratio,
+                max_ratio: *max_ratio,
+                alpha: *alpha,
+                min_samples: *min_samples_per_segment,
+            };
+            disparity::segment_disparity(&check.name, &rule, &w.canary, &w.stable).verdict
+        }
     }
 }
 
-fn rate(errors: u64, n: u64) -> Option<f64> {
+pub(crate) fn rate(errors: u64, n: u64) -> Option<f64> {
     (n > 0).then(|| errors.min(n) as f64 / n as f64)
 }
 
@@ -308,5 +370,7 @@ pub fn latency(
     v
 }
 
+#[cfg(test)]
+mod prediction_tests;
 #[cfg(test)]
 mod tests;

@@ -173,7 +173,7 @@ fn variant(max_n: u64) -> impl Strategy<Value = VariantWindow> {
                 requests: n,
                 errors: e,
                 duration,
-                custom: Default::default(),
+                ..Default::default()
             }
         })
     })

@@ -87,11 +87,20 @@ fn assign_matches_the_filter_hash() {
 }
 
 #[test]
-fn crd_prints_yaml_and_loops_are_not_there_yet() {
+fn crd_prints_yaml() {
     let out = run_args(&["mlcanary", "crd"]).unwrap();
     assert!(out.contains("name: canarypolicies.mlcanary.io"), "{out}");
-    assert!(matches!(
-        run_args(&["mlcanary", "controller"]),
-        Err(CliError::NotImplemented("controller"))
-    ));
+    assert_eq!(out, crd_yaml().unwrap());
+}
+
+#[test]
+fn controller_options_and_defaults() {
+    let cli = Cli::try_parse_from(["mlcanary", "controller", "--namespace", "ml"]).unwrap();
+    let Command::Controller(args) = cli.command else {
+        panic!("not the controller command");
+    };
+    assert_eq!(args.namespace.as_deref(), Some("ml"));
+    assert_eq!(args.prometheus, "http://prometheus.istio-system:9090");
+    assert_eq!(args.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(args.lease_name, "mlcanary-controller");
 }

@@ -3,29 +3,61 @@
 //! backwards means Envoy restarted, and the window is then the counts since the restart (what
 //! Prometheus' `increase()` does with a reset).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use mlcanary_filter::stats::{DURATION, ERRORS, REQUESTS};
+use mlcanary_filter::stats::{
+    DURATION, ERRORS, POSITIVES, PREDICTIONS, PREDICTION_SCORE, REQUESTS,
+};
 
-use super::exposition::{parse, Exposition};
+use super::exposition::{parse, Exposition, Sample};
 use super::{MetricsError, MetricsSource};
 use crate::analysis::quantile::Bucket;
-use crate::analysis::{VariantWindow, Window};
+use crate::analysis::{SegmentCounts, VariantWindow, Window};
 use crate::policy::ValidatedPolicy;
 
-/// Cumulative totals of one (policy, variant), summed over segments.
+/// Cumulative counters of one (policy, variant, segment).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SegmentTotals {
+    pub requests: f64,
+    pub errors: f64,
+    pub scored: f64,
+    pub positives: f64,
+}
+
+/// Cumulative totals of one (policy, variant), summed over segments, and per segment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Totals {
     pub requests: f64,
     pub errors: f64,
-    /// `(le, cumulative count)` sorted by `le`.
+    /// Duration histogram: `(le, cumulative count)` sorted by `le`.
     pub buckets: Vec<(f64, f64)>,
+    /// Prediction-score histogram (per mille): `(le, cumulative count)` sorted by `le`.
+    pub scores: Vec<(f64, f64)>,
+    pub scored: f64,
+    pub positives: f64,
+    /// By `segment` label; empty when the series carry none.
+    pub segments: BTreeMap<String, SegmentTotals>,
+}
+
+fn le_of(s: &Sample) -> Option<f64> {
+    s.label("le").and_then(|l| match l {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        _ => l.parse::<f64>().ok(),
+    })
+}
+
+fn add_bucket(buckets: &mut Vec<(f64, f64)>, le: f64, value: f64) {
+    match buckets.iter_mut().find(|(b, _)| *b == le) {
+        Some((_, c)) => *c += value,
+        None => buckets.push((le, value)),
+    }
 }
 
 /// The totals of `policy`/`variant` in one scrape.
 pub fn totals(e: &Exposition, policy: &str, variant: &str) -> Totals {
-    let bucket_name = format!("{DURATION}_bucket");
+    let duration_bucket = format!("{DURATION}_bucket");
+    let score_bucket = format!("{PREDICTION_SCORE}_bucket");
     let mut t = Totals::default();
     for s in &e.samples {
         if s.label("policy") != Some(policy) || s.label("variant") != Some(variant) {
@@ -34,50 +66,100 @@ pub fn totals(e: &Exposition, policy: &str, variant: &str) -> Totals {
         if !s.value.is_finite() {
             continue;
         }
-        if s.name == REQUESTS {
-            t.requests += s.value;
-        } else if s.name == ERRORS {
-            t.errors += s.value;
-        } else if s.name == bucket_name {
-            let Some(le) = s.label("le").and_then(|l| match l {
-                "+Inf" | "Inf" => Some(f64::INFINITY),
-                _ => l.parse::<f64>().ok(),
-            }) else {
-                continue;
+        let name = s.name.as_str();
+        if name == duration_bucket || name == score_bucket {
+            let Some(le) = le_of(s) else { continue };
+            let hist = if name == score_bucket {
+                &mut t.scores
+            } else {
+                &mut t.buckets
             };
-            match t.buckets.iter_mut().find(|(b, _)| *b == le) {
-                Some((_, c)) => *c += s.value,
-                None => t.buckets.push((le, s.value)),
-            }
+            add_bucket(hist, le, s.value);
+            continue;
+        }
+        let (total, field): (&mut f64, fn(&mut SegmentTotals) -> &mut f64) = match name {
+            REQUESTS => (&mut t.requests, |x| &mut x.requests),
+            ERRORS => (&mut t.errors, |x| &mut x.errors),
+            PREDICTIONS => (&mut t.scored, |x| &mut x.scored),
+            POSITIVES => (&mut t.positives, |x| &mut x.positives),
+            _ => continue,
+        };
+        *total += s.value;
+        if let Some(seg) = s.label("segment") {
+            *field(t.segments.entry(seg.to_owned()).or_default()) += s.value;
         }
     }
     t.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    t.scores.sort_by(|a, b| a.0.total_cmp(&b.0));
     t
+}
+
+fn bucket(h: &[(f64, f64)], le: f64) -> Option<f64> {
+    h.iter().find(|(b, _)| *b == le).map(|(_, c)| *c)
+}
+
+/// Some cumulative count of `cur` is below the same count in `prev`: Envoy restarted.
+fn went_backwards(prev: &Totals, cur: &Totals) -> bool {
+    let hist_back = |p: &[(f64, f64)], c: &[(f64, f64)]| {
+        c.iter()
+            .any(|&(le, n)| bucket(p, le).is_some_and(|pn| n < pn))
+    };
+    cur.requests < prev.requests
+        || cur.errors < prev.errors
+        || cur.scored < prev.scored
+        || cur.positives < prev.positives
+        || hist_back(&prev.buckets, &cur.buckets)
+        || hist_back(&prev.scores, &cur.scores)
+        || cur.segments.iter().any(|(k, c)| {
+            prev.segments.get(k).is_some_and(|p| {
+                c.requests < p.requests
+                    || c.errors < p.errors
+                    || c.scored < p.scored
+                    || c.positives < p.positives
+            })
+        })
 }
 
 /// The window between two scrapes; a decrease anywhere is a counter reset (window = `cur`).
 pub fn difference(prev: &Totals, cur: &Totals) -> VariantWindow {
-    let bucket = |t: &Totals, le: f64| t.buckets.iter().find(|(b, _)| *b == le).map(|(_, c)| *c);
-    let reset = cur.requests < prev.requests
-        || cur.errors < prev.errors
-        || cur
-            .buckets
-            .iter()
-            .any(|&(le, c)| bucket(prev, le).is_some_and(|p| c < p));
-    let base = if reset { &Totals::default() } else { prev };
+    let empty = Totals::default();
+    let base = if went_backwards(prev, cur) {
+        &empty
+    } else {
+        prev
+    };
     let d = |a: f64, b: f64| (a - b).max(0.0).round() as u64;
+    let hist = |c: &[(f64, f64)], b: &[(f64, f64)]| -> Vec<Bucket> {
+        c.iter()
+            .map(|&(le, n)| Bucket {
+                le,
+                count: (n - bucket(b, le).unwrap_or(0.0)).max(0.0),
+            })
+            .collect()
+    };
+    let segments = cur
+        .segments
+        .iter()
+        .map(|(k, c)| {
+            let b = base.segments.get(k).copied().unwrap_or_default();
+            let counts = SegmentCounts {
+                requests: d(c.requests, b.requests),
+                errors: d(c.errors, b.errors),
+                scored: d(c.scored, b.scored),
+                positives: d(c.positives, b.positives),
+            };
+            (k.clone(), counts)
+        })
+        .collect();
     VariantWindow {
         requests: d(cur.requests, base.requests),
         errors: d(cur.errors, base.errors),
-        duration: cur
-            .buckets
-            .iter()
-            .map(|&(le, c)| Bucket {
-                le,
-                count: (c - bucket(base, le).unwrap_or(0.0)).max(0.0),
-            })
-            .collect(),
+        duration: hist(&cur.buckets, &base.buckets),
         custom: Default::default(),
+        scores: hist(&cur.scores, &base.scores),
+        scored: d(cur.scored, base.scored),
+        positives: d(cur.positives, base.positives),
+        segments,
     }
 }
 
@@ -248,6 +330,94 @@ mod tests {
                          mlcanary_requests_total{policy=\"fraud-model\",variant=\"stable\"} 9\n";
         let w = d.observe(&p, &parse(restarted)).unwrap();
         assert_eq!((w.canary.requests, w.stable.requests), (4, 9));
+    }
+
+    const PREDICTIONS_FIXTURE: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/envoy_stats_predictions.txt"
+    ));
+
+    #[test]
+    fn totals_group_segments_and_read_prediction_series() {
+        let e = parse(PREDICTIONS_FIXTURE);
+        assert_eq!(e.skipped, 0);
+        let c = totals(&e, "fraud-model", "canary");
+        assert_eq!(
+            (c.requests, c.errors, c.scored, c.positives),
+            (150.0, 1.0, 150.0, 35.0)
+        );
+        let old = c.segments["60+"];
+        assert_eq!(
+            (old.requests, old.errors, old.scored, old.positives),
+            (100.0, 1.0, 100.0, 30.0)
+        );
+        assert_eq!(c.segments["other"].positives, 5.0);
+        // Scores summed over segments: 115 at ≤ 100‰, +5 at 600‰, +30 at 900‰.
+        assert_eq!(c.scores.len(), 21, "SCORE_BUCKETS and +Inf");
+        let at = |le: f64| c.scores.iter().find(|b| b.0 == le).map(|b| b.1);
+        assert_eq!(
+            (at(50.0), at(100.0), at(600.0), at(900.0), at(f64::INFINITY)),
+            (
+                Some(0.0),
+                Some(115.0),
+                Some(120.0),
+                Some(150.0),
+                Some(150.0)
+            )
+        );
+        // A series with no errors line reads 0; a policy without segments has none.
+        let s = totals(&e, "fraud-model", "stable");
+        assert_eq!((s.errors, s.segments["other"].errors), (5.0, 0.0));
+        assert!(totals(&e, "churn-model", "canary").segments.is_empty());
+    }
+
+    #[test]
+    fn prediction_window_is_differenced_per_segment() {
+        let p = CanaryPolicy::test().validated();
+        let mut d = Differ::default();
+        assert!(d.observe(&p, &parse(PREDICTIONS_FIXTURE)).is_none());
+        // 60 more canary 60+ requests, all scored at ≤ 900‰ and positive.
+        let mut later = PREDICTIONS_FIXTURE.to_owned();
+        let canary_60 = r#"variant="canary",segment="60+""#;
+        for (family, from, to) in [
+            ("mlcanary_requests_total", 100, 160),
+            ("mlcanary_predictions_total", 100, 160),
+            ("mlcanary_positive_predictions_total", 30, 90),
+        ] {
+            let line = |n| format!("{family}{{policy=\"fraud-model\",{canary_60}}} {n}");
+            later = later.replace(&line(from), &line(to));
+        }
+        for le in ["900", "950", "1000", "+Inf"] {
+            let line = |n| {
+                format!("mlcanary_prediction_score_bucket{{policy=\"fraud-model\",{canary_60},le=\"{le}\"}} {n}")
+            };
+            later = later.replace(&line(100), &line(160));
+        }
+        let w = d.observe(&p, &parse(&later)).unwrap();
+        assert_eq!(
+            (w.canary.requests, w.canary.scored, w.canary.positives),
+            (60, 60, 60)
+        );
+        let seg = w.canary.segments["60+"];
+        assert_eq!((seg.requests, seg.scored, seg.positives), (60, 60, 60));
+        assert_eq!(w.canary.segments["other"], SegmentCounts::default());
+        let count = |le: f64| w.canary.scores.iter().find(|b| b.le == le).unwrap().count;
+        assert_eq!(
+            (count(850.0), count(900.0), count(f64::INFINITY)),
+            (0.0, 60.0, 60.0)
+        );
+        assert_eq!(w.stable.scored, 0);
+        // A positives counter going backwards is a restart like any other counter.
+        let restarted = later.replace(
+            r#"mlcanary_positive_predictions_total{policy="fraud-model",variant="canary",segment="60+"} 90"#,
+            r#"mlcanary_positive_predictions_total{policy="fraud-model",variant="canary",segment="60+"} 3"#,
+        );
+        let w = d.observe(&p, &parse(&restarted)).unwrap();
+        assert_eq!(
+            (w.canary.positives, w.canary.scored),
+            (8, 210),
+            "counts since the restart"
+        );
     }
 
     #[tokio::test]

@@ -1,16 +1,21 @@
 //! Prometheus as the source (clusters): `increase()` over the analysis interval per variant, raw
 //! bucket increases for the latency histogram (so the controller's own `histogram_quantile` judges
 //! both variants the same way), and custom PromQL with `{{policy}}` / `{{variant}}` filled in.
+//! Counters are queried `by (segment)`: the sum of the groups is the variant's total, the groups
+//! are the per-segment counts (a series without a `segment` label only adds to the total). The
+//! prediction-score histogram is queried `by (le)` like the latency one.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use mlcanary_filter::stats::{DURATION, ERRORS, REQUESTS};
+use mlcanary_filter::stats::{
+    DURATION, ERRORS, POSITIVES, PREDICTIONS, PREDICTION_SCORE, REQUESTS,
+};
 use prometheus_http_query::Client;
 
 use super::{MetricsError, MetricsSource};
 use crate::analysis::quantile::Bucket;
-use crate::analysis::{VariantWindow, Window};
+use crate::analysis::{SegmentCounts, VariantWindow, Window};
 use crate::policy::validate::CheckKind;
 use crate::policy::ValidatedPolicy;
 
@@ -28,12 +33,61 @@ pub fn increase_query(family: &str, policy: &str, variant: &str, window: Duratio
     )
 }
 
-/// `sum by (le) (increase(<duration>_bucket{...}[W]))`.
-pub fn buckets_query(policy: &str, variant: &str, window: Duration) -> String {
+/// `sum by (segment) (increase(family{policy="p",variant="v"}[W]))`.
+pub fn by_segment_query(family: &str, policy: &str, variant: &str, window: Duration) -> String {
     format!(
-        "sum by (le) (increase({DURATION}_bucket{{policy=\"{policy}\",variant=\"{variant}\"}}[{}]))",
+        "sum by (segment) (increase({family}{{policy=\"{policy}\",variant=\"{variant}\"}}[{}]))",
         range(window)
     )
+}
+
+/// `sum by (le) (increase(<histogram>_bucket{...}[W]))`.
+pub fn histogram_query(histogram: &str, policy: &str, variant: &str, window: Duration) -> String {
+    format!(
+        "sum by (le) (increase({histogram}_bucket{{policy=\"{policy}\",variant=\"{variant}\"}}[{}]))",
+        range(window)
+    )
+}
+
+/// `sum by (le) (increase(<duration>_bucket{...}[W]))`.
+pub fn buckets_query(policy: &str, variant: &str, window: Duration) -> String {
+    histogram_query(DURATION, policy, variant, window)
+}
+
+/// An `increase()` as a count: negative or non-finite reads 0.
+fn count(v: f64) -> u64 {
+    if v.is_finite() {
+        v.max(0.0).round() as u64
+    } else {
+        0
+    }
+}
+
+/// Rows of a `by (le)` query → sorted buckets (rows without a parsable `le` are dropped).
+pub fn buckets_from_rows(rows: Vec<(HashMap<String, String>, f64)>) -> Vec<Bucket> {
+    let mut out: Vec<Bucket> = rows
+        .into_iter()
+        .filter_map(|(labels, count)| {
+            let le = match labels.get("le").map(String::as_str) {
+                Some("+Inf") => f64::INFINITY,
+                Some(l) => l.parse().ok()?,
+                None => return None,
+            };
+            Some(Bucket { le, count })
+        })
+        .collect();
+    out.sort_by(|a, b| a.le.total_cmp(&b.le));
+    out
+}
+
+/// Rows of a `by (segment)` query → the total and the per-segment values.
+pub fn segment_rows(rows: &[(HashMap<String, String>, f64)]) -> (u64, Vec<(String, u64)>) {
+    let total = rows.iter().map(|(_, v)| count(*v)).sum();
+    let per = rows
+        .iter()
+        .filter_map(|(l, v)| l.get("segment").map(|s| (s.clone(), count(*v))))
+        .collect();
+    (total, per)
 }
 
 /// A custom check's query for one variant.
@@ -104,29 +158,38 @@ impl PrometheusSource {
         variant: &str,
     ) -> Result<VariantWindow, MetricsError> {
         let w = policy.interval;
-        let count = |v: Option<f64>| v.unwrap_or(0.0).max(0.0).round() as u64;
-        let requests = count(
-            self.scalar(&increase_query(REQUESTS, &policy.name, variant, w))
-                .await?,
-        );
-        let errors = count(
-            self.scalar(&increase_query(ERRORS, &policy.name, variant, w))
-                .await?,
-        );
-        let mut duration: Vec<Bucket> = self
-            .vector(&buckets_query(&policy.name, variant, w))
-            .await?
-            .into_iter()
-            .filter_map(|(labels, count)| {
-                let le = match labels.get("le").map(String::as_str) {
-                    Some("+Inf") => f64::INFINITY,
-                    Some(l) => l.parse().ok()?,
-                    None => return None,
+        let mut segments: std::collections::BTreeMap<String, SegmentCounts> = Default::default();
+        let mut totals = [0u64; 4];
+        let families = [REQUESTS, ERRORS, PREDICTIONS, POSITIVES];
+        for (i, family) in families.into_iter().enumerate() {
+            let rows = self
+                .vector(&by_segment_query(family, &policy.name, variant, w))
+                .await?;
+            let (total, per) = segment_rows(&rows);
+            totals[i] = total;
+            for (seg, n) in per {
+                let c = segments.entry(seg).or_default();
+                let slot = match i {
+                    0 => &mut c.requests,
+                    1 => &mut c.errors,
+                    2 => &mut c.scored,
+                    _ => &mut c.positives,
                 };
-                Some(Bucket { le, count })
-            })
-            .collect();
-        duration.sort_by(|a, b| a.le.total_cmp(&b.le));
+                *slot = n;
+            }
+        }
+        let duration = buckets_from_rows(
+            self.vector(&buckets_query(&policy.name, variant, w))
+                .await?,
+        );
+        let scores = if policy.filter_template.predictions.is_some() {
+            buckets_from_rows(
+                self.vector(&histogram_query(PREDICTION_SCORE, &policy.name, variant, w))
+                    .await?,
+            )
+        } else {
+            Vec::new()
+        };
         let mut custom = std::collections::BTreeMap::new();
         for c in &policy.checks {
             if let CheckKind::Custom { query, .. } = &c.kind {
@@ -138,11 +201,16 @@ impl PrometheusSource {
                 }
             }
         }
+        let [requests, errors, scored, positives] = totals;
         Ok(VariantWindow {
             requests,
             errors,
             duration,
             custom,
+            scores,
+            scored,
+            positives,
+            segments,
         })
     }
 }
@@ -172,6 +240,14 @@ mod tests {
             r#"sum by (le) (increase(mlcanary_request_duration_ms_bucket{policy="p",variant="stable"}[1s]))"#
         );
         assert_eq!(
+            by_segment_query(POSITIVES, "fraud-model", "canary", w),
+            r#"sum by (segment) (increase(mlcanary_positive_predictions_total{policy="fraud-model",variant="canary"}[30s]))"#
+        );
+        assert_eq!(
+            histogram_query(PREDICTION_SCORE, "fraud-model", "canary", w),
+            r#"sum by (le) (increase(mlcanary_prediction_score_bucket{policy="fraud-model",variant="canary"}[30s]))"#
+        );
+        assert_eq!(
             custom_query(
                 r#"x{policy="{{policy}}",variant="{{variant}}"}"#,
                 "p",
@@ -179,6 +255,51 @@ mod tests {
             ),
             r#"x{policy="p",variant="canary"}"#
         );
+    }
+
+    fn row(labels: &[(&str, &str)], v: f64) -> (HashMap<String, String>, f64) {
+        let l = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        (l, v)
+    }
+
+    #[test]
+    fn segment_rows_sum_to_the_total() {
+        // Increases are extrapolated, so not integers: rounded per row; a series without a
+        // segment label counts towards the total only; NaN reads 0.
+        let rows = vec![
+            row(&[("segment", "60+")], 12.4),
+            row(&[("segment", "other")], 3.6),
+            row(&[], 5.0),
+            row(&[("segment", "18-30")], f64::NAN),
+        ];
+        let (total, per) = segment_rows(&rows);
+        assert_eq!(total, 21);
+        assert_eq!(
+            per,
+            vec![
+                ("60+".to_owned(), 12),
+                ("other".to_owned(), 4),
+                ("18-30".to_owned(), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn score_buckets_sorted_and_inf_parsed() {
+        let rows = vec![
+            row(&[("le", "+Inf")], 40.0),
+            row(&[("le", "500")], 30.0),
+            row(&[("le", "50")], 10.0),
+            row(&[("le", "bogus")], 1.0),
+            row(&[], 2.0),
+        ];
+        let b = buckets_from_rows(rows);
+        let les: Vec<f64> = b.iter().map(|b| b.le).collect();
+        assert_eq!(les, [50.0, 500.0, f64::INFINITY]);
+        assert_eq!(b[2].count, 40.0);
     }
 
     #[tokio::test]

@@ -46,7 +46,7 @@ fn fixture_validates_with_defaults_filled() {
     assert_eq!(churn.steps_bp, vec![2000, 4000, 6000]);
     assert_eq!(churn.failure_threshold, 2);
     assert_eq!(churn.min_requests, 100);
-    assert_eq!(churn.alpha, 0.05);
+    assert_eq!(churn.alpha, 0.02);
     assert_eq!(churn.progress_deadline, Duration::from_secs(600));
     assert_eq!(churn.filter_template.hosts, vec!["churn".to_string()]);
 }

@@ -8,23 +8,43 @@
 use std::time::Duration;
 
 use kube::ResourceExt;
-use mlcanary_filter::config::{RawConfig, RawMatch, RawPolicy, RawRule, RawSegment, RawSticky};
+use mlcanary_filter::config::{
+    RawConfig, RawMatch, RawPolicy, RawPredictions, RawRule, RawSegment, RawSticky,
+};
 use mlcanary_filter::hash::BUCKETS;
+use mlcanary_filter::predictions::Format;
 use mlcanary_filter::ConfigError;
 use thiserror::Error;
 
-use super::{CanaryPolicy, CanaryPolicySpec, CheckSpec, PauseSpec};
+use super::{
+    CanaryPolicy, CanaryPolicySpec, CheckSpec, PauseSpec, PositiveRateSpec, PredictionDriftSpec,
+    PredictionsSpec, SegmentDisparitySpec,
+};
 
 /// Default consecutive failed analyses before rollback.
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 2;
 /// Default requests per variant per window before any verdict.
 pub const DEFAULT_MIN_REQUESTS: u64 = 100;
-/// Default significance level of the one-sided tests.
-pub const DEFAULT_ALPHA: f64 = 0.05;
+/// Default significance level of the tests. 0.02, not the textbook 0.05: each interval is a new
+/// test, and `judge-bench` (200 rps, 5 % canary, 30 s intervals, failureThreshold 2) shows 0.05
+/// rolling back ~11 % of healthy canaries within 10 minutes, 0.02 ~3 %, while still catching a
+/// canary with 3× stable's error rate in a median 60 s.
+pub const DEFAULT_ALPHA: f64 = 0.02;
 /// Default progress deadline.
 pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
 /// Default last step with `stepWeight`.
 pub const DEFAULT_MAX_WEIGHT: u32 = 50;
+/// Default PSI limit of `predictionDrift`: 0.2 is the conventional "significant shift" mark.
+pub const DEFAULT_MAX_PSI: f64 = 0.2;
+/// Default scored predictions per variant before `predictionDrift` judges: below this the PSI of
+/// two samples of one distribution is inflated by sampling noise (about `(bins - 1) / n`).
+pub const DEFAULT_DRIFT_MIN_SAMPLES: u64 = 500;
+/// Default lower bound of `segmentDisparity`'s ratio: the "four-fifths rule" of disparate impact.
+pub const DEFAULT_MIN_RATIO: f64 = 0.8;
+/// Default upper bound: the same rule read the other way (1 / 0.8).
+pub const DEFAULT_MAX_RATIO: f64 = 1.25;
+/// Default scored predictions per variant per segment before that segment is judged.
+pub const DEFAULT_MIN_SAMPLES_PER_SEGMENT: u64 = 100;
 
 /// A spec the controller refuses, with the path of the field at fault.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -86,6 +106,15 @@ pub enum LatencyBound {
     RatioToStable(f64),
 }
 
+/// How far the canary's positive rate may move from stable's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ShiftBound {
+    /// `|canary - stable| / stable` at most this.
+    Relative(f64),
+    /// `|canary - stable|` at most this (rate points).
+    Absolute(f64),
+}
+
 /// A validated check kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckKind {
@@ -98,6 +127,28 @@ pub enum CheckKind {
         query: String,
         comparison: Comparison,
         threshold: f64,
+    },
+    /// PSI between the canary's and stable's score histograms at most `max_psi`.
+    PredictionDrift {
+        max_psi: f64,
+        /// Scored predictions per variant before any verdict.
+        min_samples: u64,
+        /// Significance level of the homogeneity test that must back a failure.
+        alpha: f64,
+    },
+    /// The canary's positive rate within `bound` of stable's.
+    PositiveRate {
+        bound: ShiftBound,
+        alpha: f64,
+        min_samples: u64,
+    },
+    /// Per segment, canary positive rate / stable positive rate within `[min_ratio, max_ratio]`.
+    SegmentDisparity {
+        min_ratio: f64,
+        max_ratio: f64,
+        /// Family-wise over the segments judged (Bonferroni).
+        alpha: f64,
+        min_samples_per_segment: u64,
     },
 }
 
@@ -230,10 +281,16 @@ impl ValidatedPolicy {
                 "must list at least one check (nothing would ever pass)",
             ));
         }
+        let ctx = CheckContext {
+            alpha,
+            min_requests,
+            has_predictions: spec.predictions.is_some(),
+            has_segment: spec.routing.segment.is_some(),
+        };
         let mut checks: Vec<Check> = Vec::with_capacity(a.checks.len());
         for (i, c) in a.checks.iter().enumerate() {
             let f = format!("spec.analysis.checks[{i}]");
-            let check = check(&f, c)?;
+            let check = check(&f, c, &ctx)?;
             if checks.iter().any(|k| k.name == check.name) {
                 return Err(invalid(
                     format!("{f}.name"),
@@ -247,7 +304,9 @@ impl ValidatedPolicy {
             None => DEFAULT_PROGRESS_DEADLINE,
         };
 
-        let filter_template = filter_template(name, spec, &stable_subset, &canary_subset);
+        let predictions = spec.predictions.as_ref().map(raw_predictions).transpose()?;
+        let mut filter_template = filter_template(name, spec, &stable_subset, &canary_subset);
+        filter_template.predictions = predictions;
         // The filter's own validation, on the config as it will be rendered (weights any valid split).
         let mut probe = filter_template.clone();
         probe.variants[0].weight_bp = BUCKETS;
@@ -366,8 +425,36 @@ fn pauses(list: &[PauseSpec], n_steps: usize) -> Result<Vec<Option<Pause>>, Vali
     Ok(out)
 }
 
-fn check(f: &str, c: &CheckSpec) -> Result<Check, ValidationError> {
+/// What a check's validation needs from the rest of the spec.
+struct CheckContext {
+    alpha: f64,
+    min_requests: u64,
+    has_predictions: bool,
+    has_segment: bool,
+}
+
+const CHECK_KINDS: &str =
+    "`errorRate`, `latency`, `custom`, `predictionDrift`, `positiveRate`, `segmentDisparity`";
+
+fn check(f: &str, c: &CheckSpec, ctx: &CheckContext) -> Result<Check, ValidationError> {
     non_empty(&format!("{f}.name"), &c.name)?;
+    let set = [
+        c.error_rate.is_some(),
+        c.latency.is_some(),
+        c.custom.is_some(),
+        c.prediction_drift.is_some(),
+        c.positive_rate.is_some(),
+        c.segment_disparity.is_some(),
+    ];
+    if set.iter().filter(|&&x| x).count() != 1 {
+        return Err(invalid(f, format!("needs exactly one of {CHECK_KINDS}")));
+    }
+    if let Some(kind) = prediction_check(f, c, ctx)? {
+        return Ok(Check {
+            name: c.name.clone(),
+            kind,
+        });
+    }
     let kind = match (&c.error_rate, &c.latency, &c.custom) {
         (Some(e), None, None) => {
             if !(0.0..1.0).contains(&e.max) {
@@ -444,16 +531,183 @@ fn check(f: &str, c: &CheckSpec) -> Result<Check, ValidationError> {
                 threshold: c.threshold,
             }
         }
-        _ => {
-            return Err(invalid(
-                f,
-                "needs exactly one of `errorRate`, `latency`, `custom`",
-            ));
-        }
+        _ => return Err(invalid(f, format!("needs exactly one of {CHECK_KINDS}"))),
     };
     Ok(Check {
         name: c.name.clone(),
         kind,
+    })
+}
+
+/// The three checks on prediction scores; `None` when `c` is another kind.
+fn prediction_check(
+    f: &str,
+    c: &CheckSpec,
+    ctx: &CheckContext,
+) -> Result<Option<CheckKind>, ValidationError> {
+    let (key, kind) = if let Some(d) = &c.prediction_drift {
+        let f = format!("{f}.predictionDrift");
+        ("predictionDrift", drift(&f, d, ctx)?)
+    } else if let Some(p) = &c.positive_rate {
+        let f = format!("{f}.positiveRate");
+        ("positiveRate", positive_rate(&f, p, ctx)?)
+    } else if let Some(s) = &c.segment_disparity {
+        let f = format!("{f}.segmentDisparity");
+        if !ctx.has_segment {
+            return Err(invalid(
+                f,
+                "needs spec.routing.segment (the header whose values split the stats)",
+            ));
+        }
+        ("segmentDisparity", disparity(&f, s, ctx)?)
+    } else {
+        return Ok(None);
+    };
+    if !ctx.has_predictions {
+        return Err(invalid(
+            format!("{f}.{key}"),
+            "needs spec.predictions (the filter reads no scores without it)",
+        ));
+    }
+    Ok(Some(kind))
+}
+
+fn check_alpha(field: String, alpha: Option<f64>, default: f64) -> Result<f64, ValidationError> {
+    let a = alpha.unwrap_or(default);
+    if !(a > 0.0 && a <= 0.5) {
+        return Err(invalid(field, format!("{a} is not in (0, 0.5]")));
+    }
+    Ok(a)
+}
+
+fn at_least_one(field: String, n: Option<u64>, default: u64) -> Result<u64, ValidationError> {
+    match n.unwrap_or(default) {
+        0 => Err(invalid(
+            field,
+            "must be at least 1 (no verdict without data)",
+        )),
+        n => Ok(n),
+    }
+}
+
+fn drift(
+    f: &str,
+    d: &PredictionDriftSpec,
+    ctx: &CheckContext,
+) -> Result<CheckKind, ValidationError> {
+    let max_psi = d.max_psi.unwrap_or(DEFAULT_MAX_PSI);
+    if !(max_psi.is_finite() && max_psi > 0.0) {
+        return Err(invalid(
+            format!("{f}.maxPsi"),
+            format!("{max_psi} is not > 0 (0.1 = some shift, 0.2 = significant)"),
+        ));
+    }
+    Ok(CheckKind::PredictionDrift {
+        max_psi,
+        min_samples: at_least_one(
+            format!("{f}.minSamples"),
+            d.min_samples,
+            DEFAULT_DRIFT_MIN_SAMPLES,
+        )?,
+        alpha: ctx.alpha,
+    })
+}
+
+fn positive_rate(
+    f: &str,
+    p: &PositiveRateSpec,
+    ctx: &CheckContext,
+) -> Result<CheckKind, ValidationError> {
+    let bound = match (p.max_relative_shift, p.max_absolute_shift) {
+        (Some(r), None) if r.is_finite() && r > 0.0 => ShiftBound::Relative(r),
+        (Some(r), None) => {
+            return Err(invalid(
+                format!("{f}.maxRelativeShift"),
+                format!("{r} is not > 0 (0.2 = 20 % more or fewer positives)"),
+            ))
+        }
+        (None, Some(a)) if a > 0.0 && a < 1.0 => ShiftBound::Absolute(a),
+        (None, Some(a)) => {
+            return Err(invalid(
+                format!("{f}.maxAbsoluteShift"),
+                format!("{a} is not a rate difference in (0, 1)"),
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                f,
+                "needs exactly one of `maxRelativeShift`, `maxAbsoluteShift`",
+            ))
+        }
+    };
+    Ok(CheckKind::PositiveRate {
+        bound,
+        alpha: check_alpha(format!("{f}.alpha"), p.alpha, ctx.alpha)?,
+        min_samples: at_least_one(format!("{f}.minSamples"), p.min_samples, ctx.min_requests)?,
+    })
+}
+
+fn disparity(
+    f: &str,
+    s: &SegmentDisparitySpec,
+    ctx: &CheckContext,
+) -> Result<CheckKind, ValidationError> {
+    let min_ratio = s.min_ratio.unwrap_or(DEFAULT_MIN_RATIO);
+    let max_ratio = s.max_ratio.unwrap_or(DEFAULT_MAX_RATIO);
+    if !(min_ratio.is_finite() && min_ratio > 0.0 && min_ratio <= 1.0) {
+        return Err(invalid(
+            format!("{f}.minRatio"),
+            format!("{min_ratio} is not in (0, 1] (0.8 = the four-fifths rule)"),
+        ));
+    }
+    if !(max_ratio.is_finite() && max_ratio >= 1.0) {
+        return Err(invalid(
+            format!("{f}.maxRatio"),
+            format!("{max_ratio} is not ≥ 1 (1.25 = the four-fifths rule read upwards)"),
+        ));
+    }
+    Ok(CheckKind::SegmentDisparity {
+        min_ratio,
+        max_ratio,
+        alpha: check_alpha(format!("{f}.alpha"), s.alpha, ctx.alpha)?,
+        min_samples_per_segment: at_least_one(
+            format!("{f}.minSamplesPerSegment"),
+            s.min_samples_per_segment,
+            DEFAULT_MIN_SAMPLES_PER_SEGMENT,
+        )?,
+    })
+}
+
+/// `spec.predictions` → the filter's `predictions`; the rest of its checking is the filter's own
+/// (run on the whole rendered policy).
+fn raw_predictions(p: &PredictionsSpec) -> Result<RawPredictions, ValidationError> {
+    let format = match p.format.as_deref() {
+        None | Some("auto") => Format::Auto,
+        Some("tfserving") => Format::Tfserving,
+        Some("kserve") => Format::Kserve,
+        Some(other) => {
+            return Err(invalid(
+                "spec.predictions.format",
+                format!("{other:?} is not one of auto, tfserving, kserve"),
+            ))
+        }
+    };
+    if let Some(t) = p.positive_threshold {
+        if !(0.0..=1.0).contains(&t) {
+            // The filter accepts any finite threshold; a score is a probability, so outside
+            // [0, 1] every prediction would be positive or none would.
+            return Err(invalid(
+                "spec.predictions.positiveThreshold",
+                format!("{t} is not a score in [0, 1]"),
+            ));
+        }
+    }
+    Ok(RawPredictions {
+        format,
+        output: p.output.clone(),
+        class_index: p.class_index.map(|i| i as usize),
+        positive_threshold: p.positive_threshold,
+        max_body_bytes: p.max_body_bytes,
     })
 }
 

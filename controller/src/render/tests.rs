@@ -1,4 +1,4 @@
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::*;
 use crate::policy::CanaryPolicy;
@@ -121,85 +121,10 @@ fn splice_keeps_foreign_routes_and_replaces_owned_ones() {
     assert_eq!(out[5]["route"][1]["weight"], 10);
 }
 
-/// Istio's VirtualService v1 schema, from the shared CRD file.
-fn istio_schema(kind: &str, version: &str) -> Value {
-    let path = std::env::var("MLCANARY_ISTIO_CRDS").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/istio/crds.gen.yaml"
-        )
-        .into()
-    });
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    for de in serde_yaml::Deserializer::from_str(&text) {
-        let doc: Value = serde::Deserialize::deserialize(de).unwrap();
-        if doc.pointer("/spec/names/kind").and_then(Value::as_str) != Some(kind) {
-            continue;
-        }
-        for v in doc["spec"]["versions"].as_array().unwrap() {
-            if v["name"] == version {
-                return v["schema"]["openAPIV3Schema"].clone();
-            }
-        }
-    }
-    panic!("{kind} {version} not in {path}");
-}
-
-/// Every field of `value` is declared by `schema` with a matching type (a structural check: what
-/// the API server would prune or reject).
-fn conforms(value: &Value, schema: &Value, path: &str) -> Result<(), String> {
-    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
-        && schema.get("properties").is_none()
-    {
-        return Ok(());
-    }
-    let ty = schema.get("type").and_then(Value::as_str);
-    let ok = match (ty, value) {
-        (None, _) => true,
-        (Some("object"), Value::Object(_)) | (Some("array"), Value::Array(_)) => true,
-        (Some("string"), Value::String(_)) | (Some("boolean"), Value::Bool(_)) => true,
-        (Some("integer"), Value::Number(n)) => n.is_i64() || n.is_u64(),
-        (Some("number"), Value::Number(_)) => true,
-        _ => false,
-    };
-    if !ok {
-        return Err(format!("{path}: {value} is not {ty:?}"));
-    }
-    if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
-        if value.as_f64().is_some_and(|v| v > max) {
-            return Err(format!("{path}: above maximum {max}"));
-        }
-    }
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map {
-                let sub = schema
-                    .pointer(&format!("/properties/{k}"))
-                    .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()))
-                    .ok_or_else(|| format!("{path}.{k}: not in the schema"))?;
-                conforms(v, sub, &format!("{path}.{k}"))?;
-            }
-            for r in schema
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let r = r.as_str().unwrap_or_default();
-                if !map.contains_key(r) {
-                    return Err(format!("{path}.{r}: required"));
-                }
-            }
-        }
-        Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                conforms(v, &schema["items"], &format!("{path}[{i}]"))?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
+/// The structural schema checker shared with the integration tests.
+#[path = "../../tests/support/schema.rs"]
+mod schema;
+use schema::{conforms, istio_schema};
 
 #[test]
 fn rendered_objects_validate_against_istio_schemas() {

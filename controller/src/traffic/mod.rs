@@ -1,6 +1,7 @@
 //! Where the split goes: targets behind one trait. The desired state is a value
 //! ([`DesiredTraffic`]); a target only writes it.
 
+pub mod envoy_files;
 pub mod istio;
 
 use std::future::Future;
@@ -10,6 +11,7 @@ use thiserror::Error;
 
 use crate::render::{HttpRoute, RouteError};
 
+pub use envoy_files::EnvoyFilesTarget;
 pub use istio::IstioTarget;
 
 /// What one policy wants written.
@@ -40,6 +42,8 @@ pub enum TrafficError {
     },
     #[error("cannot encode {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("local Envoy files: {0}")]
+    Files(#[from] envoy_files::FilesError),
 }
 
 /// A place weights and filter config are written to.

@@ -1,0 +1,168 @@
+//! One analysis interval of one policy, the same for the kube loop and the local loop: fetch the
+//! window, judge it, step the rollout, write the split if it changed. The loops only decide *when*
+//! to tick and where the status goes; everything a rollout does happens here.
+//!
+//! Rules kept in this one place:
+//! - a metrics error is **no data**: `None` verdicts go to [`rollout::step`], which holds (never
+//!   promotes, and rolls back only at the progress deadline) — an unreachable Prometheus must never
+//!   look like a failing canary;
+//! - the desired traffic is written only when it differs from what this engine last wrote for the
+//!   policy (so the first tick after a start always writes, and a failed write is retried next tick);
+//! - when the write fails the new status is **not** returned: the status must never claim a split
+//!   that is not in effect. The caller keeps the old status and ticks again.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use mlcanary_filter::ConfigError;
+use thiserror::Error;
+
+use crate::analysis::{evaluate, Verdict};
+use crate::metrics::{MetricsError, MetricsSource};
+use crate::policy::{CanaryPolicyStatus, ValidatedPolicy};
+use crate::render::{owned_routes, render_config};
+use crate::rollout::{self, RolloutEvent};
+use crate::traffic::{DesiredTraffic, TrafficError, TrafficTarget};
+use crate::weights::Weights;
+
+/// Namespace used for a policy that has none (a local policy file without `metadata.namespace`).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Why a tick wrote nothing and changed no status.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The filter would refuse the combined config (e.g. two policies claim the same host and model).
+    #[error("policy {policy}: the filter config would be refused: {source}")]
+    Render { policy: String, source: ConfigError },
+    #[error("policy {policy}: writing the traffic split failed: {source}")]
+    Apply {
+        policy: String,
+        source: TrafficError,
+    },
+}
+
+/// What one tick needs to know besides the I/O adapters.
+#[derive(Debug, Clone, Copy)]
+pub struct TickInput<'a> {
+    pub policy: &'a ValidatedPolicy,
+    pub status: &'a CanaryPolicyStatus,
+    /// The other policies sharing this policy's WasmPlugin (or, locally, the same Envoy), at their
+    /// current weights: the filter config is one document for all of them. An entry named like
+    /// `policy` is ignored.
+    pub peers: &'a [(&'a ValidatedPolicy, Weights)],
+    pub now: SystemTime,
+}
+
+/// What one tick did.
+#[derive(Debug)]
+pub struct TickOutput {
+    pub status: CanaryPolicyStatus,
+    pub weights: Weights,
+    pub events: Vec<RolloutEvent>,
+    /// This interval's verdicts; `None` when there was no data (or the phase needs none).
+    pub verdicts: Option<Vec<Verdict>>,
+    /// Why there was no data, when the source failed.
+    pub no_data: Option<MetricsError>,
+    /// The target was written this tick.
+    pub applied: bool,
+}
+
+/// Remembers what was last written per policy, so unchanged splits are not rewritten.
+#[derive(Debug, Default)]
+pub struct Engine {
+    applied: HashMap<String, DesiredTraffic>,
+}
+
+impl Engine {
+    pub fn new() -> Self {
+        Engine::default()
+    }
+
+    /// Forget what was written for `policy` (deleted policy, or force a rewrite next tick).
+    pub fn forget(&mut self, policy: &str) {
+        self.applied.remove(policy);
+    }
+
+    /// One analysis interval of `input.policy`.
+    pub async fn tick<S, T>(
+        &mut self,
+        input: TickInput<'_>,
+        source: &mut S,
+        target: &T,
+    ) -> Result<TickOutput, EngineError>
+    where
+        S: MetricsSource,
+        T: TrafficTarget,
+    {
+        let policy = input.policy;
+        // Terminal phases need no window; Pending fetches anyway so a differencing source (Envoy
+        // admin) has its baseline when the first step's window is judged.
+        let (verdicts, no_data) = if input.status.phase.is_terminal() {
+            (None, None)
+        } else {
+            match source.fetch(policy).await {
+                Ok(window) => (Some(evaluate(policy, &window)), None),
+                Err(e) => (None, Some(e)),
+            }
+        };
+        let step = rollout::step(input.status, verdicts.as_deref(), policy, input.now);
+        let desired = desired_traffic(policy, step.weights, input.peers)?;
+        let applied = if self.applied.get(&policy.name) != Some(&desired) {
+            target
+                .apply(&desired)
+                .await
+                .map_err(|source| EngineError::Apply {
+                    policy: policy.name.clone(),
+                    source,
+                })?;
+            self.applied.insert(policy.name.clone(), desired);
+            true
+        } else {
+            false
+        };
+        Ok(TickOutput {
+            status: step.status,
+            weights: step.weights,
+            events: step.events,
+            verdicts,
+            no_data,
+            applied,
+        })
+    }
+}
+
+/// The routes and the whole filter config `policy` wants at `weights`, next to `peers`.
+pub fn desired_traffic(
+    policy: &ValidatedPolicy,
+    weights: Weights,
+    peers: &[(&ValidatedPolicy, Weights)],
+) -> Result<DesiredTraffic, EngineError> {
+    let mut all: Vec<(&ValidatedPolicy, Weights)> = peers
+        .iter()
+        .filter(|(p, _)| p.name != policy.name)
+        .copied()
+        .collect();
+    all.push((policy, weights));
+    // A stable order, so the same state always renders the same document.
+    all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let plugin_config = render_config(&all).map_err(|source| EngineError::Render {
+        policy: policy.name.clone(),
+        source,
+    })?;
+    Ok(DesiredTraffic {
+        namespace: policy
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+        policy: policy.name.clone(),
+        virtual_service: policy.virtual_service.clone(),
+        routes: owned_routes(policy, weights),
+        wasm_plugin: policy.wasm_plugin.clone(),
+        plugin_config,
+    })
+}
+
+#[cfg(test)]
+mod fakes;
+#[cfg(test)]
+mod tests;

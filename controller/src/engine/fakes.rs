@@ -1,0 +1,91 @@
+//! In-memory adapters for engine tests: a source that replays scripted windows and a target that
+//! records every write.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crate::analysis::{VariantWindow, Window};
+use crate::metrics::{MetricsError, MetricsSource};
+use crate::policy::ValidatedPolicy;
+use crate::render::RouteError;
+use crate::traffic::{DesiredTraffic, TrafficError, TrafficTarget};
+
+/// Replays scripted results; once the script is used up, every fetch is "unreachable".
+#[derive(Default)]
+pub struct FakeSource {
+    pub script: VecDeque<Result<Window, MetricsError>>,
+    pub fetches: usize,
+}
+
+impl FakeSource {
+    pub fn push(&mut self, r: Result<Window, MetricsError>) -> &mut Self {
+        self.script.push_back(r);
+        self
+    }
+}
+
+impl MetricsSource for FakeSource {
+    async fn fetch(&mut self, _policy: &ValidatedPolicy) -> Result<Window, MetricsError> {
+        self.fetches += 1;
+        self.script
+            .pop_front()
+            .unwrap_or_else(|| Err(unreachable()))
+    }
+}
+
+pub fn unreachable() -> MetricsError {
+    MetricsError::Unreachable {
+        url: "http://fake".into(),
+        reason: "connection refused".into(),
+    }
+}
+
+/// `n` requests per variant, with the given error counts.
+pub fn window(n: u64, stable_errors: u64, canary_errors: u64) -> Window {
+    let v = |errors| VariantWindow {
+        requests: n,
+        errors,
+        ..Default::default()
+    };
+    Window {
+        stable: v(stable_errors),
+        canary: v(canary_errors),
+    }
+}
+
+/// Records writes; `fail` makes the next writes fail.
+#[derive(Default)]
+pub struct FakeTarget {
+    pub writes: Mutex<Vec<DesiredTraffic>>,
+    pub fail: AtomicBool,
+}
+
+impl FakeTarget {
+    pub fn writes(&self) -> Vec<DesiredTraffic> {
+        self.writes.lock().expect("lock").clone()
+    }
+
+    /// The canary percent of the default route of each write, in order.
+    pub fn canary_percents(&self) -> Vec<u32> {
+        self.writes()
+            .iter()
+            .map(|d| {
+                let default = d.routes.last().expect("default route");
+                default.route[1].weight.expect("weighted")
+            })
+            .collect()
+    }
+}
+
+impl TrafficTarget for FakeTarget {
+    async fn apply(&self, desired: &DesiredTraffic) -> Result<(), TrafficError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(TrafficError::Route(RouteError::NoDestination {
+                route: "fake failure".into(),
+            }));
+        }
+        self.writes.lock().expect("lock").push(desired.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,178 @@
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use super::fakes::{unreachable, window, FakeSource, FakeTarget};
+use super::*;
+use crate::policy::{CanaryPolicy, Phase};
+use crate::rollout::Hold;
+
+fn policy() -> ValidatedPolicy {
+    CanaryPolicy::test()
+        .steps(&[10, 50])
+        .only_error_rate(0.01)
+        .min_requests(50)
+        .failure_threshold(2)
+        .deadline("10m")
+        .validated()
+}
+
+struct Run {
+    engine: Engine,
+    source: FakeSource,
+    target: FakeTarget,
+    status: CanaryPolicyStatus,
+    now: SystemTime,
+    policy: ValidatedPolicy,
+}
+
+impl Run {
+    fn new() -> Self {
+        Run {
+            engine: Engine::new(),
+            source: FakeSource::default(),
+            target: FakeTarget::default(),
+            status: CanaryPolicyStatus::default(),
+            now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            policy: policy(),
+        }
+    }
+
+    async fn tick(&mut self) -> Result<TickOutput, EngineError> {
+        let input = TickInput {
+            policy: &self.policy,
+            status: &self.status,
+            peers: &[],
+            now: self.now,
+        };
+        let out = self
+            .engine
+            .tick(input, &mut self.source, &self.target)
+            .await;
+        if let Ok(o) = &out {
+            self.status = o.status.clone();
+        }
+        self.now += self.policy.interval;
+        out
+    }
+}
+
+#[tokio::test]
+async fn healthy_canary_advances_step_by_step_and_is_promoted() {
+    let mut r = Run::new();
+    // Pending → first step needs no window (the source is still asked, for its baseline).
+    r.source.push(Err(unreachable()));
+    let o = r.tick().await.unwrap();
+    assert_eq!(
+        (o.status.phase, o.weights.canary_bp()),
+        (Phase::Progressing, 1000)
+    );
+    assert!(o.applied);
+    for _ in 0..2 {
+        r.source.push(Ok(window(1000, 0, 0)));
+    }
+    let o = r.tick().await.unwrap();
+    assert_eq!(o.weights.canary_bp(), 5000);
+    assert_eq!(o.verdicts.as_ref().map(Vec::len), Some(1));
+    let o = r.tick().await.unwrap();
+    assert_eq!(
+        (o.status.phase, o.weights.canary_bp()),
+        (Phase::Promoted, 10_000)
+    );
+    // Terminal: nothing fetched, nothing rewritten.
+    let fetches = r.source.fetches;
+    let o = r.tick().await.unwrap();
+    assert!(!o.applied);
+    assert_eq!(r.source.fetches, fetches);
+    assert_eq!(r.target.canary_percents(), vec![10, 50, 100]);
+    // Each write carries the filter config at the same split as the routes.
+    let last = r.target.writes().pop().unwrap();
+    let filter = &last.plugin_config.policies[0];
+    let canary = filter.variants.iter().find(|v| v.name == "canary").unwrap();
+    assert_eq!(canary.weight_bp, 10_000);
+    assert_eq!(last.namespace, "ml");
+}
+
+#[tokio::test]
+async fn failing_canary_rolls_back_after_failure_threshold() {
+    let mut r = Run::new();
+    r.source.push(Err(unreachable()));
+    r.tick().await.unwrap();
+    // 20 % errors on the canary, none on stable: significant, above the 1 % limit.
+    r.source.push(Ok(window(1000, 0, 200)));
+    r.source.push(Ok(window(1000, 0, 200)));
+    let o = r.tick().await.unwrap();
+    assert_eq!(o.status.failed_checks, 1);
+    assert_eq!(o.status.phase, Phase::Progressing);
+    assert!(!o.applied, "the split did not change: nothing rewritten");
+    let o = r.tick().await.unwrap();
+    assert_eq!(
+        (o.status.phase, o.weights.canary_bp()),
+        (Phase::RolledBack, 0)
+    );
+    assert!(o.applied);
+    assert!(o
+        .events
+        .iter()
+        .any(|e| matches!(e, RolloutEvent::RolledBack { from_bp: 1000, .. })));
+    assert_eq!(r.target.canary_percents(), vec![10, 0]);
+}
+
+#[tokio::test]
+async fn source_error_holds_never_promotes_never_rolls_back() {
+    let mut r = Run::new();
+    r.tick().await.unwrap();
+    // A failing analysis first: errors afterwards must neither reset nor add to the count.
+    r.source.push(Ok(window(1000, 0, 200)));
+    r.tick().await.unwrap();
+    for _ in 0..10 {
+        let o = r.tick().await.unwrap();
+        assert!(o.no_data.is_some());
+        assert!(o.verdicts.is_none());
+        assert_eq!(o.status.phase, Phase::Progressing);
+        assert_eq!(o.status.failed_checks, 1);
+        assert_eq!(o.weights.canary_bp(), 1000);
+        assert!(o
+            .events
+            .contains(&RolloutEvent::Held(Hold::NoConclusiveData)));
+        assert!(!o.applied);
+    }
+    assert_eq!(r.target.canary_percents(), vec![10]);
+}
+
+#[tokio::test]
+async fn failed_write_keeps_the_old_status_and_is_retried() {
+    let mut r = Run::new();
+    r.target.fail.store(true, Ordering::SeqCst);
+    let e = r.tick().await.unwrap_err();
+    assert!(matches!(e, EngineError::Apply { .. }), "{e}");
+    assert_eq!(r.status.phase, Phase::Pending, "status not advanced");
+    r.target.fail.store(false, Ordering::SeqCst);
+    let o = r.tick().await.unwrap();
+    assert!(o.applied);
+    assert_eq!(o.weights.canary_bp(), 1000);
+}
+
+#[test]
+fn desired_traffic_holds_every_peer_in_the_filter_config() {
+    let fraud = policy();
+    let text = std::fs::read_to_string(crate::fixtures::POLICY_FILE).unwrap();
+    let churn = crate::policy::file::validate_policies(&text).unwrap()[1]
+        .1
+        .clone();
+    let peers = [
+        (&churn, Weights::with_canary_bp(2000)),
+        // A stale entry for the policy itself is replaced by the new weights.
+        (&fraud, Weights::with_canary_bp(9000)),
+    ];
+    let d = desired_traffic(&fraud, Weights::with_canary_bp(500), &peers).unwrap();
+    let names: Vec<&str> = d
+        .plugin_config
+        .policies
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["churn-model", "fraud-model"]);
+    let w = |i: usize| d.plugin_config.policies[i].variants[1].weight_bp;
+    assert_eq!((w(0), w(1)), (2000, 500));
+    assert_eq!(d.routes.len(), 3, "only the policy's own routes");
+}

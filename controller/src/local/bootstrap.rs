@@ -1,0 +1,157 @@
+//! The local Envoy's bootstrap (`envoy.yaml`): admin on 127.0.0.1, one listener whose routes come
+//! by RDS and whose mlcanary filter comes by ECDS from the files [`crate::traffic::envoy_files`]
+//! rewrites, and one cluster per variant. Pure: paths and addresses in, a document out.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::traffic::envoy_files::{FILTER_NAME, ROUTE_CONFIG_NAME, WASM_TYPE_URL};
+
+/// Envoy's `node.id` / `node.cluster` (file-based xDS refuses to start without them).
+pub const NODE: &str = "mlcanary-local";
+/// Name of the one listener (tests find its port by this name on the admin `/listeners`).
+pub const LISTENER: &str = "mlcanary";
+
+/// An upstream of one variant: the cluster is named after the variant (subset) name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub variant: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// What the bootstrap needs.
+#[derive(Debug, Clone)]
+pub struct BootstrapSpec<'a> {
+    pub listen: SocketAddr,
+    /// 0: the kernel picks (read it back with `--admin-address-path`).
+    pub admin_port: u16,
+    pub ecds: &'a Path,
+    pub rds: &'a Path,
+    pub upstreams: &'a [Upstream],
+}
+
+fn watched(path: &Path) -> Value {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    json!({
+        "path_config_source": {
+            "path": path.display().to_string(),
+            "watched_directory": {"path": dir.display().to_string()},
+        },
+        "resource_api_version": "V3",
+    })
+}
+
+fn cluster(u: &Upstream) -> Value {
+    // An IP is used as is; a name (e.g. `localhost`) is resolved by Envoy.
+    let kind = if u.host.parse::<IpAddr>().is_ok() {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
+    json!({
+        "name": u.variant,
+        "type": kind,
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": u.variant,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": u.host, "port_value": u.port}}}}]}],
+        },
+    })
+}
+
+/// The bootstrap document (JSON, which Envoy reads as YAML).
+pub fn render_bootstrap(s: &BootstrapSpec<'_>) -> String {
+    let tags: Vec<Value> = mlcanary_filter::stats::TAGS
+        .iter()
+        .map(|(t, re)| json!({"tag_name": t, "regex": re}))
+        .collect();
+    let hcm = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": LISTENER,
+        "rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": watched(s.rds)},
+        "http_filters": [
+            {"name": FILTER_NAME, "config_discovery": {
+                "config_source": watched(s.ecds),
+                "type_urls": [WASM_TYPE_URL],
+            }},
+            {"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+        ],
+    });
+    let doc = json!({
+        "node": {"id": NODE, "cluster": NODE},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": s.admin_port}}},
+        // Histograms reach the admin endpoint at each flush: 1 s keeps latency windows fresh.
+        "stats_flush_interval": "1s",
+        "stats_config": {"stats_tags": tags},
+        "static_resources": {
+            "listeners": [{
+                "name": LISTENER,
+                "address": {"socket_address": {
+                    "address": s.listen.ip().to_string(), "port_value": s.listen.port()}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": hcm,
+                }]}],
+            }],
+            "clusters": s.upstreams.iter().map(cluster).collect::<Vec<_>>(),
+        },
+    });
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_wires_rds_ecds_tags_and_clusters() {
+        let ups = [
+            Upstream {
+                variant: "stable".into(),
+                host: "127.0.0.1".into(),
+                port: 8001,
+            },
+            Upstream {
+                variant: "canary".into(),
+                host: "localhost".into(),
+                port: 8002,
+            },
+        ];
+        let text = render_bootstrap(&BootstrapSpec {
+            listen: "127.0.0.1:10000".parse().unwrap(),
+            admin_port: 0,
+            ecds: Path::new("/w/ecds/ecds.yaml"),
+            rds: Path::new("/w/rds/rds.yaml"),
+            upstreams: &ups,
+        });
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["node"]["id"], NODE);
+        assert_eq!(v["stats_flush_interval"], "1s");
+        assert_eq!(v["stats_config"]["stats_tags"][1]["tag_name"], "variant");
+        let l = &v["static_resources"]["listeners"][0];
+        assert_eq!(l["address"]["socket_address"]["port_value"], 10000);
+        let hcm = &l["filter_chains"][0]["filters"][0]["typed_config"];
+        let rds = &hcm["rds"]["config_source"]["path_config_source"];
+        assert_eq!(rds["path"], "/w/rds/rds.yaml");
+        assert_eq!(rds["watched_directory"]["path"], "/w/rds");
+        assert_eq!(hcm["rds"]["route_config_name"], ROUTE_CONFIG_NAME);
+        let f = &hcm["http_filters"];
+        assert_eq!(f[0]["name"], "mlcanary");
+        assert_eq!(
+            f[0]["config_discovery"]["config_source"]["path_config_source"]["path"],
+            "/w/ecds/ecds.yaml"
+        );
+        assert_eq!(f[1]["name"], "envoy.filters.http.router");
+        let c = &v["static_resources"]["clusters"];
+        assert_eq!(
+            (c[0]["name"].as_str(), c[0]["type"].as_str()),
+            (Some("stable"), Some("STATIC"))
+        );
+        assert_eq!(c[1]["type"], "STRICT_DNS");
+    }
+}

@@ -1,0 +1,430 @@
+//! `mlcanary local`: the rollout loop without Kubernetes. A policy file in; a file-watching Envoy
+//! (started here with `--envoy`, or by the user from `DIR/envoy.yaml`) out; the same
+//! [`crate::engine`] as the kube loop in between.
+//!
+//! Work directory layout: `envoy.yaml` (bootstrap), `ecds/ecds.yaml` (filter config),
+//! `rds/rds.yaml` (routes), `status.json` (every policy's status and Envoy's listener address,
+//! rewritten after every tick), `envoy.log`. A `status.json` from an earlier run is resumed.
+//!
+//! Exit: 0 when every policy is Promoted, 1 as soon as every policy has ended and one is
+//! RolledBack (or Envoy died, or a write failed for good), 2 for a bad policy file or arguments —
+//! nothing is written then. `--once` ticks every policy once and exits 0 (1 if one is RolledBack).
+//! `--watch` keeps Envoy serving at the final split after every policy has ended, until a signal,
+//! then exits with the code above. Ctrl-C / SIGTERM stop the loop and Envoy with it; before every
+//! policy has ended that is exit 130.
+
+pub mod bootstrap;
+pub mod envoy;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+use thiserror::Error;
+use tokio::time::Instant;
+
+use crate::analysis::Window;
+use crate::engine::{desired_traffic, Engine, EngineError, TickInput};
+use crate::metrics::{EnvoySource, MetricsError, MetricsSource, PrometheusSource};
+use crate::policy::file::{load, FileError};
+use crate::policy::{CanaryPolicyStatus, Phase, ValidatedPolicy};
+use crate::traffic::envoy_files::{EnvoyFilesTarget, FilesError};
+use crate::weights::Weights;
+use bootstrap::{render_bootstrap, BootstrapSpec, Upstream};
+use envoy::{EnvoyChild, EnvoyError};
+use report::{progress_line, StatusFile};
+
+/// Arguments of `mlcanary local`.
+#[derive(Debug, Clone, Args)]
+pub struct LocalArgs {
+    /// The CanaryPolicy YAML file (one or more documents).
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// `VARIANT=HOST:PORT`, once per variant (subset) name used by the policies.
+    #[arg(long = "upstream", value_name = "VARIANT=HOST:PORT", required = true)]
+    pub upstreams: Vec<String>,
+    /// Where envoy.yaml, the xDS files and status.json go (created if missing).
+    #[arg(long)]
+    pub workdir: PathBuf,
+    /// Start this Envoy binary as a child (killed on exit); without it, run Envoy yourself with
+    /// `envoy -c DIR/envoy.yaml`.
+    #[arg(long)]
+    pub envoy: Option<PathBuf>,
+    /// The filter module (default: `$MLCANARY_WASM`, else
+    /// `target/wasm32-wasip1/release/mlcanary_filter.wasm`).
+    #[arg(long)]
+    pub wasm: Option<PathBuf>,
+    /// Envoy's listener.
+    #[arg(long, default_value = "127.0.0.1:10000")]
+    pub listen: SocketAddr,
+    /// Envoy's admin port on 127.0.0.1 (0: any free port, only with `--envoy`).
+    #[arg(long, default_value_t = 9901)]
+    pub admin_port: u16,
+    /// Read metrics from this Prometheus (which must scrape Envoy's admin `/stats/prometheus`)
+    /// instead of scraping Envoy directly.
+    #[arg(long)]
+    pub prometheus: Option<String>,
+    /// Tick every policy once, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Keep Envoy serving at the final split after every policy has ended, until Ctrl-C / SIGTERM
+    /// (then exit with the code the rollout earned: 0 promoted, 1 rolled back).
+    #[arg(long, conflicts_with = "once")]
+    pub watch: bool,
+}
+
+/// Why `mlcanary local` stopped with an error.
+#[derive(Debug, Error)]
+pub enum LocalError {
+    #[error("{0}")]
+    Policy(#[from] FileError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Files(#[from] FilesError),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Envoy(#[from] EnvoyError),
+    #[error("metrics source: {0}")]
+    Metrics(#[from] MetricsError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl LocalError {
+    /// 2 for input the user must fix (nothing was applied), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LocalError::Policy(_) | LocalError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// How the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every policy Promoted (or `--once` with none rolled back).
+    Done,
+    /// Some policy RolledBack.
+    RolledBack,
+    /// Stopped by a signal.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Done => 0,
+            Outcome::RolledBack => 1,
+            Outcome::Interrupted => 130,
+        }
+    }
+}
+
+/// `VARIANT=HOST:PORT`.
+pub fn parse_upstream(s: &str) -> Result<Upstream, LocalError> {
+    let bad = || LocalError::Usage(format!("--upstream {s:?}: expected VARIANT=HOST:PORT"));
+    let (variant, addr) = s.split_once('=').ok_or_else(bad)?;
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if variant.is_empty() || host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok(Upstream {
+        variant: variant.to_owned(),
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// The metrics source chosen on the command line (an enum: the trait is not object-safe).
+enum Source {
+    Envoy(EnvoySource),
+    Prometheus(PrometheusSource),
+}
+
+impl MetricsSource for Source {
+    async fn fetch(&mut self, policy: &ValidatedPolicy) -> Result<Window, MetricsError> {
+        match self {
+            Source::Envoy(s) => s.fetch(policy).await,
+            Source::Prometheus(s) => s.fetch(policy).await,
+        }
+    }
+}
+
+/// One policy under the loop.
+struct Managed {
+    policy: ValidatedPolicy,
+    status: CanaryPolicyStatus,
+    due: Instant,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Everything checked before anything is written or started.
+struct Plan {
+    policies: Vec<ValidatedPolicy>,
+    upstreams: Vec<Upstream>,
+    wasm: PathBuf,
+}
+
+fn plan(args: &LocalArgs) -> Result<Plan, LocalError> {
+    let policies: Vec<ValidatedPolicy> = load(&args.policy)?.into_iter().map(|(_, v)| v).collect();
+    let upstreams = args
+        .upstreams
+        .iter()
+        .map(|s| parse_upstream(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    for p in &policies {
+        for subset in [&p.stable_subset, &p.canary_subset] {
+            if !upstreams.iter().any(|u| &u.variant == subset) {
+                return Err(LocalError::Usage(format!(
+                    "policy {}: no --upstream {subset}=HOST:PORT for its variant {subset:?}",
+                    p.name
+                )));
+            }
+        }
+    }
+    if args.envoy.is_none() && args.admin_port == 0 {
+        return Err(LocalError::Usage(
+            "--admin-port 0 needs --envoy (the port is read back from the Envoy started here)"
+                .into(),
+        ));
+    }
+    let wasm = args
+        .wasm
+        .clone()
+        .or_else(|| std::env::var_os("MLCANARY_WASM").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("target/wasm32-wasip1/release/mlcanary_filter.wasm"));
+    let wasm = std::fs::canonicalize(&wasm).map_err(|e| {
+        LocalError::Usage(format!(
+            "--wasm {}: {e} (build it with `cargo build -p mlcanary-filter --target \
+             wasm32-wasip1 --release`)",
+            wasm.display()
+        ))
+    })?;
+    Ok(Plan {
+        policies,
+        upstreams,
+        wasm,
+    })
+}
+
+/// Run `mlcanary local` to the end on a fresh runtime; progress lines go to `out`.
+pub fn run(args: &LocalArgs, out: &mut impl Write) -> Result<Outcome, LocalError> {
+    let plan = plan(args)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_plan(args, plan, out))
+}
+
+async fn run_plan(
+    args: &LocalArgs,
+    plan: Plan,
+    out: &mut impl Write,
+) -> Result<Outcome, LocalError> {
+    let dir = &args.workdir;
+    std::fs::create_dir_all(dir.join("ecds"))?;
+    std::fs::create_dir_all(dir.join("rds"))?;
+    let dir = std::fs::canonicalize(dir)?;
+    let (ecds, rds, status_path) = (
+        dir.join("ecds/ecds.yaml"),
+        dir.join("rds/rds.yaml"),
+        dir.join("status.json"),
+    );
+    let previous = StatusFile::read(&status_path).unwrap_or_default();
+    let start = Instant::now();
+    let mut managed: Vec<Managed> = plan
+        .policies
+        .into_iter()
+        .map(|policy| Managed {
+            status: previous
+                .policies
+                .get(&policy.name)
+                .cloned()
+                .unwrap_or_default(),
+            policy,
+            due: start,
+        })
+        .collect();
+
+    // The files Envoy needs at start-up: every policy at its current split.
+    let target = EnvoyFilesTarget::new(ecds.clone(), rds.clone(), plan.wasm);
+    let current: Vec<(&ValidatedPolicy, Weights)> = managed
+        .iter()
+        .map(|m| {
+            (
+                &m.policy,
+                Weights::with_canary_bp(m.status.canary_weight_bp),
+            )
+        })
+        .collect();
+    for (p, w) in &current {
+        target.write(&desired_traffic(p, *w, &current)?)?;
+    }
+    let bootstrap = dir.join("envoy.yaml");
+    crate::traffic::envoy_files::write_atomic(
+        &bootstrap,
+        &render_bootstrap(&BootstrapSpec {
+            listen: args.listen,
+            admin_port: args.admin_port,
+            ecds: &ecds,
+            rds: &rds,
+            upstreams: &plan.upstreams,
+        }),
+    )?;
+
+    let mut child = match &args.envoy {
+        Some(bin) => Some(EnvoyChild::start(bin, &bootstrap, &dir).await?),
+        None => None,
+    };
+    let admin = child.as_ref().map_or_else(
+        || format!("http://127.0.0.1:{}", args.admin_port),
+        |c| c.admin.clone(),
+    );
+    let listener = child
+        .as_ref()
+        .map_or_else(|| args.listen.to_string(), |c| c.listener.clone());
+    let mut source = match &args.prometheus {
+        Some(url) => Source::Prometheus(PrometheusSource::new(url)?),
+        None => Source::Envoy(EnvoySource::new(&admin)?),
+    };
+    let mut status_file = StatusFile {
+        updated: now_rfc3339(),
+        listener: Some(listener.clone()),
+        admin: Some(admin.clone()),
+        envoy_pid: child.as_ref().map(EnvoyChild::pid),
+        metrics: if args.prometheus.is_some() {
+            "prometheus".into()
+        } else {
+            "envoy".into()
+        },
+        policies: BTreeMap::new(),
+    };
+    writeln!(
+        out,
+        "mlcanary local: envoy listening on {listener}, admin {admin}, metrics from {}, workdir {}",
+        args.prometheus.as_deref().unwrap_or(&admin),
+        dir.display()
+    )?;
+    out.flush()?;
+
+    let mut engine = Engine::new();
+    let mut signals = Signals::new()?;
+    loop {
+        let next = managed
+            .iter()
+            .filter(|m| !m.status.phase.is_terminal())
+            .map(|m| m.due)
+            .min()
+            // Only with --watch: everything ended, idle until a signal.
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = signals.recv() => {
+                writeln!(out, "mlcanary local: stopping envoy")?;
+                out.flush()?;
+                return Ok(if managed.iter().all(|m| m.status.phase.is_terminal()) {
+                    ended(&managed)
+                } else {
+                    Outcome::Interrupted
+                });
+            }
+        }
+        if let Some(c) = child.as_mut() {
+            c.check_alive()?;
+        }
+        let now = Instant::now();
+        for i in 0..managed.len() {
+            if managed[i].due > now || managed[i].status.phase.is_terminal() {
+                continue;
+            }
+            let peers: Vec<(&ValidatedPolicy, Weights)> = managed
+                .iter()
+                .map(|m| {
+                    (
+                        &m.policy,
+                        Weights::with_canary_bp(m.status.canary_weight_bp),
+                    )
+                })
+                .collect();
+            let m = &managed[i];
+            let input = TickInput {
+                policy: &m.policy,
+                status: &m.status,
+                peers: &peers,
+                now: SystemTime::now(),
+            };
+            match engine.tick(input, &mut source, &target).await {
+                Ok(o) => {
+                    writeln!(out, "{}", progress_line(&now_rfc3339(), &m.policy, &o))?;
+                    let m = &mut managed[i];
+                    m.status = o.status;
+                }
+                // A failed write keeps the old status; the next tick retries it.
+                Err(e) => writeln!(out, "{} {} write failed: {e}", now_rfc3339(), m.policy.name)?,
+            }
+            let m = &mut managed[i];
+            m.due += m.policy.interval;
+            if m.due < now {
+                // Fell behind (slow scrape): skip missed ticks rather than burst.
+                m.due = now + m.policy.interval;
+            }
+        }
+        out.flush()?;
+        status_file.updated = now_rfc3339();
+        status_file.policies = managed
+            .iter()
+            .map(|m| (m.policy.name.clone(), m.status.clone()))
+            .collect();
+        status_file.write(&status_path)?;
+        let all_ended = managed.iter().all(|m| m.status.phase.is_terminal());
+        if args.once || (all_ended && !args.watch) {
+            return Ok(ended(&managed));
+        }
+    }
+}
+
+/// The outcome once the loop stops with policies in their current phases.
+fn ended(managed: &[Managed]) -> Outcome {
+    if managed.iter().any(|m| m.status.phase == Phase::RolledBack) {
+        Outcome::RolledBack
+    } else {
+        Outcome::Done
+    }
+}
+
+/// Ctrl-C and SIGTERM as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

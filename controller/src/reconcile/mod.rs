@@ -1,0 +1,226 @@
+//! The Kubernetes loop (`mlcanary controller`): a `kube::runtime::Controller` over CanaryPolicies.
+//!
+//! One reconcile of one policy:
+//! 1. **validate** — a bad spec becomes phase `Failed` with the field at fault in the condition and a
+//!    Warning Event; nothing is applied and other policies are unaffected;
+//! 2. **tick** — [`crate::engine::Engine::tick`] (the same step as the local loop): fetch the window
+//!    from Prometheus, judge it, step the rollout, write the split through the Istio target;
+//! 3. **plan** — [`plan`] turns the result into an [`plan::Update`] value (status, Events, requeue);
+//! 4. **write** — [`writer`] applies it: the `/status` subresource, then Events.
+//!
+//! Reconciles also fire on watch events (our own status writes, relists), so a policy is analysed at
+//! most once per `spec.schedule.interval` ([`plan::wait_before_tick`]); failures are retried with a
+//! per-policy exponential backoff ([`plan::backoff_delay`]), never a fixed long requeue.
+//!
+//! [`run`] wires it to a real cluster: leader election ([`crate::leader`]), the HTTP endpoint
+//! ([`crate::server`]) and the Controller.
+
+pub mod plan;
+pub mod run;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::ResourceExt;
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::engine::{Engine, EngineError, TickInput};
+use crate::metrics::MetricsSource;
+use crate::policy::{CanaryPolicy, ValidatedPolicy};
+use crate::server::{Health, Metrics};
+use crate::traffic::TrafficTarget;
+use crate::weights::Weights;
+use plan::{backoff_delay, peers, plan_invalid, plan_tick, starting_status, wait_before_tick};
+
+pub use run::{run, ControllerArgs, RunError};
+
+/// Why a reconcile failed (it is retried with backoff).
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("writing status: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    /// A fixed, low-cardinality label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Engine(EngineError::Render { .. }) => "render",
+            Error::Engine(EngineError::Apply { .. }) => "traffic",
+            Error::Kube(_) => "status",
+        }
+    }
+}
+
+/// A clock, injected so tests fix the times written into the status.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Per-policy memory of the loop (never persisted: a restart ticks each policy once at once).
+#[derive(Default)]
+struct PolicyState {
+    /// What the engine last wrote for this policy. One engine per policy: the controller never
+    /// reconciles one object twice at once, so the lock is never contended.
+    engine: Arc<tokio::sync::Mutex<Engine>>,
+    last_tick: Option<SystemTime>,
+    failures: u32,
+}
+
+/// The reconciler's only door to the world.
+pub struct Context<M, T> {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    /// Cloned per tick: sources are cheap handles (an HTTP client) and a clone needs no lock.
+    pub source: M,
+    pub target: T,
+    /// Every CanaryPolicy, to find the peers sharing a WasmPlugin.
+    pub store: Store<CanaryPolicy>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// `true` while this replica holds the lease; a reconcile of a non-leader writes nothing.
+    pub leading: watch::Receiver<bool>,
+    pub clock: Clock,
+    policies: Mutex<HashMap<ObjectRef<CanaryPolicy>, PolicyState>>,
+}
+
+impl<M, T> Context<M, T> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: kube::Client,
+        recorder: Recorder,
+        source: M,
+        target: T,
+        store: Store<CanaryPolicy>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        leading: watch::Receiver<bool>,
+        clock: Clock,
+    ) -> Self {
+        Context {
+            client,
+            recorder,
+            source,
+            target,
+            store,
+            metrics,
+            health,
+            leading,
+            clock,
+            policies: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_state<R>(
+        &self,
+        key: &ObjectRef<CanaryPolicy>,
+        f: impl FnOnce(&mut PolicyState) -> R,
+    ) -> R {
+        // A poisoned lock only means another reconcile panicked; the map itself is still sound.
+        let mut map = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+        f(map.entry(key.clone()).or_default())
+    }
+}
+
+/// Reconcile one CanaryPolicy.
+pub async fn reconcile<M, T>(
+    obj: Arc<CanaryPolicy>,
+    ctx: Arc<Context<M, T>>,
+) -> Result<Action, Error>
+where
+    M: MetricsSource + Clone + Send + Sync + 'static,
+    T: TrafficTarget + Send + Sync + 'static,
+{
+    ctx.health.beat();
+    if !*ctx.leading.borrow() {
+        return Ok(Action::await_change());
+    }
+    let now = (ctx.clock)();
+    let key = ObjectRef::from_obj(obj.as_ref());
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<CanaryPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    let (update, ticked) = match ValidatedPolicy::try_from(obj.as_ref()) {
+        Err(e) => {
+            tracing::warn!(%namespace, policy = %name, error = %e, "invalid policy");
+            (plan_invalid(&obj, &e, now), false)
+        }
+        Ok(policy) => {
+            let last = ctx.with_state(&key, |s| s.last_tick);
+            if let Some(wait) = wait_before_tick(last, now, policy.interval) {
+                return Ok(Action::requeue(wait));
+            }
+            let status = starting_status(&obj);
+            let peers = peers(&ctx.store.state(), &obj);
+            let peer_refs: Vec<(&ValidatedPolicy, Weights)> =
+                peers.iter().map(|(p, w)| (p, *w)).collect();
+            let engine = ctx.with_state(&key, |s| s.engine.clone());
+            let mut source = ctx.source.clone();
+            let started = Instant::now();
+            let out = engine
+                .lock()
+                .await
+                .tick(
+                    TickInput {
+                        policy: &policy,
+                        status: &status,
+                        peers: &peer_refs,
+                        now,
+                    },
+                    &mut source,
+                    &ctx.target,
+                )
+                .await?;
+            ctx.metrics
+                .observe_analysis(&namespace, &name, started.elapsed());
+            if let Some(e) = &out.no_data {
+                ctx.metrics.error(e.label());
+                tracing::info!(%namespace, policy = %name, error = %e, "no metrics: holding");
+            }
+            (plan_tick(&obj, &policy, out), true)
+        }
+    };
+
+    let failed_events = writer::write(&api, &ctx.recorder, &obj, &update).await?;
+    for _ in 0..failed_events {
+        ctx.metrics.error("event");
+    }
+    if let Some(status) = update.status.as_ref().or(obj.status.as_ref()) {
+        ctx.metrics.observe_status(&namespace, &name, status);
+    }
+    ctx.metrics
+        .observe_events(&namespace, &name, &update.rollout);
+    ctx.with_state(&key, |s| {
+        s.failures = 0;
+        // Only a tick whose status was written counts: a failed write re-runs the analysis from
+        // the recorded status, so the status never lags the split the engine wrote.
+        if ticked {
+            s.last_tick = Some(now);
+        }
+    });
+    Ok(Action::requeue(update.requeue))
+}
+
+/// After a failed reconcile: retry this policy after an exponentially growing delay.
+pub fn error_policy<M, T>(obj: Arc<CanaryPolicy>, err: &Error, ctx: Arc<Context<M, T>>) -> Action {
+    let key = ObjectRef::from_obj(obj.as_ref());
+    let failures = ctx.with_state(&key, |s| {
+        s.failures = s.failures.saturating_add(1);
+        s.failures
+    });
+    let delay = backoff_delay(failures);
+    ctx.metrics.error(err.label());
+    tracing::warn!(policy = %obj.name_any(), error = %err, failures, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests;

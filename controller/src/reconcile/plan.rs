@@ -1,0 +1,334 @@
+//! The reconciler's decisions as values, with no I/O: what status to write, which Events to emit,
+//! when to look again. [`super::writer`] applies an [`Update`]; the tests assert on it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use kube::ResourceExt;
+use serde_json::{json, Value};
+
+use crate::engine::TickOutput;
+use crate::policy::{
+    CanaryPolicy, CanaryPolicyStatus, Condition, Phase, ValidatedPolicy, ValidationError,
+};
+use crate::rollout::RolloutEvent;
+use crate::weights::Weights;
+
+/// How long an invalid policy waits before it is looked at again. An edit of the spec triggers a
+/// reconcile at once through the watch, so this is only a safety net.
+pub const INVALID_RECHECK: Duration = Duration::from_secs(300);
+/// First delay after a failed reconcile; doubles per consecutive failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest delay after failed reconciles.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Normal or Warning, as Kubernetes Events have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// A Kubernetes Event about the policy, as a value (kube's own type is neither `Debug` nor
+/// comparable); [`super::writer`] turns it into kube's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub type_: EventType,
+    /// CamelCase, fixed per kind of event.
+    pub reason: &'static str,
+    /// What the controller did, fixed per kind of event.
+    pub action: &'static str,
+    /// The human-readable detail.
+    pub note: String,
+}
+
+/// What one reconcile wants written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    /// The new status, or `None` when it is unchanged (no write, no watch event).
+    pub status: Option<CanaryPolicyStatus>,
+    /// Events about the policy, in order.
+    pub events: Vec<Event>,
+    /// The rollout events behind them (for the controller's metrics).
+    pub rollout: Vec<RolloutEvent>,
+    /// Look again after this long.
+    pub requeue: Duration,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The status a tick starts from. A `Failed` status only ever means "the spec was invalid"; once
+/// the spec validates again the rollout starts over from `Pending` at the weight in effect (the
+/// invalid spec touched no traffic), keeping the history.
+pub fn starting_status(obj: &CanaryPolicy) -> CanaryPolicyStatus {
+    let status = obj.status.clone().unwrap_or_default();
+    if status.phase != Phase::Failed {
+        return status;
+    }
+    CanaryPolicyStatus {
+        phase: Phase::Pending,
+        canary_weight_bp: status.canary_weight_bp,
+        history: status.history,
+        ..Default::default()
+    }
+}
+
+/// An invalid spec: phase `Failed` with the error (which names the field) as the condition, one
+/// Warning Event when that is news, nothing applied.
+pub fn plan_invalid(obj: &CanaryPolicy, err: &ValidationError, now: SystemTime) -> Update {
+    let old = obj.status.clone().unwrap_or_default();
+    let message = err.to_string();
+    let mut status = old.clone();
+    if status.phase != Phase::Failed {
+        status.phase = Phase::Failed;
+        status.last_transition_time = Some(rfc3339(now));
+    }
+    let condition = Condition {
+        type_: "Progressing".into(),
+        status: "False".into(),
+        reason: "InvalidSpec".into(),
+        message: message.clone(),
+        last_transition_time: Some(rfc3339(now)),
+    };
+    let same = |c: &Condition| {
+        c.type_ == condition.type_ && c.reason == condition.reason && c.message == condition.message
+    };
+    match status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == "Progressing")
+    {
+        Some(c) if same(c) => {}
+        Some(c) => *c = condition,
+        None => status.conditions.push(condition),
+    }
+    status.observed_generation = obj.metadata.generation;
+    let changed = status != old;
+    Update {
+        events: if changed {
+            vec![Event {
+                type_: EventType::Warning,
+                reason: "InvalidSpec",
+                action: "Validate",
+                note: message,
+            }]
+        } else {
+            Vec::new()
+        },
+        status: changed.then_some(status),
+        rollout: Vec::new(),
+        requeue: INVALID_RECHECK,
+    }
+}
+
+/// After a tick: the tick's status (with the generation it judged), an Event per step change,
+/// promotion, rollback, failed analysis or pause, and the next look one interval later.
+pub fn plan_tick(obj: &CanaryPolicy, policy: &ValidatedPolicy, out: TickOutput) -> Update {
+    let old = obj.status.clone().unwrap_or_default();
+    let mut status = out.status;
+    status.observed_generation = obj.metadata.generation;
+    Update {
+        events: out.events.iter().filter_map(event_for).collect(),
+        status: (status != old).then_some(status),
+        rollout: out.events,
+        requeue: policy.interval,
+    }
+}
+
+fn pct(bp: u32) -> String {
+    format!("{}%", f64::from(bp) / 100.0)
+}
+
+/// The Kubernetes Event for a rollout event; holds are not news (they repeat every interval).
+pub fn event_for(e: &RolloutEvent) -> Option<Event> {
+    let ev = |type_, reason, action, note| Event {
+        type_,
+        reason,
+        action,
+        note,
+    };
+    Some(match e {
+        RolloutEvent::Started { to_bp } => ev(
+            EventType::Normal,
+            "Started",
+            "Progress",
+            format!("rollout started: canary at {}", pct(*to_bp)),
+        ),
+        RolloutEvent::Advanced { from_bp, to_bp } => ev(
+            EventType::Normal,
+            "Advanced",
+            "Progress",
+            format!("canary weight {} -> {}", pct(*from_bp), pct(*to_bp)),
+        ),
+        RolloutEvent::AnalysisFailed {
+            consecutive,
+            threshold,
+            checks,
+        } => ev(
+            EventType::Warning,
+            "AnalysisFailed",
+            "Analyze",
+            format!(
+                "failed checks: {} ({consecutive} of {threshold} before rollback)",
+                checks.join(", ")
+            ),
+        ),
+        RolloutEvent::Paused => ev(
+            EventType::Normal,
+            "Paused",
+            "Pause",
+            "rollout paused".into(),
+        ),
+        RolloutEvent::Resumed => ev(
+            EventType::Normal,
+            "Resumed",
+            "Resume",
+            "rollout resumed".into(),
+        ),
+        RolloutEvent::Promoted { from_bp } => ev(
+            EventType::Normal,
+            "Promoted",
+            "Promote",
+            format!("promoted: canary weight {} -> 100%", pct(*from_bp)),
+        ),
+        RolloutEvent::RolledBack { from_bp, reason } => ev(
+            EventType::Warning,
+            "RolledBack",
+            "Rollback",
+            format!("rolled back from {}: {reason}", pct(*from_bp)),
+        ),
+        RolloutEvent::Held(_) => return None,
+    })
+}
+
+/// The server-side apply body of the status subresource. Apply rather than a merge patch: optional
+/// fields the status drops (`pausedUntil`, `stepIndex`) are omitted when `None`, and only apply
+/// removes a field its manager stops sending; a merge patch would leave the stale value.
+pub fn status_patch(status: &CanaryPolicyStatus) -> Value {
+    json!({
+        "apiVersion": "mlcanary.io/v1alpha1",
+        "kind": "CanaryPolicy",
+        "status": status,
+    })
+}
+
+/// Time left before the next analysis of a policy last ticked at `last`, or `None` when it is due.
+/// Reconciles also come from watch events (our own status writes, relists); they must not run an
+/// extra analysis, which would step the rollout early.
+pub fn wait_before_tick(
+    last: Option<SystemTime>,
+    now: SystemTime,
+    interval: Duration,
+) -> Option<Duration> {
+    let elapsed = now.duration_since(last?).unwrap_or(Duration::ZERO);
+    interval.checked_sub(elapsed).filter(|d| !d.is_zero())
+}
+
+/// Delay before retrying after `failures` consecutive failed reconciles (1 = the first failure).
+pub fn backoff_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
+}
+
+/// The other valid policies sharing `obj`'s WasmPlugin, at the weights their status records: the
+/// plugin's config is one document for all of them.
+pub fn peers(all: &[Arc<CanaryPolicy>], obj: &CanaryPolicy) -> Vec<(ValidatedPolicy, Weights)> {
+    all.iter()
+        .filter(|p| {
+            p.namespace() == obj.namespace()
+                && p.name_any() != obj.name_any()
+                && p.spec.target.wasm_plugin == obj.spec.target.wasm_plugin
+        })
+        .filter_map(|p| {
+            let v = ValidatedPolicy::try_from(p.as_ref()).ok()?;
+            let bp = p.status.as_ref().map_or(0, |s| s.canary_weight_bp);
+            Some((v, Weights::with_canary_bp(bp)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let d: Vec<u64> = (1..=10).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(d, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]);
+        assert_eq!(backoff_delay(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn a_tick_waits_for_its_interval() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let i = Duration::from_secs(30);
+        assert_eq!(wait_before_tick(None, t0, i), None, "never ticked: due");
+        assert_eq!(
+            wait_before_tick(Some(t0), t0 + Duration::from_secs(10), i),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(wait_before_tick(Some(t0), t0 + i, i), None);
+        // A clock that went backwards waits the full interval rather than ticking at once.
+        assert_eq!(wait_before_tick(Some(t0 + i), t0, i), Some(i));
+    }
+
+    #[test]
+    fn holds_emit_no_event_and_rollbacks_warn() {
+        assert!(event_for(&RolloutEvent::Held(crate::rollout::Hold::NoConclusiveData)).is_none());
+        let e = event_for(&RolloutEvent::RolledBack {
+            from_bp: 2500,
+            reason: "2 consecutive failed analyses".into(),
+        })
+        .unwrap();
+        assert_eq!(e.type_, EventType::Warning);
+        assert_eq!(
+            e.note,
+            "rolled back from 25%: 2 consecutive failed analyses"
+        );
+    }
+
+    #[test]
+    fn a_fixed_spec_starts_over_at_the_weight_in_effect() {
+        let mut p = CanaryPolicy::test().0;
+        p.status = Some(CanaryPolicyStatus {
+            phase: Phase::Failed,
+            canary_weight_bp: 500,
+            step_index: Some(0),
+            failed_checks: 1,
+            ..Default::default()
+        });
+        let s = starting_status(&p);
+        assert_eq!(
+            (s.phase, s.canary_weight_bp, s.step_index, s.failed_checks),
+            (Phase::Pending, 500, None, 0)
+        );
+    }
+
+    #[test]
+    fn peers_share_the_plugin_and_namespace_only() {
+        let me = CanaryPolicy::test().0;
+        let mut same_plugin = me.clone();
+        same_plugin.metadata.name = Some("other".into());
+        same_plugin.spec.target.model = Some("other-model".into());
+        same_plugin.status = Some(CanaryPolicyStatus {
+            canary_weight_bp: 2500,
+            ..Default::default()
+        });
+        let mut other_ns = same_plugin.clone();
+        other_ns.metadata.namespace = Some("elsewhere".into());
+        let mut other_plugin = same_plugin.clone();
+        other_plugin.metadata.name = Some("third".into());
+        other_plugin.spec.target.wasm_plugin = "another".into();
+        let all: Vec<Arc<CanaryPolicy>> = [me.clone(), same_plugin, other_ns, other_plugin]
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let got: Vec<(String, u32)> = peers(&all, &me)
+            .into_iter()
+            .map(|(v, w)| (v.name, w.canary_bp()))
+            .collect();
+        assert_eq!(got, [("other".to_owned(), 2500)]);
+    }
+}

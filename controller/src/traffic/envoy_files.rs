@@ -1,0 +1,278 @@
+//! The local target: the two files a file-watching Envoy reads, rewritten atomically.
+//!
+//! - **ECDS** (`ecds.yaml`): a `DiscoveryResponse` holding one `TypedExtensionConfig` named
+//!   `mlcanary` — the Wasm filter with the whole filter config (every policy) as a `StringValue`.
+//! - **RDS** (`rds.yaml`): a `DiscoveryResponse` holding the `RouteConfiguration` named
+//!   [`ROUTE_CONFIG_NAME`]: one virtual host per policy (its hosts as domains, with and without a
+//!   port), a header-match route per variant on `x-mlcanary-variant` → the cluster of that name, then
+//!   a default route with `weighted_clusters` at the current split for untagged traffic (filter
+//!   absent or failed open) — the VirtualService shape of DESIGN.md in Envoy's terms.
+//!
+//! Clusters are named after the DestinationRule subsets (`stable`, `canary`): locally there is one
+//! upstream per subset name, so two policies that share a subset name share its upstream.
+//!
+//! Each file is written to a temp file in the same directory, fsynced, then renamed over the old one:
+//! Envoy's `watched_directory` reacts to the rename and never sees a half-written file. The files are
+//! JSON, which Envoy's YAML loader reads as it is.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use mlcanary_filter::config::RawConfig;
+use serde_json::{json, Value};
+use thiserror::Error;
+
+use super::{DesiredTraffic, TrafficError, TrafficTarget};
+use crate::render::{check_routes, HttpRoute};
+
+/// Name of the route configuration the listener asks RDS for.
+pub const ROUTE_CONFIG_NAME: &str = "mlcanary";
+/// Name of the ECDS resource (and of the filter in the listener).
+pub const FILTER_NAME: &str = "mlcanary";
+/// Type URL of the Wasm HTTP filter config, for the listener's `type_urls`.
+pub const WASM_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// Why the files were not written.
+#[derive(Debug, Error)]
+pub enum FilesError {
+    #[error("cannot write {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("domain {domain:?} is claimed by policies {first} and {second}: locally one policy serves a host")]
+    DuplicateDomain {
+        domain: String,
+        first: String,
+        second: String,
+    },
+    #[error("policy {0} is not in the filter config it sent")]
+    UnknownPolicy(String),
+    #[error("cannot encode: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// One policy's part of the route file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRoutes {
+    pub policy: String,
+    pub hosts: Vec<String>,
+    pub routes: Vec<HttpRoute>,
+}
+
+/// The ECDS `DiscoveryResponse` for the Wasm filter at `wasm` with `config`.
+pub fn render_ecds(version: u64, wasm: &Path, config: &RawConfig) -> Result<String, FilesError> {
+    let doc = json!({
+        "version_info": version.to_string(),
+        "resources": [{
+            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            "name": FILTER_NAME,
+            "typed_config": {
+                "@type": WASM_TYPE_URL,
+                "config": {
+                    "name": FILTER_NAME,
+                    "root_id": FILTER_NAME,
+                    "vm_config": {
+                        "vm_id": FILTER_NAME,
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": {"local": {"filename": wasm.display().to_string()}},
+                    },
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": serde_json::to_string(config)?,
+                    },
+                },
+            },
+        }],
+    });
+    Ok(serde_json::to_string_pretty(&doc)?)
+}
+
+/// Envoy domains for filter hosts: `*` as is, others with and without a port.
+fn domains(hosts: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in hosts {
+        if h == "*" {
+            out.push("*".to_owned());
+        } else {
+            out.push(h.clone());
+            out.push(format!("{h}:*"));
+        }
+    }
+    out
+}
+
+/// One Istio-shaped route as an Envoy route: header match (if any) on prefix `/`, then a single
+/// cluster or `weighted_clusters` without the zero-weight entries (Envoy needs a positive total).
+fn envoy_route(r: &HttpRoute) -> Value {
+    let mut m = json!({"prefix": "/"});
+    let headers: Vec<Value> = r
+        .match_
+        .iter()
+        .flat_map(|mr| mr.headers.iter())
+        .map(|(name, sm)| json!({"name": name, "string_match": {"exact": sm.exact}}))
+        .collect();
+    if !headers.is_empty() {
+        m["headers"] = Value::Array(headers);
+    }
+    let live: Vec<(&str, u32)> = r
+        .route
+        .iter()
+        .map(|d| (d.destination.subset.as_str(), d.weight.unwrap_or(100)))
+        .filter(|(_, w)| *w > 0)
+        .collect();
+    let action = match live.as_slice() {
+        [(cluster, _)] => json!({"cluster": cluster}),
+        many => json!({"weighted_clusters": {"clusters": many
+            .iter()
+            .map(|(c, w)| json!({"name": c, "weight": w}))
+            .collect::<Vec<_>>()}}),
+    };
+    json!({"name": r.name, "match": m, "route": action})
+}
+
+/// The RDS `DiscoveryResponse` for every policy's routes.
+pub fn render_rds(version: u64, policies: &[PolicyRoutes]) -> Result<String, FilesError> {
+    let mut claimed: BTreeMap<String, &str> = BTreeMap::new();
+    let mut hosts = Vec::new();
+    for p in policies {
+        let d = domains(&p.hosts);
+        for domain in &d {
+            if let Some(first) = claimed.insert(domain.clone(), &p.policy) {
+                return Err(FilesError::DuplicateDomain {
+                    domain: domain.clone(),
+                    first: first.to_owned(),
+                    second: p.policy.clone(),
+                });
+            }
+        }
+        hosts.push(json!({
+            "name": p.policy,
+            "domains": d,
+            "routes": p.routes.iter().map(envoy_route).collect::<Vec<_>>(),
+        }));
+    }
+    let doc = json!({
+        "version_info": version.to_string(),
+        "resources": [{
+            "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            "name": ROUTE_CONFIG_NAME,
+            "virtual_hosts": hosts,
+        }],
+    });
+    Ok(serde_json::to_string_pretty(&doc)?)
+}
+
+/// Replace `path` atomically: temp file in the same directory, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, content: &str) -> Result<(), FilesError> {
+    let io_err = |source| FilesError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A dot-name Envoy ignores; the pid keeps two writers from sharing a temp file.
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = File::create(&tmp).map_err(io_err)?;
+    f.write_all(content.as_bytes()).map_err(io_err)?;
+    f.sync_all().map_err(io_err)?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_err)?;
+    // Persist the rename itself; not all filesystems allow opening a directory, which is harmless.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct State {
+    version: u64,
+    routes: BTreeMap<String, PolicyRoutes>,
+}
+
+/// Writes the ECDS and RDS files of one local Envoy.
+#[derive(Debug)]
+pub struct EnvoyFilesTarget {
+    ecds: PathBuf,
+    rds: PathBuf,
+    wasm: PathBuf,
+    state: Mutex<State>,
+}
+
+impl EnvoyFilesTarget {
+    /// `ecds` / `rds`: the files Envoy watches (their directories must exist); `wasm`: the filter
+    /// module named in the ECDS resource.
+    pub fn new(ecds: PathBuf, rds: PathBuf, wasm: PathBuf) -> Self {
+        EnvoyFilesTarget {
+            ecds,
+            rds,
+            wasm,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn ecds_path(&self) -> &Path {
+        &self.ecds
+    }
+
+    pub fn rds_path(&self) -> &Path {
+        &self.rds
+    }
+
+    /// Merge `d` into the known routes and rewrite both files (filter config first, so a variant
+    /// is known to the filter before a route depends on it).
+    pub fn write(&self, d: &DesiredTraffic) -> Result<(), FilesError> {
+        let hosts = d
+            .plugin_config
+            .policies
+            .iter()
+            .find(|p| p.name == d.policy)
+            .map(|p| p.hosts.clone())
+            .ok_or_else(|| FilesError::UnknownPolicy(d.policy.clone()))?;
+        // A poisoned lock only means another write panicked; the state is still a valid map.
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut routes = st.routes.clone();
+        // Policies dropped from the filter config lose their routes too.
+        let live: BTreeSet<&str> = d
+            .plugin_config
+            .policies
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        routes.retain(|name, _| live.contains(name.as_str()));
+        routes.insert(
+            d.policy.clone(),
+            PolicyRoutes {
+                policy: d.policy.clone(),
+                hosts,
+                routes: d.routes.clone(),
+            },
+        );
+        let version = st.version + 1;
+        let all: Vec<PolicyRoutes> = routes.values().cloned().collect();
+        let rds = render_rds(version, &all)?;
+        let ecds = render_ecds(version, &self.wasm, &d.plugin_config)?;
+        write_atomic(&self.ecds, &ecds)?;
+        write_atomic(&self.rds, &rds)?;
+        st.version = version;
+        st.routes = routes;
+        Ok(())
+    }
+}
+
+impl TrafficTarget for EnvoyFilesTarget {
+    async fn apply(&self, d: &DesiredTraffic) -> Result<(), TrafficError> {
+        check_routes(&d.routes)?;
+        self.write(d).map_err(TrafficError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,165 @@
+use serde_json::{json, Value};
+
+use super::*;
+use crate::engine::desired_traffic;
+use crate::policy::CanaryPolicy;
+use crate::weights::Weights;
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mlcanary-files-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn ecds_is_the_wasm_extension_config_with_the_filter_json_as_a_string() {
+    let p = CanaryPolicy::test().validated();
+    let d = desired_traffic(&p, Weights::with_canary_bp(500), &[]).unwrap();
+    let text = render_ecds(3, Path::new("/x/f.wasm"), &d.plugin_config).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["version_info"], "3");
+    let r = &v["resources"][0];
+    assert_eq!(
+        r["@type"],
+        "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+    );
+    assert_eq!(r["name"], "mlcanary");
+    let c = &r["typed_config"];
+    assert_eq!(c["@type"], WASM_TYPE_URL);
+    assert_eq!(c["config"]["root_id"], "mlcanary");
+    assert_eq!(c["config"]["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
+    assert_eq!(
+        c["config"]["vm_config"]["code"]["local"]["filename"],
+        "/x/f.wasm"
+    );
+    let conf = &c["config"]["configuration"];
+    assert_eq!(
+        conf["@type"],
+        "type.googleapis.com/google.protobuf.StringValue"
+    );
+    // The string is the filter's own config, and the filter accepts it.
+    let inner = conf["value"].as_str().unwrap();
+    let cfg = mlcanary_filter::Config::from_json(inner.as_bytes()).unwrap();
+    assert_eq!(cfg.policies[0].variants[1].weight_bp, 500);
+}
+
+#[test]
+fn rds_has_tagged_routes_then_the_weighted_default() {
+    let p = CanaryPolicy::test().validated();
+    let d = desired_traffic(&p, Weights::with_canary_bp(2500), &[]).unwrap();
+    let routes = PolicyRoutes {
+        policy: d.policy.clone(),
+        hosts: vec!["fraud-model".into(), "*".into()],
+        routes: d.routes.clone(),
+    };
+    let v: Value = serde_json::from_str(&render_rds(7, &[routes]).unwrap()).unwrap();
+    let rc = &v["resources"][0];
+    assert_eq!(
+        rc["@type"],
+        "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+    );
+    assert_eq!(rc["name"], ROUTE_CONFIG_NAME);
+    let vh = &rc["virtual_hosts"][0];
+    assert_eq!(vh["domains"], json!(["fraud-model", "fraud-model:*", "*"]));
+    assert_eq!(
+        vh["routes"],
+        json!([
+            {"name": "mlcanary-fraud-model-canary",
+             "match": {"prefix": "/", "headers": [{"name": "x-mlcanary-variant", "string_match": {"exact": "canary"}}]},
+             "route": {"cluster": "canary"}},
+            {"name": "mlcanary-fraud-model-stable",
+             "match": {"prefix": "/", "headers": [{"name": "x-mlcanary-variant", "string_match": {"exact": "stable"}}]},
+             "route": {"cluster": "stable"}},
+            {"name": "mlcanary-fraud-model-default",
+             "match": {"prefix": "/"},
+             "route": {"weighted_clusters": {"clusters": [
+                 {"name": "stable", "weight": 75}, {"name": "canary", "weight": 25}]}}}
+        ])
+    );
+    // At 0 % (and 100 %) the default route names one cluster: Envoy refuses a zero total.
+    let d0 = desired_traffic(&p, Weights::ALL_STABLE, &[]).unwrap();
+    let r0 = PolicyRoutes {
+        policy: d0.policy,
+        hosts: vec!["fraud-model".into()],
+        routes: d0.routes,
+    };
+    let v: Value = serde_json::from_str(&render_rds(8, &[r0]).unwrap()).unwrap();
+    assert_eq!(
+        v["resources"][0]["virtual_hosts"][0]["routes"][2]["route"],
+        json!({"cluster": "stable"})
+    );
+}
+
+#[test]
+fn two_policies_on_one_domain_are_refused() {
+    let p = CanaryPolicy::test().validated();
+    let d = desired_traffic(&p, Weights::ALL_STABLE, &[]).unwrap();
+    let r = |name: &str| PolicyRoutes {
+        policy: name.into(),
+        hosts: vec!["shared".into()],
+        routes: d.routes.clone(),
+    };
+    let e = render_rds(1, &[r("a"), r("b")]).unwrap_err();
+    assert!(e.to_string().contains("\"shared\""), "{e}");
+}
+
+#[test]
+fn atomic_write_replaces_the_file_and_leaves_no_temp_file() {
+    let dir = tmpdir("atomic");
+    let f = dir.join("rds.yaml");
+    write_atomic(&f, "one").unwrap();
+    write_atomic(&f, "two").unwrap();
+    assert_eq!(fs::read_to_string(&f).unwrap(), "two");
+    let names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["rds.yaml"]);
+    // A missing directory is an error naming the file, not a panic.
+    let e = write_atomic(&dir.join("nope/rds.yaml"), "x").unwrap_err();
+    assert!(e.to_string().contains("nope/rds.yaml"), "{e}");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn target_keeps_every_policy_in_both_files() {
+    let dir = tmpdir("target");
+    let t = EnvoyFilesTarget::new(
+        dir.join("ecds.yaml"),
+        dir.join("rds.yaml"),
+        PathBuf::from("/m.wasm"),
+    );
+    let text = fs::read_to_string(crate::fixtures::POLICY_FILE).unwrap();
+    let pols = crate::policy::file::validate_policies(&text).unwrap();
+    let (fraud, churn) = (&pols[0].1, &pols[1].1);
+    let d1 = desired_traffic(fraud, Weights::with_canary_bp(1000), &[]).unwrap();
+    t.apply(&d1).await.unwrap();
+    let d2 = desired_traffic(
+        churn,
+        Weights::with_canary_bp(2000),
+        &[(fraud, Weights::with_canary_bp(1000))],
+    )
+    .unwrap();
+    t.apply(&d2).await.unwrap();
+    let rds = read_json(&dir.join("rds.yaml"));
+    assert_eq!(rds["version_info"], "2");
+    let vhs: Vec<&str> = rds["resources"][0]["virtual_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(vhs, ["churn-model", "fraud-model"]);
+    let ecds = read_json(&dir.join("ecds.yaml"));
+    let inner = ecds["resources"][0]["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .unwrap();
+    let cfg = mlcanary_filter::Config::from_json(inner.as_bytes()).unwrap();
+    assert_eq!(cfg.policies.len(), 2);
+    fs::remove_dir_all(&dir).unwrap();
+}

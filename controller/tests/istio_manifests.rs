@@ -1,0 +1,257 @@
+//! Every YAML document under `istio/` is checked: Istio objects against Istio's own CRD schemas
+//! (`MLCANARY_ISTIO_CRDS` or `<workspace>/../shared/istio/crds.gen.yaml`), CanaryPolicies against
+//! our CRD schema and the controller's validation, WasmPlugin configs by the filter's own parser,
+//! Kubernetes objects by their typed k8s-openapi structs, kustomizations by the files they list. A
+//! kind the test does not know fails it, so nothing lands unchecked.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use mlcanary_controller::cli::crd_yaml;
+use mlcanary_controller::policy::{CanaryPolicy, ValidatedPolicy};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use support::schema::{istio_schema, object_conforms, schema_in, yaml_documents};
+
+fn istio_dir() -> PathBuf {
+    support::repo_root().join("istio")
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+fn typed<T: DeserializeOwned>(doc: &Value, what: &str) {
+    if let Err(e) = serde_json::from_value::<T>(doc.clone()) {
+        panic!("{what}: not a valid {}: {e}", std::any::type_name::<T>());
+    }
+}
+
+fn our_crd_schema() -> Value {
+    let crd = yaml_documents(&crd_yaml().unwrap()).unwrap();
+    schema_in(&crd, "CanaryPolicy", "v1alpha1").expect("our CRD's schema")
+}
+
+/// Check one document; returns its kind.
+fn check(doc: &Value, file: &Path, dir: &Path) -> String {
+    let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+    let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let what = format!("{}: {kind} {name}", file.display());
+    let version = api_version.rsplit('/').next().unwrap_or_default();
+    match (api_version, kind.as_str()) {
+        (
+            "networking.istio.io/v1"
+            | "networking.istio.io/v1alpha3"
+            | "extensions.istio.io/v1alpha1",
+            "VirtualService" | "DestinationRule" | "EnvoyFilter" | "WasmPlugin",
+        ) => {
+            object_conforms(doc, &istio_schema(&kind, version))
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            if kind == "WasmPlugin" {
+                let raw: mlcanary_filter::config::RawConfig =
+                    serde_json::from_value(doc["spec"]["pluginConfig"].clone())
+                        .unwrap_or_else(|e| panic!("{what}: pluginConfig: {e}"));
+                mlcanary_filter::Config::try_from(raw)
+                    .unwrap_or_else(|e| panic!("{what}: the filter refuses pluginConfig: {e}"));
+                assert_eq!(doc["spec"]["failStrategy"], "FAIL_OPEN", "{what}");
+                assert_eq!(
+                    doc["spec"]["match"],
+                    serde_json::json!([{"mode": "CLIENT"}]),
+                    "{what}"
+                );
+            }
+        }
+        ("mlcanary.io/v1alpha1", "CanaryPolicy") => {
+            object_conforms(doc, &our_crd_schema()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let p: CanaryPolicy =
+                serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            ValidatedPolicy::try_from(&p).unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+            // crd.rs checks it in depth.
+            assert_eq!(name, "canarypolicies.mlcanary.io", "{what}");
+        }
+        ("v1", "Namespace") => typed::<Namespace>(doc, &what),
+        ("v1", "ServiceAccount") => typed::<ServiceAccount>(doc, &what),
+        ("v1", "Service") => typed::<Service>(doc, &what),
+        ("apps/v1", "Deployment") => typed::<Deployment>(doc, &what),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => typed::<ClusterRole>(doc, &what),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            typed::<ClusterRoleBinding>(doc, &what)
+        }
+        ("rbac.authorization.k8s.io/v1", "Role") => typed::<Role>(doc, &what),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => typed::<RoleBinding>(doc, &what),
+        ("install.istio.io/v1alpha1", "IstioOperator") => {
+            let dc = &doc["spec"]["meshConfig"]["defaultConfig"];
+            let tags: Vec<&str> = dc["extraStatTags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let want: Vec<&str> = mlcanary_filter::stats::TAGS
+                .iter()
+                .map(|(t, _)| *t)
+                .collect();
+            assert_eq!(
+                tags, want,
+                "{what}: extraStatTags must be the filter's tags"
+            );
+            assert_eq!(
+                dc["proxyStatsMatcher"]["inclusionRegexps"],
+                serde_json::json!([".*mlcanary_.*"]),
+                "{what}"
+            );
+        }
+        ("kustomize.config.k8s.io/v1beta1", "Kustomization") => {
+            for r in doc["resources"].as_array().into_iter().flatten() {
+                let r = r.as_str().unwrap_or_default();
+                assert!(
+                    dir.join(r).exists(),
+                    "{what}: lists {r}, which does not exist"
+                );
+            }
+        }
+        _ => panic!("{what}: unknown kind {api_version} {kind}: teach this test to check it"),
+    }
+    kind
+}
+
+#[test]
+fn every_manifest_is_valid() {
+    let mut files = Vec::new();
+    yaml_files(&istio_dir(), &mut files);
+    let mut kinds = BTreeSet::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let docs = yaml_documents(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let dir = file.parent().unwrap();
+        for doc in &docs {
+            kinds.insert(check(doc, file, dir));
+        }
+    }
+    // Not vacuous: the kinds the deliverable promises are all there and were checked.
+    for k in [
+        "VirtualService",
+        "DestinationRule",
+        "WasmPlugin",
+        "EnvoyFilter",
+        "CanaryPolicy",
+        "Deployment",
+        "ClusterRole",
+        "Kustomization",
+        "IstioOperator",
+    ] {
+        assert!(kinds.contains(k), "no {k} under istio/ (found {kinds:?})");
+    }
+}
+
+#[test]
+fn the_schema_check_catches_mistakes() {
+    let text =
+        std::fs::read_to_string(istio_dir().join("samples/fraud-model/virtual-service.yaml"))
+            .unwrap();
+    let mut vs = yaml_documents(&text).unwrap().remove(0);
+    let schema = istio_schema("VirtualService", "v1");
+    object_conforms(&vs, &schema).unwrap();
+    vs["spec"]["http"][0]["route"][0]["destination"]["subst"] = "canary".into();
+    let e = object_conforms(&vs, &schema).unwrap_err();
+    assert!(e.contains("subst"), "{e}");
+
+    let text = std::fs::read_to_string(istio_dir().join("samples/fraud-model/canary-policy.yaml"))
+        .unwrap();
+    let mut p = yaml_documents(&text).unwrap().remove(0);
+    p["spec"]["schedule"]["stepWeigth"] = 10.into();
+    assert!(object_conforms(&p, &our_crd_schema())
+        .unwrap_err()
+        .contains("stepWeigth"));
+}
+
+#[test]
+fn every_top_level_manifest_is_in_the_kustomization_or_meant_not_to_be() {
+    let dir = istio_dir();
+    let k =
+        yaml_documents(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap()).unwrap();
+    let listed: BTreeSet<String> = k[0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect();
+    let not_listed = [
+        "kustomization.yaml",
+        "envoyfilter-alternative.yaml",
+        "mesh-config.yaml",
+    ];
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".yaml") && !not_listed.contains(&name.as_str()) {
+            assert!(
+                listed.contains(&name),
+                "{name} is neither in kustomization.yaml nor excluded"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_controller_deployment_is_locked_down_and_probed() {
+    let text = std::fs::read_to_string(istio_dir().join("controller.yaml")).unwrap();
+    let docs = yaml_documents(&text).unwrap();
+    let d: Deployment = serde_json::from_value(docs[0].clone()).unwrap();
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("mlcanary-controller")
+    );
+    assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+    let c = &pod.containers[0];
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert!(c
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .is_some());
+    let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        p.as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.clone())
+    };
+    assert_eq!(probe_path(&c.liveness_probe).as_deref(), Some("/healthz"));
+    assert_eq!(probe_path(&c.readiness_probe).as_deref(), Some("/readyz"));
+    let args = c.args.clone().unwrap();
+    assert_eq!(
+        args[..3],
+        [
+            "controller",
+            "--prometheus",
+            "http://prometheus.istio-system:9090"
+        ]
+    );
+    // The arguments parse as the binary would parse them.
+    use clap::Parser;
+    let argv = std::iter::once("mlcanary".to_owned()).chain(args);
+    mlcanary_controller::cli::Cli::try_parse_from(argv).expect("the Deployment's args parse");
+}

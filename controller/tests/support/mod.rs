@@ -1,0 +1,11 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod schema;
+
+use std::path::PathBuf;
+
+/// The repository root (the workspace).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
