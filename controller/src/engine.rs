@@ -9,7 +9,12 @@
 //! - the desired traffic is written only when it differs from what this engine last wrote for the
 //!   policy (so the first tick after a start always writes, and a failed write is retried next tick);
 //! - when the write fails the new status is **not** returned: the status must never claim a split
-//!   that is not in effect. The caller keeps the old status and ticks again.
+//!   that is not in effect. The caller keeps the old status and ticks again;
+//! - while an analysis is inconclusive (and nothing failed) its window is kept and the next
+//!   interval's is added to it, until the evidence is conclusive or the weight changes: low traffic
+//!   delays a verdict but never prevents one. (Each look is a fresh test on more data, so the
+//!   false-alarm rate over many looks is above a single test's alpha; the minimum samples and the
+//!   progress deadline bound how many looks there are.)
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -17,7 +22,7 @@ use std::time::SystemTime;
 use mlcanary_filter::ConfigError;
 use thiserror::Error;
 
-use crate::analysis::{evaluate, Verdict};
+use crate::analysis::{evaluate, Outcome, Verdict, Window};
 use crate::metrics::{MetricsError, MetricsSource};
 use crate::policy::{CanaryPolicyStatus, ValidatedPolicy};
 use crate::render::{owned_routes, render_config};
@@ -71,6 +76,8 @@ pub struct TickOutput {
 #[derive(Debug, Default)]
 pub struct Engine {
     applied: HashMap<String, DesiredTraffic>,
+    /// Per policy: the canary weight and the summed window of an analysis still inconclusive.
+    evidence: HashMap<String, (u32, Window)>,
 }
 
 impl Engine {
@@ -81,6 +88,27 @@ impl Engine {
     /// Forget what was written for `policy` (deleted policy, or force a rewrite next tick).
     pub fn forget(&mut self, policy: &str) {
         self.applied.remove(policy);
+        self.evidence.remove(policy);
+    }
+
+    /// Judge `window`, added to the evidence still pending at the same weight; keep the sum while
+    /// the verdict is inconclusive, start afresh after a conclusive one.
+    fn judge(&mut self, policy: &ValidatedPolicy, weight_bp: u32, window: Window) -> Vec<Verdict> {
+        let window = match self.evidence.remove(&policy.name) {
+            Some((w, mut earlier)) if w == weight_bp => {
+                earlier.absorb(&window);
+                earlier
+            }
+            _ => window,
+        };
+        let verdicts = evaluate(policy, &window);
+        let failed = verdicts.iter().any(|v| v.outcome == Outcome::Fail);
+        let open = verdicts.iter().any(|v| v.outcome == Outcome::Inconclusive);
+        if open && !failed {
+            self.evidence
+                .insert(policy.name.clone(), (weight_bp, window));
+        }
+        verdicts
     }
 
     /// One analysis interval of `input.policy`.
@@ -101,7 +129,10 @@ impl Engine {
             (None, None)
         } else {
             match source.fetch(policy).await {
-                Ok(window) => (Some(evaluate(policy, &window)), None),
+                Ok(window) => {
+                    let weight = input.status.canary_weight_bp;
+                    (Some(self.judge(policy, weight, window)), None)
+                }
                 Err(e) => (None, Some(e)),
             }
         };

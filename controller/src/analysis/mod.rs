@@ -23,6 +23,7 @@
 
 pub mod disparity;
 pub mod drift;
+mod merge;
 pub mod positive_rate;
 pub mod quantile;
 pub mod stats;

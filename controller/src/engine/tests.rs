@@ -176,3 +176,42 @@ fn desired_traffic_holds_every_peer_in_the_filter_config() {
     assert_eq!((w(0), w(1)), (2000, 500));
     assert_eq!(d.routes.len(), 3, "only the policy's own routes");
 }
+
+#[tokio::test]
+async fn inconclusive_evidence_accumulates_until_it_is_conclusive() {
+    let mut r = Run::new();
+    r.source.push(Err(unreachable()));
+    r.tick().await.unwrap();
+    // 30 requests a variant per interval, under minRequests 50: each alone is inconclusive.
+    for _ in 0..3 {
+        r.source.push(Ok(window(30, 0, 0)));
+    }
+    let o = r.tick().await.unwrap();
+    let v = &o.verdicts.as_ref().unwrap()[0];
+    assert_eq!((v.outcome, v.n_canary), (Outcome::Inconclusive, 30));
+    assert_eq!(o.weights.canary_bp(), 1000, "holds");
+    // The second interval is judged together with the first: 60 ≥ 50, a pass, and the step moves.
+    let o = r.tick().await.unwrap();
+    let v = &o.verdicts.as_ref().unwrap()[0];
+    assert_eq!((v.outcome, v.n_canary), (Outcome::Pass, 60));
+    assert_eq!(o.weights.canary_bp(), 5000);
+    // A new step starts with fresh evidence.
+    let o = r.tick().await.unwrap();
+    let v = &o.verdicts.as_ref().unwrap()[0];
+    assert_eq!((v.outcome, v.n_canary), (Outcome::Inconclusive, 30));
+}
+
+#[tokio::test]
+async fn a_failure_is_judged_on_fresh_evidence_next_time() {
+    let mut r = Run::new();
+    r.source.push(Err(unreachable()));
+    r.tick().await.unwrap();
+    r.source.push(Ok(window(1000, 0, 200)));
+    r.source.push(Ok(window(1000, 0, 0)));
+    let o = r.tick().await.unwrap();
+    assert_eq!(o.verdicts.as_ref().unwrap()[0].outcome, Outcome::Fail);
+    // The failed window is not carried into the next judgement.
+    let o = r.tick().await.unwrap();
+    let v = &o.verdicts.as_ref().unwrap()[0];
+    assert_eq!((v.outcome, v.n_canary), (Outcome::Pass, 1000));
+}
