@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# The local demo: the mlcanary filter in a real Envoy in front of two model upstreams.
+# The local demo: the fraud-detection case study, end to end on this machine. Two TF-Serving-
+# compatible model servers, a real Envoy running the mlcanary filter, `mlcanary local` judging and
+# stepping the canary, and customers' traffic: v2 is promoted, v3 is rolled back by the per-segment
+# fairness check. `scripts/demo.sh filter` shows the filter alone instead.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh
 cargo build -p mlcanary-filter --target wasm32-wasip1 --release --quiet
-cargo run --quiet -p mlcanary-e2e --bin filter-demo
+if [ "${1:-}" = "filter" ]; then
+  exec cargo run --quiet -p mlcanary-e2e --bin filter-demo
+fi
+cargo build --quiet -p mlcanary-controller --bin mlcanary
+cargo build --quiet -p mlcanary-fraud-example --bin fraud-demo
+exec target/debug/fraud-demo "$@"

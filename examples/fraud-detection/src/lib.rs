@@ -17,5 +17,6 @@ pub const TRAIN_SIZE: usize = 40_000;
 pub fn trained(version: model::Version) -> model::Model {
     model::Model::train(version, &data::dataset(TRAIN_SEED, TRAIN_SIZE))
 }
+pub mod demo;
 pub mod server;
 pub mod traffic;

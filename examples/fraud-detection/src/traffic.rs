@@ -57,6 +57,9 @@ impl Conn {
             if self.stream.is_none() {
                 let s = TcpStream::connect(&self.target)?;
                 s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                // Headers and body go out in two writes: without this, Nagle's algorithm and the
+                // peer's delayed ACK add ~40 ms to every request.
+                s.set_nodelay(true)?;
                 self.stream = Some(BufReader::new(s));
             }
             match self.try_post(path, headers, body) {
