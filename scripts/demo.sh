@@ -10,6 +10,10 @@ bash scripts/setup.sh
 cargo build -p mlcanary-filter --target wasm32-wasip1 --release --quiet
 if [ "${1:-}" = "filter" ]; then
   exec cargo run --quiet -p mlcanary-e2e --bin filter-demo
+# The status page of a live local rollout: prints the page's address, breaks the canary after 12 s
+# so it is rolled back, and keeps the page up for 60 s in all.
+cargo build -p mlcanary-controller --bin mlcanary --quiet
+cargo run --quiet -p mlcanary-e2e --bin ui-scenario -- --demo --max-seconds 60
 fi
 cargo build --quiet -p mlcanary-controller --bin mlcanary
 cargo build --quiet -p mlcanary-fraud-example --bin fraud-demo

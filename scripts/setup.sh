@@ -31,6 +31,11 @@ fi
 need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+# kubectl (Debian's kubernetes-client; its built-in kustomize renders istio/ in the tests). Any
+# kubectl already on the PATH is kept.
+command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
+# Chromium: the status page's browser test (tests/browser) drives Debian's build headless.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -54,5 +59,11 @@ fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   say "installing cargo-fuzz"
   cargo install --quiet cargo-fuzz
+fi
+# 6. The browser test's one npm package (playwright-core: the driver only, no browser download).
+# The lock file copied in after an install marks node_modules as matching it.
+if ! cmp -s tests/browser/package-lock.json tests/browser/node_modules/.installed-lock.json; then
+  say "npm ci in tests/browser"
+  (cd tests/browser && npm ci --no-audit --no-fund --silent && cp package-lock.json node_modules/.installed-lock.json)
 fi
 say "ok"

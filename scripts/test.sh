@@ -20,8 +20,18 @@ ls -l target/wasm32-wasip1/release/mlcanary_filter.wasm >&2
 step "build the mlcanary binary (controller_e2e spawns it)"
 cargo build -p mlcanary-controller --bin mlcanary --quiet
 
+step "render the install manifests (kubectl kustomize)"
+for k in istio/ istio/samples/fraud-model/; do
+  kubectl kustomize "$k" >/dev/null
+  echo "rendered $k" >&2
+done
+
 step "native unit, property and end-to-end tests"
 cargo test --workspace
+
+step "the status page in headless Chromium during a live local rollout (saves docs/status-page.png)"
+cargo build -p mlcanary-e2e --bin ui-scenario --quiet
+(cd tests/browser && node --test)
 
 step "fuzz the filter's parsers (10 s per target)"
 bash scripts/fuzz.sh --seconds 10

@@ -1,6 +1,7 @@
 //! The `mlcanary` command line. Commands that need no cluster (`validate`, `assign`, `crd`) run here
 //! and write to the given writer, so they are tested without a process; `local` runs the local loop
-//! ([`crate::local`]) and writes its progress lines there too.
+//! ([`crate::local`]) and writes its progress lines there too. The rollout commands (`status`,
+//! `promote`, `abort`, `pause`, `resume`) talk to a server or the cluster: [`commands`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,16 +11,36 @@ use kube::CustomResourceExt;
 use mlcanary_filter::hash::bucket;
 use thiserror::Error;
 
+use crate::cli::client::ClientError;
+use crate::cli::commands::{run_command, run_status, CommandArgs, StatusArgs};
+use crate::gate::{
+    run_start, run_wait, GateError, RolloutCmd, WaitArgs, WaitOutcome, WAIT_EXIT_CODES,
+};
 use crate::local::{LocalArgs, LocalError, Outcome as LocalOutcome};
 use crate::policy::file::{load, FileError};
 use crate::policy::CanaryPolicy;
 use crate::reconcile::{ControllerArgs, RunError};
 use crate::render::render_policy;
+use crate::rollout::Command as RolloutCommand;
 use crate::weights::Weights;
+
+pub mod client;
+pub mod commands;
+pub mod status;
+
+/// How scripts tell outcomes apart (shown by `--help`).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  refused: the command does not apply to the rollout now (or a rollback, for `local`)
+  2  bad usage or input (arguments, policy file, URL)
+  3  cannot reach the cluster or the --server
+  4  no such policy
+  5  `local`: another mlcanary local holds the --workdir lock";
 
 /// Canary deployments for ML models on Istio / Envoy.
 #[derive(Debug, Parser)]
-#[command(name = "mlcanary", version)]
+#[command(name = "mlcanary", version, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -50,6 +71,31 @@ pub enum Command {
     Validate { file: PathBuf },
     /// Print the CanaryPolicy CustomResourceDefinition as YAML.
     Crd,
+    /// Show rollouts: phase, canary weight, step, failed checks, last verdicts and a progress bar
+    /// of the steps. From the cluster, or a running server with --server.
+    #[command(after_help = EXIT_CODES)]
+    Status(StatusArgs),
+    /// Send all traffic to the canary now (also the way through a manual gate).
+    #[command(after_help = EXIT_CODES)]
+    Promote(CommandArgs),
+    /// Roll back now: all traffic to stable.
+    #[command(after_help = EXIT_CODES)]
+    Abort(CommandArgs),
+    /// Hold the rollout at its weight (analyses still run and can still roll it back).
+    #[command(after_help = EXIT_CODES)]
+    Pause(CommandArgs),
+    /// Continue a paused rollout.
+    #[command(after_help = EXIT_CODES)]
+    Resume(CommandArgs),
+    /// Pipeline gate: begin a rollout (`rollout start POLICY --canary VERSION`).
+    Rollout {
+        #[command(subcommand)]
+        cmd: RolloutCmd,
+    },
+    /// Pipeline gate: follow a rollout to its end, progress on stderr. Exit 0 promoted, 1 rolled
+    /// back, 2 timeout or other.
+    #[command(after_help = WAIT_EXIT_CODES)]
+    Wait(WaitArgs),
 }
 
 /// A command that failed; the message is for the user.
@@ -73,13 +119,22 @@ pub enum CliError {
     RolledBack,
     #[error("interrupted")]
     Interrupted,
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Gate(#[from] GateError),
 }
 
 impl CliError {
-    /// The process exit code: 2 for input the user must fix, 130 for a signal, 1 otherwise.
+    /// The process exit code ([`EXIT_CODES`]): 2 for input the user must fix, 3 unreachable, 4 not
+    /// found, 130 for a signal, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::NotImplemented(_) => 2,
+            CliError::NotImplemented(_) | CliError::Usage(_) => 2,
+            CliError::Client(e) => e.exit_code(),
+            CliError::Gate(e) => e.exit_code(),
             CliError::Local(e) => e.exit_code(),
             CliError::Interrupted => 130,
             _ => 1,
@@ -102,6 +157,22 @@ pub fn run(cmd: &Command, out: &mut impl Write) -> Result<(), CliError> {
             Ok(())
         }
         Command::Controller(args) => Ok(crate::reconcile::run(args)?),
+        Command::Status(args) => run_status(args, out),
+        Command::Promote(args) => run_command(RolloutCommand::Promote, args, out),
+        Command::Abort(args) => run_command(RolloutCommand::Abort, args, out),
+        Command::Pause(args) => run_command(RolloutCommand::Pause, args, out),
+        Command::Resume(args) => run_command(RolloutCommand::Resume, args, out),
+        Command::Rollout {
+            cmd: RolloutCmd::Start(args),
+        } => Ok(run_start(args, out)?),
+        Command::Wait(args) => match run_wait(args)? {
+            WaitOutcome::Promoted => Ok(()),
+            outcome => Err(GateError::Ended {
+                policy: args.policy.clone(),
+                outcome,
+            }
+            .into()),
+        },
         Command::Local(args) => match crate::local::run(args, out)? {
             LocalOutcome::Done => Ok(()),
             LocalOutcome::RolledBack => Err(CliError::RolledBack),

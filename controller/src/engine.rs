@@ -23,6 +23,7 @@ use mlcanary_filter::ConfigError;
 use thiserror::Error;
 
 use crate::analysis::{evaluate, Outcome, Verdict, Window};
+use crate::hooks::Hooks;
 use crate::metrics::{MetricsError, MetricsSource};
 use crate::policy::{CanaryPolicyStatus, ValidatedPolicy};
 use crate::render::{owned_routes, render_config};
@@ -78,6 +79,8 @@ pub struct Engine {
     applied: HashMap<String, DesiredTraffic>,
     /// Per policy: the canary weight and the summed window of an analysis still inconclusive.
     evidence: HashMap<String, (u32, Window)>,
+    /// `spec.webhooks`: gates before the write, notifications after (see [`crate::hooks`]).
+    hooks: Hooks,
 }
 
 impl Engine {
@@ -136,7 +139,12 @@ impl Engine {
                 Err(e) => (None, Some(e)),
             }
         };
-        let step = rollout::step(input.status, verdicts.as_deref(), policy, input.now);
+        let mut step = rollout::step(input.status, verdicts.as_deref(), policy, input.now);
+        if !policy.webhooks.is_empty() {
+            step = (self.hooks)
+                .gate(policy, input.status, verdicts.as_deref(), step, input.now)
+                .await;
+        }
         let desired = desired_traffic(policy, step.weights, input.peers)?;
         let applied = if self.applied.get(&policy.name) != Some(&desired) {
             target
@@ -151,6 +159,9 @@ impl Engine {
         } else {
             false
         };
+        if !policy.webhooks.is_empty() {
+            self.hooks.notify(policy, &step, verdicts.as_deref()).await;
+        }
         Ok(TickOutput {
             status: step.status,
             weights: step.weights,
@@ -195,5 +206,7 @@ pub fn desired_traffic(
 
 #[cfg(test)]
 mod fakes;
+#[cfg(test)]
+mod hooks_tests;
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,8 @@
 pub mod analysis;
 pub mod cli;
 pub mod engine;
+pub mod gate;
+pub mod hooks;
 pub mod leader;
 pub mod local;
 pub mod metrics;
@@ -21,6 +23,7 @@ pub mod rollout;
 pub mod server;
 pub mod tls;
 pub mod traffic;
+pub mod ui;
 pub mod weights;
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
-//! The controller's own HTTP endpoint: `/healthz`, `/readyz` and `/metrics`.
+//! The controller's own HTTP endpoint: `/healthz`, `/readyz` and `/metrics`, and the status page
+//! with its JSON API ([`api`]: `/`, `/api/policies`, ...).
 //!
 //! Built on hyper 1's http1 server with `hyper-util`'s tokio glue: kube already builds hyper for its
 //! client, so three fixed routes cost a couple of features rather than a web framework (axum would
 //! add its router, extractors and another tower stack for no gain here). Routing is a `match` on the
 //! path in [`respond`], a pure function tested without a socket.
 
+pub mod api;
 pub mod health;
 pub mod registry;
 
@@ -21,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use thiserror::Error;
 use tokio::net::TcpListener;
 
+use crate::ui::Ui;
 pub use health::Health;
 pub use registry::Metrics;
 
@@ -32,6 +35,8 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 pub struct ServerState {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    /// The status page's data (and, locally, the way to the loop for commands).
+    pub ui: Arc<Ui>,
 }
 
 /// The server could not run.
@@ -41,7 +46,8 @@ pub enum ServerError {
     Accept(#[from] std::io::Error),
 }
 
-/// The response to a request line: pure, so the routes are tested without a socket.
+/// The response to a GET / HEAD request line: pure, so the routes are tested without a socket.
+/// POSTs (operator commands) go through [`api::post`], which waits for the loop.
 pub fn respond(method: &Method, path: &str, state: &ServerState) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: &str| {
         Response::builder()
@@ -66,7 +72,9 @@ pub fn respond(method: &Method, path: &str, state: &ServerState) -> Response<Ful
                 .unwrap_or_default(),
             Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n"),
         },
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => {
+            api::get(path, &state.ui).unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
+        }
     }
 }
 
@@ -78,8 +86,15 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>) -> Result<(),
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let resp = respond(req.method(), req.uri().path(), &state);
-                async move { Ok::<_, Infallible>(resp) }
+                let state = state.clone();
+                async move {
+                    let resp = if req.method() == Method::POST {
+                        api::post(req.uri().path(), &state.ui).await
+                    } else {
+                        respond(req.method(), req.uri().path(), &state)
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -91,5 +106,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>) -> Result<(),
     }
 }
 
+#[cfg(test)]
+mod api_tests;
 #[cfg(test)]
 mod tests;

@@ -42,6 +42,30 @@ pub struct Mlcanary {
     pub workdir: PathBuf,
     tmp: tempfile::TempDir,
     exit: Option<ExitStatus>,
+    /// The command line, for [`Mlcanary::rerun`] and [`Mlcanary::second`].
+    args: Vec<String>,
+    /// The Envoy in `status.json` is this process' (false for a [`Mlcanary::second`] on someone
+    /// else's work directory): only then does drop make sure it is gone.
+    owns_envoy: bool,
+}
+
+/// Start `mlcanary <args>` with its output appended to `dir/stdout.log` and `dir/stderr.log`.
+fn launch(dir: &std::path::Path, args: &[String]) -> Child {
+    let open = |f: &str| {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(f))
+            .expect("log file")
+    };
+    Command::new(mlcanary_bin())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(open("stdout.log"))
+        .stderr(open("stderr.log"))
+        .spawn()
+        .expect("spawn mlcanary")
 }
 
 impl Mlcanary {
@@ -62,21 +86,54 @@ impl Mlcanary {
                     .replace("{workdir}", &workdir.display().to_string())
             })
             .collect();
-        let out = fs::File::create(tmp.path().join("stdout.log")).expect("stdout log");
-        let err = fs::File::create(tmp.path().join("stderr.log")).expect("stderr log");
-        let child = Command::new(mlcanary_bin())
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn mlcanary");
+        let child = launch(tmp.path(), &args);
         Mlcanary {
             child,
             workdir,
             tmp,
             exit: None,
+            args,
+            owns_envoy: true,
+        }
+    }
+
+    /// The mlcanary process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL mlcanary alone (no chance to stop its Envoy, which is left running), and reap it.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        if self.try_exit().is_none() {
+            let _ = self.child.kill();
+            self.exit = self.child.wait().ok();
+        }
+        self.exit
+    }
+
+    /// Run the same command again on the same work directory, once the previous run has exited;
+    /// its output is appended to the same logs.
+    pub fn rerun(&mut self) {
+        assert!(self.try_exit().is_some(), "rerun while still running");
+        self.child = launch(self.tmp.path(), &self.args);
+        self.exit = None;
+    }
+
+    /// A second process with the same command line, on the same work directory, while this one
+    /// runs. Its drop stops only itself.
+    pub fn second(&self) -> Mlcanary {
+        let tmp = tempfile::Builder::new()
+            .prefix("mlcanary-second-")
+            .tempdir()
+            .expect("temp dir");
+        let child = launch(tmp.path(), &self.args);
+        Mlcanary {
+            child,
+            workdir: self.workdir.clone(),
+            tmp,
+            exit: None,
+            args: self.args.clone(),
+            owns_envoy: false,
         }
     }
 
@@ -101,6 +158,36 @@ impl Mlcanary {
             args.push("--admin-port".into());
             args.push("0".into());
         }
+        Mlcanary::spawn(policy, &args)
+    }
+
+    /// Like [`Mlcanary::local`], on fixed ports: the listener on 127.0.0.1:`listen` and the admin
+    /// on `admin`, so they stay the same across an Envoy restart.
+    pub fn local_on_ports(
+        policy: &str,
+        upstreams: &[(&str, u16)],
+        listen: u16,
+        admin: u16,
+        extra: &[&str],
+    ) -> Mlcanary {
+        let mut args: Vec<String> = ["local", "--policy", "{policy}", "--workdir", "{workdir}"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for (name, port) in upstreams {
+            args.push("--upstream".into());
+            args.push(format!("{name}=127.0.0.1:{port}"));
+        }
+        for (flag, value) in [
+            ("--envoy", crate::envoy_path().display().to_string()),
+            ("--wasm", crate::wasm_path().display().to_string()),
+            ("--listen", format!("127.0.0.1:{listen}")),
+            ("--admin-port", admin.to_string()),
+        ] {
+            args.push(flag.into());
+            args.push(value);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
         Mlcanary::spawn(policy, &args)
     }
 
@@ -191,7 +278,10 @@ impl Mlcanary {
 
 impl Drop for Mlcanary {
     fn drop(&mut self) {
-        let envoy = self.status().and_then(|s| s["envoyPid"].as_u64());
+        let envoy = self
+            .status()
+            .and_then(|s| s["envoyPid"].as_u64())
+            .filter(|_| self.owns_envoy);
         self.terminate();
         // mlcanary kills its Envoy on the way out; this only matters if it could not.
         if let Some(pid) = envoy.and_then(|p| u32::try_from(p).ok()) {
@@ -200,6 +290,19 @@ impl Drop for Mlcanary {
             }
         }
     }
+}
+
+/// `pid` is a running process (not gone, not a zombie waiting to be reaped).
+pub fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// SIGKILL `pid` (a process a test did not start as its own child, e.g. mlcanary's Envoy).
+pub fn kill_pid(pid: u32) {
+    signal(pid, "-KILL");
 }
 
 /// Background requests through Envoy with a fresh user id each, counted by upstream. Bounded by a

@@ -50,27 +50,31 @@ scrape_configs:
         )
         .expect("write prometheus.yml");
         let port = crate::free_port();
-        let log = fs::File::create(tmp.path().join("prometheus.log")).expect("log");
-        let child = Command::new(prometheus_path())
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                tmp.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn prometheus");
+        let child = spawn(tmp.path(), port);
         let p = Prometheus { child, port, tmp };
+        p.wait_ready();
+        p
+    }
+
+    fn wait_ready(&self) {
         let ready = wait_for(Duration::from_secs(30), || {
-            http::get(port, "127.0.0.1", "/-/ready", &[])
+            http::get(self.port, "127.0.0.1", "/-/ready", &[])
                 .ok()
                 .filter(|r| r.status == 200)
         });
-        assert!(ready.is_some(), "prometheus not ready:\n{}", p.log());
-        p
+        assert!(ready.is_some(), "prometheus not ready:\n{}", self.log());
+    }
+
+    /// Kill it (an outage): its port refuses connections until [`Prometheus::start_again`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again on the same port, config and TSDB, and wait for `/-/ready`.
+    pub fn start_again(&mut self) {
+        self.child = spawn(self.tmp.path(), self.port);
+        self.wait_ready();
     }
 
     pub fn url(&self) -> String {
@@ -102,6 +106,31 @@ scrape_configs:
     pub fn log(&self) -> String {
         fs::read_to_string(self.tmp.path().join("prometheus.log")).unwrap_or_default()
     }
+}
+
+/// Prometheus on `dir/prometheus.yml`, its TSDB in `dir/data`, its log appended to
+/// `dir/prometheus.log`.
+fn spawn(dir: &std::path::Path, port: u16) -> Child {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("prometheus.log"))
+        .expect("log");
+    Command::new(prometheus_path())
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log fd"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn prometheus")
 }
 
 impl Drop for Prometheus {

@@ -30,7 +30,7 @@ fn config(dir: &std::path::Path) -> DemoConfig {
     }
 }
 
-fn verdict<'a>(r: &'a RoundResult, check: &str) -> serde_json::Value {
+fn verdict(r: &RoundResult, check: &str) -> serde_json::Value {
     r.verdicts()
         .into_iter()
         .find(|v| v["name"] == check)

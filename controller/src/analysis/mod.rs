@@ -17,6 +17,8 @@
 //!   a lower bound: that fails an absolute bound it already exceeds, else reads inconclusive.
 //! - **custom**: the value the metrics source computed for the check; none (e.g. the Envoy source,
 //!   which cannot run PromQL) is inconclusive.
+//! - **cpu**, **memory**: the canary's pods against stable's, from container metrics (PromQL
+//!   only; see [`resources`]).
 //! - **prediction drift**, **positive-rate shift**, **segment disparity**: on the scores the filter
 //!   read from the replies; see [`drift`], [`positive_rate`] and [`disparity`] for each rule. All
 //!   three have a minimum sample and fail only on a significant difference, like the error rate.
@@ -26,6 +28,7 @@ pub mod drift;
 mod merge;
 pub mod positive_rate;
 pub mod quantile;
+pub mod resources;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -225,6 +228,7 @@ pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, w: &Window) -> Ve
             };
             disparity::segment_disparity(&check.name, &rule, &w.canary, &w.stable).verdict
         }
+        CheckKind::Resource(r) => resources::resource(&check.name, r, policy, &w.canary, &w.stable),
     }
 }
 

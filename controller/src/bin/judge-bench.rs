@@ -14,6 +14,12 @@
 //! canary), median and p90 time to rollback, and whether the goal holds: detect a 3× canary at
 //! least 2× sooner than the fixed judge with at most 1/10 of its false rollbacks.
 //!
+//! A second table compares **schedules** on the real `evaluate` + `rollout::step` (with the
+//! engine's rule of summing windows while inconclusive at one weight): how long a healthy canary
+//! takes to reach 100 % with fixed steps vs the adaptive schedule, with the same checks, alpha,
+//! minRequests and failureThreshold (the same per-analysis false-failure risk), how often each
+//! rolls a healthy canary back, and how many requests a broken canary serves before its rollback.
+//!
 //! `cargo run -p mlcanary-controller --release --bin judge-bench [-- --runs 500 --seed 1]`
 
 use std::time::{Duration, SystemTime};
@@ -222,6 +228,164 @@ fn simulate(
     Row { runs, times }
 }
 
+/// A schedule under test: `spec.schedule` keys as a YAML flow mapping body.
+struct Schedule {
+    label: &'static str,
+    yaml: &'static str,
+}
+
+const SCHEDULES: [Schedule; 3] = [
+    Schedule {
+        label: "fixed stepWeight 5 → 50",
+        yaml: "stepWeight: 5, maxWeight: 50",
+    },
+    Schedule {
+        label: "fixed stepWeight 10 → 50",
+        yaml: "stepWeight: 10, maxWeight: 50",
+    },
+    Schedule {
+        label: "adaptive 5 → 50 (min 5, max step 25, ×2)",
+        yaml: "adaptive: {minStepWeight: 5, maxStepWeight: 25, maxWeight: 50, growthFactor: 2}",
+    },
+];
+
+/// Traffic of the schedule comparison (total rps; the canary share follows the rollout's weight).
+const ROLLOUT_RPS: [f64; 2] = [200.0, 50.0];
+const ROLLOUT_STABLE_ERRORS: f64 = 0.002;
+const ROLLOUT_MAX_ERRORS: f64 = 0.01;
+const ROLLOUT_INTERVALS: u32 = 60;
+
+fn schedule_policy(s: &Schedule, interval_s: u64) -> ValidatedPolicy {
+    let yaml = format!(
+        "target: {{virtualService: m, hosts: [m], wasmPlugin: p}}\n\
+         schedule: {{interval: {interval_s}s, {}}}\n\
+         progressDeadline: 1h\n\
+         analysis: {{checks: [{{name: errors, errorRate: {{max: {ROLLOUT_MAX_ERRORS}}}}}]}}\n",
+        s.yaml
+    );
+    let spec: CanaryPolicySpec = serde_yaml::from_str(&yaml).expect("schedule policy parses");
+    ValidatedPolicy::from_spec("bench", &spec).expect("schedule policy is valid")
+}
+
+/// One rollout to its end (or the horizon).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum End {
+    Promoted { secs: f64 },
+    RolledBack { canary_requests: u64 },
+    Running,
+}
+
+/// Drive one rollout: each interval the canary gets `weight` of the requests.
+fn rollout_run(p: &ValidatedPolicy, rng: &mut Rng, canary_error_rate: f64, rps: f64) -> End {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut status = rollout::step(&CanaryPolicyStatus::default(), None, p, t0).status;
+    let interval_s = p.interval.as_secs();
+    let requests = (rps * interval_s as f64).round() as u64;
+    let mut pending: Option<(u32, Window)> = None;
+    let mut served = 0u64;
+    for i in 1..=ROLLOUT_INTERVALS {
+        let share = f64::from(status.canary_weight_bp) / 10_000.0;
+        let canary_n = rng.binomial(requests, share);
+        let stable_n = requests - canary_n;
+        served += canary_n;
+        let mut w = Window {
+            canary: VariantWindow {
+                requests: canary_n,
+                errors: rng.binomial(canary_n, canary_error_rate),
+                ..Default::default()
+            },
+            stable: VariantWindow {
+                requests: stable_n,
+                errors: rng.binomial(stable_n, ROLLOUT_STABLE_ERRORS),
+                ..Default::default()
+            },
+        };
+        // The engine's rule: an inconclusive analysis keeps its window for the next one at the
+        // same weight.
+        if let Some((bp, mut earlier)) = pending.take() {
+            if bp == status.canary_weight_bp {
+                earlier.absorb(&w);
+                w = earlier;
+            }
+        }
+        let verdicts = evaluate(p, &w);
+        if verdicts
+            .iter()
+            .any(|v| v.outcome == mlcanary_controller::analysis::Outcome::Inconclusive)
+            && !verdicts
+                .iter()
+                .any(|v| v.outcome == mlcanary_controller::analysis::Outcome::Fail)
+        {
+            pending = Some((status.canary_weight_bp, w));
+        }
+        let now = t0 + Duration::from_secs(interval_s * u64::from(i));
+        status = rollout::step(&status, Some(&verdicts), p, now).status;
+        match status.phase {
+            Phase::Promoted => {
+                return End::Promoted {
+                    secs: (interval_s * u64::from(i)) as f64,
+                }
+            }
+            Phase::RolledBack => {
+                return End::RolledBack {
+                    canary_requests: served,
+                }
+            }
+            _ => {}
+        }
+    }
+    End::Running
+}
+
+/// The schedule comparison table.
+fn schedules_table(runs: u32, seed: u64, interval_s: u64, rps: f64) {
+    println!();
+    println!(
+        "Schedules: {rps} rps, canary share = its weight, stable error rate {}%, errorRate max \
+         {ROLLOUT_MAX_ERRORS}, defaults (alpha 0.02, minRequests 100, failureThreshold 2), \
+         {interval_s} s intervals, horizon {ROLLOUT_INTERVALS} intervals, {runs} runs",
+        ROLLOUT_STABLE_ERRORS * 100.0
+    );
+    println!();
+    println!(
+        "| schedule | healthy: promoted | median time to 100 % | p90 time to 100 % | healthy: \
+         false rollbacks | broken (10× errors): rolled back | median canary requests before \
+         rollback |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for s in &SCHEDULES {
+        let p = schedule_policy(s, interval_s);
+        let (mut times, mut false_rb) = (Vec::new(), 0u32);
+        let (mut caught, mut exposure) = (0u32, Vec::new());
+        for run in 0..runs {
+            let mut rng = Rng(seed.wrapping_mul(1_000_003).wrapping_add(u64::from(run)));
+            match rollout_run(&p, &mut rng, ROLLOUT_STABLE_ERRORS, rps) {
+                End::Promoted { secs } => times.push(secs),
+                End::RolledBack { .. } => false_rb += 1,
+                End::Running => {}
+            }
+            let mut rng = Rng(seed.wrapping_mul(7_000_003).wrapping_add(u64::from(run)));
+            if let End::RolledBack { canary_requests } =
+                rollout_run(&p, &mut rng, ROLLOUT_STABLE_ERRORS * 10.0, rps)
+            {
+                caught += 1;
+                exposure.push(canary_requests as f64);
+            }
+        }
+        let pct = |n: usize| n as f64 * 100.0 / f64::from(runs);
+        println!(
+            "| {} | {:.1} % | {} | {} | {:.1} % | {:.1} % | {} |",
+            s.label,
+            pct(times.len()),
+            secs(quantile(&times, 0.5)),
+            secs(quantile(&times, 0.9)),
+            pct(false_rb as usize),
+            pct(caught as usize),
+            quantile(&exposure, 0.5).map_or_else(|| "-".into(), |x| format!("{x:.0}")),
+        );
+    }
+}
+
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -299,6 +463,10 @@ fn main() {
         results.push(rows);
     }
     println!();
+    for rps in ROLLOUT_RPS {
+        schedules_table(runs, seed, t.interval_s, rps);
+    }
+    println!();
     let (healthy, triple) = (&results[0], &results[2]);
     for (k, j) in judges.iter().enumerate().skip(1) {
         let sooner = match (triple[0].quantile(0.5), triple[k].quantile(0.5)) {
@@ -336,6 +504,36 @@ mod tests {
         // Mean 30 per draw; the mean of 200 draws has sd √(29.1/200) = 0.38.
         let mean = total as f64 / n as f64;
         assert!((mean - 30.0).abs() < 2.0, "{mean}");
+    }
+
+    #[test]
+    fn adaptive_reaches_100_percent_sooner_than_fixed_steps_on_a_healthy_canary() {
+        let fixed = schedule_policy(&SCHEDULES[0], 30);
+        let adaptive = schedule_policy(&SCHEDULES[2], 30);
+        let mut sum = [0.0f64; 2];
+        for run in 0..8 {
+            for (k, p) in [&fixed, &adaptive].into_iter().enumerate() {
+                let mut rng = Rng(run);
+                match rollout_run(p, &mut rng, 0.0, 200.0) {
+                    End::Promoted { secs } => sum[k] += secs,
+                    other => panic!("a perfect canary must be promoted: {other:?}"),
+                }
+            }
+        }
+        assert!(
+            sum[1] < sum[0],
+            "adaptive {} s vs fixed {} s",
+            sum[1],
+            sum[0]
+        );
+        // A canary failing every request is rolled back under both.
+        for p in [&fixed, &adaptive] {
+            let mut rng = Rng(3);
+            assert!(matches!(
+                rollout_run(p, &mut rng, 1.0, 200.0),
+                End::RolledBack { .. }
+            ));
+        }
     }
 
     #[test]

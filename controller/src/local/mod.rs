@@ -7,15 +7,19 @@
 //! rewritten after every tick), `envoy.log`. A `status.json` from an earlier run is resumed.
 //!
 //! Exit: 0 when every policy is Promoted, 1 as soon as every policy has ended and one is
-//! RolledBack (or Envoy died, or a write failed for good), 2 for a bad policy file or arguments —
-//! nothing is written then. `--once` ticks every policy once and exits 0 (1 if one is RolledBack).
+//! RolledBack (or Envoy keeps dying, or a write failed for good), 2 for a bad policy file or
+//! arguments — nothing is written then, 5 when another `mlcanary local` holds the work directory's
+//! lock ([`lock`]) — nothing is touched then. `--once` ticks every policy once and exits 0 (1
+//! if one is RolledBack).
 //! `--watch` keeps Envoy serving at the final split after every policy has ended, until a signal,
 //! then exits with the code above. Ctrl-C / SIGTERM stop the loop and Envoy with it; before every
 //! policy has ended that is exit 130.
 
 pub mod bootstrap;
 pub mod envoy;
+pub mod lock;
 pub mod report;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -75,6 +79,10 @@ pub struct LocalArgs {
     /// (then exit with the code the rollout earned: 0 promoted, 1 rolled back).
     #[arg(long, conflicts_with = "once")]
     pub watch: bool,
+    /// Serve the status page, its JSON API (`/api/policies`) and `/metrics` here. Port 0 (the
+    /// default) takes any free port, printed at start and written to `status.json` as `http`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub http: SocketAddr,
 }
 
 /// Why `mlcanary local` stopped with an error.
@@ -94,6 +102,9 @@ pub enum LocalError {
     Metrics(#[from] MetricsError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// Another `mlcanary local` runs on the same `--workdir` (exit 5; nothing was touched).
+    #[error("{0}")]
+    Locked(#[from] lock::LockError),
 }
 
 impl LocalError {
@@ -101,6 +112,7 @@ impl LocalError {
     pub fn exit_code(&self) -> u8 {
         match self {
             LocalError::Policy(_) | LocalError::Usage(_) => 2,
+            LocalError::Locked(lock::LockError::Held { .. }) => 5,
             _ => 1,
         }
     }
@@ -236,12 +248,23 @@ async fn run_plan(
     std::fs::create_dir_all(dir.join("ecds"))?;
     std::fs::create_dir_all(dir.join("rds"))?;
     let dir = std::fs::canonicalize(dir)?;
+    // Before anything in the directory is read or written; held until the process ends.
+    let _lock = lock::WorkdirLock::acquire(&dir)?;
     let (ecds, rds, status_path) = (
         dir.join("ecds/ecds.yaml"),
         dir.join("rds/rds.yaml"),
         dir.join("status.json"),
     );
     let previous = StatusFile::read(&status_path).unwrap_or_default();
+    // An Envoy a killed mlcanary left running on this directory: replaced by ours (see envoy.rs).
+    if let Some(pid) = previous.envoy_pid {
+        if envoy::stop_orphan(pid, &dir.join("envoy.yaml")) {
+            writeln!(
+                out,
+                "mlcanary local: stopped envoy {pid} left by a previous run"
+            )?;
+        }
+    }
     let start = Instant::now();
     let mut managed: Vec<Managed> = plan
         .policies
@@ -298,8 +321,21 @@ async fn run_plan(
         Some(url) => Source::Prometheus(PrometheusSource::new(url)?),
         None => Source::Envoy(EnvoySource::new(&admin)?),
     };
+    let (ui, mut commands) = crate::ui::Ui::with_commands();
+    for m in &managed {
+        ui.register(
+            serve::namespace(&m.policy),
+            &m.policy,
+            &m.status,
+            SystemTime::now(),
+        );
+    }
+    let (http, server) = serve::start(args.http, ui).await?;
+    server.health.set_ready(true);
+    server.health.beat();
     let mut status_file = StatusFile {
         updated: now_rfc3339(),
+        http: Some(format!("http://{http}/")),
         listener: Some(listener.clone()),
         admin: Some(admin.clone()),
         envoy_pid: child.as_ref().map(EnvoyChild::pid),
@@ -316,6 +352,7 @@ async fn run_plan(
         args.prometheus.as_deref().unwrap_or(&admin),
         dir.display()
     )?;
+    writeln!(out, "status page: http://{http}/")?;
     out.flush()?;
 
     let mut engine = Engine::new();
@@ -330,6 +367,19 @@ async fn run_plan(
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
+            Some(req) = commands.recv() => {
+                serve::handle_command(req, &mut managed, &target, &mut engine, &server, out).await?;
+                status_file.updated = now_rfc3339();
+                status_file.policies = managed
+                    .iter()
+                    .map(|m| (m.policy.name.clone(), m.status.clone()))
+                    .collect();
+                status_file.write(&status_path)?;
+                if managed.iter().all(|m| m.status.phase.is_terminal()) && !args.watch {
+                    return Ok(ended(&managed));
+                }
+                continue;
+            }
             _ = signals.recv() => {
                 writeln!(out, "mlcanary local: stopping envoy")?;
                 out.flush()?;
@@ -341,8 +391,24 @@ async fn run_plan(
             }
         }
         if let Some(c) = child.as_mut() {
-            c.check_alive()?;
+            // Restarted on the same files, so at the same split; the fresh source's first scrape
+            // is a baseline, so the next tick holds (no data) rather than judge across the gap.
+            if c.keep_alive().await? {
+                writeln!(
+                    out,
+                    "{} envoy exited; restarted (pid {})",
+                    now_rfc3339(),
+                    c.pid()
+                )?;
+                status_file.envoy_pid = Some(c.pid());
+                status_file.admin = Some(c.admin.clone());
+                status_file.listener = Some(c.listener.clone());
+                if let Source::Envoy(_) = source {
+                    source = Source::Envoy(EnvoySource::new(&c.admin)?);
+                }
+            }
         }
+        server.health.beat();
         let now = Instant::now();
         for i in 0..managed.len() {
             if managed[i].due > now || managed[i].status.phase.is_terminal() {
@@ -367,6 +433,18 @@ async fn run_plan(
             match engine.tick(input, &mut source, &target).await {
                 Ok(o) => {
                     writeln!(out, "{}", progress_line(&now_rfc3339(), &m.policy, &o))?;
+                    let ns = serve::namespace(&m.policy);
+                    let (ui, metrics) = (&server.ui, &server.metrics);
+                    ui.record(
+                        ns,
+                        &m.policy,
+                        &o.status,
+                        o.verdicts.as_deref(),
+                        &o.events,
+                        input.now,
+                    );
+                    metrics.observe_status(ns, &m.policy.name, &o.status);
+                    metrics.observe_events(ns, &m.policy.name, &o.events);
                     let m = &mut managed[i];
                     m.status = o.status;
                 }

@@ -25,6 +25,9 @@ pub struct StatusFile {
     /// Envoy's admin base URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<String>,
+    /// The status page (`--http`), e.g. `http://127.0.0.1:40123/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
     /// The Envoy this process started (with `--envoy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envoy_pid: Option<u32>,
@@ -110,6 +113,9 @@ pub fn progress_line(time: &str, policy: &ValidatedPolicy, out: &TickOutput) -> 
             }
             RolloutEvent::Held(h) => {
                 let _ = write!(line, " | held ({h:?})");
+            }
+            RolloutEvent::Restarted { canary } => {
+                let _ = write!(line, " | new rollout of {canary}");
             }
             RolloutEvent::AnalysisFailed { .. } | RolloutEvent::Paused | RolloutEvent::Resumed => {}
         }

@@ -15,6 +15,7 @@ use prometheus_http_query::Client;
 
 use super::{MetricsError, MetricsSource};
 use crate::analysis::quantile::Bucket;
+use crate::analysis::resources::resource_query;
 use crate::analysis::{SegmentCounts, VariantWindow, Window};
 use crate::policy::validate::CheckKind;
 use crate::policy::ValidatedPolicy;
@@ -192,13 +193,16 @@ impl PrometheusSource {
         };
         let mut custom = std::collections::BTreeMap::new();
         for c in &policy.checks {
-            if let CheckKind::Custom { query, .. } = &c.kind {
-                if let Some(v) = self
-                    .scalar(&custom_query(query, &policy.name, variant))
-                    .await?
-                {
-                    custom.insert(c.name.clone(), v);
+            let query = match &c.kind {
+                CheckKind::Custom { query, .. } => custom_query(query, &policy.name, variant),
+                // Resource checks ride in `custom` too: see `analysis::resources`.
+                CheckKind::Resource(r) => {
+                    resource_query(r, policy.namespace.as_deref(), variant, w)
                 }
+                _ => continue,
+            };
+            if let Some(v) = self.scalar(&query).await? {
+                custom.insert(c.name.clone(), v);
             }
         }
         let [requests, errors, scored, positives] = totals;

@@ -11,6 +11,7 @@
 
 pub mod file;
 pub mod validate;
+pub mod validate_ext;
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -47,6 +48,33 @@ pub struct CanaryPolicySpec {
     /// back. Default `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_deadline: Option<String>,
+    /// HTTP hooks called around the rollout (Flagger-style): gates (`preRollout`,
+    /// `confirmPromotion`) that must answer 2xx, and notifications (`step`, `rollback`, `event`).
+    /// See [`crate::hooks`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookSpec>,
+}
+
+/// One webhook: a POST of a JSON body (policy, phase, weight, step, verdicts) to `url`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// Unique among the policy's webhooks; named in conditions and logs.
+    pub name: String,
+    /// `preRollout` (gate before any traffic moves), `step` (after each weight change),
+    /// `confirmPromotion` (gate before promotion), `rollback` (after a rollback) or `event`
+    /// (every rollout event).
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// Per attempt (humantime). Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Extra attempts after a failed one (timeout, connection error, non-2xx), with exponential
+    /// backoff from 200 ms. Default 2, at most 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
 
 /// What is rolled out: the VirtualService whose routes the controller owns, the hosts the filter
@@ -72,6 +100,11 @@ pub struct TargetSpec {
     /// TF Serving / KServe model name, to tell apart several policies on one host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The version (label or image) the canary subset runs. Changing it starts a new rollout from
+    /// `Pending` (what `mlcanary rollout start --canary` does); recorded in
+    /// `status.canaryVersion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_version: Option<String>,
 }
 
 /// How the filter picks a variant: rendered into the filter's policy config.
@@ -187,6 +220,44 @@ pub struct ScheduleSpec {
     /// After the last step passes, wait for an operator's `promote` before sending 100 % to canary.
     #[serde(default)]
     pub manual_gate: bool,
+    /// Instead of fixed steps, let the evidence set the next weight (see
+    /// [`crate::rollout::adaptive`]). Excludes `stepWeight`, `maxWeight`, `steps` and `pauses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveSpec>,
+}
+
+/// The adaptive schedule: grow faster while every check passes with a wide margin and enough
+/// samples, by the smallest step on a plain pass, hold while inconclusive, step back (never to 0)
+/// when a check passes only narrowly or fails below `failureThreshold`, roll back on a breach.
+/// Weights are whole percents.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdaptiveSpec {
+    /// First weight. Default `minStepWeight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_weight: Option<u32>,
+    /// Smallest change of weight (growth on a plain pass, least step back). Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_step_weight: Option<u32>,
+    /// Largest growth per interval. Default 25.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_step_weight: Option<u32>,
+    /// Highest weight before promotion (the last step). Default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_weight: Option<u32>,
+    /// On wide passes the weight is multiplied by this (within the step bounds). Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth_factor: Option<f64>,
+    /// A check's margin (headroom to its limit, 1 = nothing used, 0 = at the limit) at or above
+    /// which it counts as a wide pass. Default 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wide_margin: Option<f64>,
+    /// A passing check with a margin below this is marginal: step back. Default 0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marginal_margin: Option<f64>,
+    /// A wide pass also needs this many times the check's minimum sample. Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_factor: Option<f64>,
 }
 
 /// A hold at step `step` (0-based index into the steps).
@@ -233,6 +304,27 @@ pub struct CheckSpec {
     pub positive_rate: Option<PositiveRateSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment_disparity: Option<SegmentDisparitySpec>,
+    /// CPU seconds per request of the canary's pods against stable's (Prometheus only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<ResourceSpec>,
+    /// Mean working-set memory per pod of the canary against stable's (Prometheus only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ResourceSpec>,
+}
+
+/// A resource check relative to stable, read from cAdvisor's container metrics joined to
+/// kube-state-metrics' `kube_pod_labels` by namespace and pod (see [`crate::analysis::resources`]).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceSpec {
+    /// Largest acceptable canary / stable ratio (≥ 1; 1.3 = 30 % more).
+    pub max_ratio_to_stable: f64,
+    /// Label matchers on `kube_pod_labels` selecting one variant's pods, with `{{variant}}` for
+    /// the subset name. Default `label_mlcanary_io_subset="{{variant}}"` (pods labelled
+    /// `mlcanary.io/subset: <subset>`, exported by kube-state-metrics'
+    /// `--metric-labels-allowlist=pods=[mlcanary.io/subset]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<String>,
 }
 
 /// Error rate (errors / requests) of the canary.
@@ -382,6 +474,13 @@ pub struct CanaryPolicyStatus {
     pub last_progress_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The `mlcanary.io/command-id` annotation of the last operator command applied (or refused),
+    /// so each command runs once (see `reconcile::command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_command_id: Option<String>,
+    /// `spec.target.canaryVersion` this rollout is about (set when it started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_version: Option<String>,
 }
 
 /// One check's verdict as shown in the status.

@@ -54,7 +54,7 @@ pub struct ValidationError {
     pub reason: String,
 }
 
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ValidationError {
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ValidationError {
     ValidationError {
         field: field.into(),
         reason: reason.into(),
@@ -150,6 +150,8 @@ pub enum CheckKind {
         alpha: f64,
         min_samples_per_segment: u64,
     },
+    /// CPU per request or memory per pod of the canary's pods at most `max_ratio` × stable's.
+    Resource(crate::analysis::resources::ResourceCheck),
 }
 
 /// A named check.
@@ -183,6 +185,11 @@ pub struct ValidatedPolicy {
     pub progress_deadline: Duration,
     /// The filter policy with both variants at weight 0; [`crate::render`] fills the weights.
     pub filter_template: RawPolicy,
+    /// The adaptive schedule; `steps_bp` is then `[initial, max]` (the first and last weight).
+    pub adaptive: Option<crate::rollout::adaptive::Adaptive>,
+    pub webhooks: Vec<crate::hooks::Webhook>,
+    /// `spec.target.canaryVersion`.
+    pub canary_version: Option<String>,
 }
 
 impl TryFrom<&CanaryPolicy> for ValidatedPolicy {
@@ -200,7 +207,7 @@ impl TryFrom<&CanaryPolicy> for ValidatedPolicy {
     }
 }
 
-fn duration(field: &str, s: &str) -> Result<Duration, ValidationError> {
+pub(crate) fn duration(field: &str, s: &str) -> Result<Duration, ValidationError> {
     let d = humantime::parse_duration(s)
         .map_err(|e| invalid(field, format!("{s:?} is not a duration like \"30s\": {e}")))?;
     if d.is_zero() {
@@ -250,8 +257,16 @@ impl ValidatedPolicy {
 
         let s = &spec.schedule;
         let interval = duration("spec.schedule.interval", &s.interval)?;
-        let steps_bp = steps(s.step_weight, s.max_weight, s.steps.as_deref())?;
+        let adaptive = super::validate_ext::adaptive(s)?;
+        let steps_bp = match &adaptive {
+            Some(a) => a.steps_bp(),
+            None => steps(s.step_weight, s.max_weight, s.steps.as_deref())?,
+        };
         let pauses = pauses(&s.pauses, steps_bp.len())?;
+        let webhooks = super::validate_ext::webhooks(&spec.webhooks)?;
+        if let Some(v) = &t.canary_version {
+            non_empty("spec.target.canaryVersion", v)?;
+        }
 
         let a = &spec.analysis;
         let failure_threshold = a.failure_threshold.unwrap_or(DEFAULT_FAILURE_THRESHOLD);
@@ -334,6 +349,9 @@ impl ValidatedPolicy {
             checks,
             progress_deadline,
             filter_template,
+            adaptive,
+            webhooks,
+            canary_version: t.canary_version.clone(),
         })
     }
 }
@@ -433,8 +451,8 @@ struct CheckContext {
     has_segment: bool,
 }
 
-const CHECK_KINDS: &str =
-    "`errorRate`, `latency`, `custom`, `predictionDrift`, `positiveRate`, `segmentDisparity`";
+const CHECK_KINDS: &str = "`errorRate`, `latency`, `custom`, `predictionDrift`, `positiveRate`, \
+     `segmentDisparity`, `cpu`, `memory`";
 
 fn check(f: &str, c: &CheckSpec, ctx: &CheckContext) -> Result<Check, ValidationError> {
     non_empty(&format!("{f}.name"), &c.name)?;
@@ -445,9 +463,17 @@ fn check(f: &str, c: &CheckSpec, ctx: &CheckContext) -> Result<Check, Validation
         c.prediction_drift.is_some(),
         c.positive_rate.is_some(),
         c.segment_disparity.is_some(),
+        c.cpu.is_some(),
+        c.memory.is_some(),
     ];
     if set.iter().filter(|&&x| x).count() != 1 {
         return Err(invalid(f, format!("needs exactly one of {CHECK_KINDS}")));
+    }
+    if let Some(kind) = super::validate_ext::resource_check(f, c)? {
+        return Ok(Check {
+            name: c.name.clone(),
+            kind,
+        });
     }
     if let Some(kind) = prediction_check(f, c, ctx)? {
         return Ok(Check {

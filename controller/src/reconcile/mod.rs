@@ -3,10 +3,12 @@
 //! One reconcile of one policy:
 //! 1. **validate** — a bad spec becomes phase `Failed` with the field at fault in the condition and a
 //!    Warning Event; nothing is applied and other policies are unaffected;
-//! 2. **tick** — [`crate::engine::Engine::tick`] (the same step as the local loop): fetch the window
+//! 2. **command** — a new operator command in the annotations ([`command`]) is applied instead of
+//!    a tick, once per command id;
+//! 3. **tick** — [`crate::engine::Engine::tick`] (the same step as the local loop): fetch the window
 //!    from Prometheus, judge it, step the rollout, write the split through the Istio target;
-//! 3. **plan** — [`plan`] turns the result into an [`plan::Update`] value (status, Events, requeue);
-//! 4. **write** — [`writer`] applies it: the `/status` subresource, then Events.
+//! 4. **plan** — [`plan`] turns the result into an [`plan::Update`] value (status, Events, requeue);
+//! 5. **write** — [`writer`] applies it: the `/status` subresource, then Events.
 //!
 //! Reconciles also fire on watch events (our own status writes, relists), so a policy is analysed at
 //! most once per `spec.schedule.interval` ([`plan::wait_before_tick`]); failures are retried with a
@@ -15,6 +17,7 @@
 //! [`run`] wires it to a real cluster: leader election ([`crate::leader`]), the HTTP endpoint
 //! ([`crate::server`]) and the Controller.
 
+pub mod command;
 pub mod plan;
 pub mod run;
 pub mod writer;
@@ -36,6 +39,7 @@ use crate::metrics::MetricsSource;
 use crate::policy::{CanaryPolicy, ValidatedPolicy};
 use crate::server::{Health, Metrics};
 use crate::traffic::TrafficTarget;
+use crate::ui::Ui;
 use crate::weights::Weights;
 use plan::{backoff_delay, peers, plan_invalid, plan_tick, starting_status, wait_before_tick};
 
@@ -88,6 +92,8 @@ pub struct Context<M, T> {
     /// `true` while this replica holds the lease; a reconcile of a non-leader writes nothing.
     pub leading: watch::Receiver<bool>,
     pub clock: Clock,
+    /// The status page's history; fed after every tick.
+    pub ui: Arc<Ui>,
     policies: Mutex<HashMap<ObjectRef<CanaryPolicy>, PolicyState>>,
 }
 
@@ -114,8 +120,15 @@ impl<M, T> Context<M, T> {
             health,
             leading,
             clock,
+            ui: Arc::new(Ui::new()),
             policies: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Share `ui` with the HTTP endpoint (the status page reads what the reconciles record).
+    pub fn with_ui(mut self, ui: Arc<Ui>) -> Self {
+        self.ui = ui;
+        self
     }
 
     fn with_state<R>(
@@ -154,11 +167,15 @@ where
             (plan_invalid(&obj, &e, now), false)
         }
         Ok(policy) => {
+            // An operator's command (annotations) runs at once, outside the interval.
+            if let Some(action) = command::handle(&obj, &policy, &ctx, &api, now).await? {
+                return Ok(action);
+            }
             let last = ctx.with_state(&key, |s| s.last_tick);
             if let Some(wait) = wait_before_tick(last, now, policy.interval) {
                 return Ok(Action::requeue(wait));
             }
-            let status = starting_status(&obj);
+            let status = plan::with_new_canary(&obj, starting_status(&obj), now);
             let peers = peers(&ctx.store.state(), &obj);
             let peer_refs: Vec<(&ValidatedPolicy, Weights)> =
                 peers.iter().map(|(p, w)| (p, *w)).collect();
@@ -185,6 +202,14 @@ where
                 ctx.metrics.error(e.label());
                 tracing::info!(%namespace, policy = %name, error = %e, "no metrics: holding");
             }
+            ctx.ui.record(
+                &namespace,
+                &policy,
+                &out.status,
+                out.verdicts.as_deref(),
+                &out.events,
+                now,
+            );
             (plan_tick(&obj, &policy, out), true)
         }
     };

@@ -71,7 +71,24 @@ pub fn starting_status(obj: &CanaryPolicy) -> CanaryPolicyStatus {
         phase: Phase::Pending,
         canary_weight_bp: status.canary_weight_bp,
         history: status.history,
+        // A command already applied must not run again on the fresh rollout.
+        last_command_id: status.last_command_id,
         ..Default::default()
+    }
+}
+
+/// A new rollout when `spec.target.canaryVersion` differs from the version the status is about
+/// (`mlcanary rollout start` patches it): back to `Pending` at 0 % ([`crate::rollout::restart`]).
+pub fn with_new_canary(
+    obj: &CanaryPolicy,
+    status: CanaryPolicyStatus,
+    now: SystemTime,
+) -> CanaryPolicyStatus {
+    match &obj.spec.target.canary_version {
+        Some(v) if status.canary_version.as_ref() != Some(v) => {
+            crate::rollout::restart(&status, v, now).status
+        }
+        _ => status,
     }
 }
 
@@ -198,6 +215,12 @@ pub fn event_for(e: &RolloutEvent) -> Option<Event> {
             "RolledBack",
             "Rollback",
             format!("rolled back from {}: {reason}", pct(*from_bp)),
+        ),
+        RolloutEvent::Restarted { canary } => ev(
+            EventType::Normal,
+            "NewRollout",
+            "Start",
+            format!("new rollout of {canary} requested"),
         ),
         RolloutEvent::Held(_) => return None,
     })

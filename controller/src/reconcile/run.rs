@@ -23,6 +23,7 @@ use crate::metrics::{MetricsError, PrometheusSource};
 use crate::policy::CanaryPolicy;
 use crate::server::{serve, Health, Metrics, ServerState};
 use crate::traffic::IstioTarget;
+use crate::ui::Ui;
 
 /// Options of `mlcanary controller`.
 #[derive(Debug, Clone, Args)]
@@ -33,7 +34,7 @@ pub struct ControllerArgs {
     /// Prometheus base URL.
     #[arg(long, default_value = "http://prometheus.istio-system:9090")]
     pub prometheus: String,
-    /// Address of /healthz, /readyz and /metrics.
+    /// Address of /healthz, /readyz, /metrics and the status page (`/`, `/api/policies`).
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
     /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else mlcanary-system).
@@ -101,9 +102,11 @@ async fn run_async(args: &ControllerArgs) -> Result<(), RunError> {
             addr: args.listen,
             source,
         })?;
+    let ui = Arc::new(Ui::new());
     let state = Arc::new(ServerState {
         metrics: metrics.clone(),
         health: health.clone(),
+        ui: ui.clone(),
     });
     tokio::spawn(async move {
         if let Err(e) = serve(listener, state).await {
@@ -137,17 +140,20 @@ async fn run_async(args: &ControllerArgs) -> Result<(), RunError> {
             instance: Some(me),
         },
     );
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        recorder,
-        source,
-        IstioTarget::new(client),
-        controller.store(),
-        metrics,
-        health,
-        lead_rx.clone(),
-        Arc::new(SystemTime::now),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            recorder,
+            source,
+            IstioTarget::new(client),
+            controller.store(),
+            metrics,
+            health,
+            lead_rx.clone(),
+            Arc::new(SystemTime::now),
+        )
+        .with_ui(ui),
+    );
     let mut lost = lead_rx.clone();
     controller
         .graceful_shutdown_on(async move {

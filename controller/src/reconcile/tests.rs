@@ -416,3 +416,97 @@ async fn failures_back_off_exponentially_per_policy_and_reset_on_success() {
         Action::requeue(backoff_delay(1))
     );
 }
+
+/// `fixture` with the command annotations of `mlcanary promote` etc.
+fn with_command(mut p: CanaryPolicy, cmd: &str, id: &str) -> CanaryPolicy {
+    p.metadata.annotations = Some(
+        [
+            (command::COMMAND_ANNOTATION.to_owned(), cmd.to_owned()),
+            (command::COMMAND_ID_ANNOTATION.to_owned(), id.to_owned()),
+        ]
+        .into(),
+    );
+    p
+}
+
+#[tokio::test]
+async fn an_operator_command_is_applied_once_at_once_without_an_analysis() {
+    let (ctx, mut handle) = context(Some(window(1000, 0, 0)), true);
+    let obj = Arc::new(with_command(policy(Some(at_step_0(0))), "promote", "cmd-1"));
+    let server = {
+        let obj = obj.clone();
+        tokio::spawn(async move {
+            let status = expect_status_apply(&mut handle, &obj).await;
+            assert_eq!(status["phase"], "Promoted");
+            assert_eq!(status["canaryWeightBp"], 10000);
+            assert_eq!(status["lastCommandId"], "cmd-1");
+            assert_eq!(status["observedGeneration"], 3);
+            let ev = expect_event(&mut handle).await;
+            assert_eq!(ev["reason"], "Promoted");
+            assert_eq!(ev["note"], "promoted: canary weight 5% -> 100%");
+            no_more_requests(&mut handle).await;
+            handle
+        })
+    };
+    let action = reconcile(obj.clone(), ctx.clone()).await.unwrap();
+    let mut handle = server.await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+    assert_eq!(ctx.source.fetches.load(Ordering::SeqCst), 0, "no analysis");
+    assert_eq!(
+        ctx.target.canary_percents(),
+        [100],
+        "the split was written before the status"
+    );
+    let scrape = ctx.metrics.encode().unwrap();
+    assert!(
+        scrape.contains(
+            r#"mlcanary_controller_promotions_total{namespace="ml",policy="fraud-model"} 1"#
+        ),
+        "{scrape}"
+    );
+
+    // The same annotations with the id recorded: nothing to do (a terminal tick changes nothing).
+    let mut applied = (*obj).clone();
+    let mut s = at_step_0(0);
+    s.phase = Phase::Promoted;
+    s.canary_weight_bp = 10_000;
+    s.last_command_id = Some("cmd-1".into());
+    s.observed_generation = Some(3);
+    applied.status = Some(s);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        reconcile(Arc::new(applied), ctx.clone()),
+    )
+    .await
+    .expect("no API request: nothing to write")
+    .unwrap();
+    no_more_requests(&mut handle).await;
+    assert_eq!(ctx.source.fetches.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_command_that_does_not_apply_is_recorded_and_explained() {
+    let (ctx, mut handle) = context(Some(window(1000, 0, 0)), true);
+    // `resume` on a progressing rollout: nothing changes but the id, and an Event says why.
+    let obj = Arc::new(with_command(policy(Some(at_step_0(0))), "resume", "cmd-2"));
+    let server = {
+        let obj = obj.clone();
+        tokio::spawn(async move {
+            let status = expect_status_apply(&mut handle, &obj).await;
+            assert_eq!(status["phase"], "Progressing");
+            assert_eq!(status["canaryWeightBp"], 500);
+            assert_eq!(status["lastCommandId"], "cmd-2");
+            let ev = expect_event(&mut handle).await;
+            assert_eq!(ev["type"], "Normal");
+            assert_eq!(ev["reason"], "CommandIgnored");
+            assert_eq!(
+                ev["note"],
+                "resume (id cmd-2) ignored: the rollout is Progressing, not paused"
+            );
+            no_more_requests(&mut handle).await;
+        })
+    };
+    reconcile(obj, ctx.clone()).await.unwrap();
+    server.await.unwrap();
+    assert!(ctx.target.canary_percents().is_empty(), "no traffic write");
+}

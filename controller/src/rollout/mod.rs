@@ -16,7 +16,14 @@
 //!   the deadline does not run while paused.
 //!
 //! Operator commands ([`command`]): `promote` (override: 100 % now, from any live phase — the way
-//! through the manual gate), `abort` (roll back now), `pause`, `resume`.
+//! through the manual gate), `abort` (roll back now), `pause`, `resume`, and `start` (a new rollout
+//! of another canary version, from any phase: back to `Pending` at 0 %).
+//!
+//! With `spec.schedule.adaptive` the weights between the first and the last come from
+//! [`adaptive`] instead of the fixed list; gates that webhooks refuse are in [`gates`].
+
+pub mod adaptive;
+pub mod gates;
 
 use std::time::{Duration, SystemTime};
 
@@ -29,12 +36,16 @@ use crate::weights::Weights;
 pub const MAX_HISTORY: usize = 32;
 
 /// An operator's command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Promote,
     Abort,
     Pause,
     Resume,
+    /// Begin a new rollout of `canary` (a version label or image), whatever the phase.
+    Start {
+        canary: String,
+    },
 }
 
 /// Why a step held.
@@ -50,6 +61,10 @@ pub enum Hold {
     ManualGate,
     /// Failed analyses below the threshold.
     Failing,
+    /// Adaptive schedule: a check passed only narrowly at the lowest weight.
+    Marginal,
+    /// A gate webhook (`preRollout`, `confirmPromotion`) has not answered 2xx.
+    Webhook,
 }
 
 /// What a step did, for Events and logs.
@@ -72,6 +87,10 @@ pub enum RolloutEvent {
     Resumed,
     Promoted {
         from_bp: u32,
+    },
+    /// A new rollout of `canary` was requested (`start`): back to `Pending` at 0 %.
+    Restarted {
+        canary: String,
     },
     RolledBack {
         from_bp: u32,
@@ -196,6 +215,35 @@ impl Next {
         }
     }
 
+    /// The last step passed: wait at the manual gate, or promote.
+    fn last_step_passed(&mut self, policy: &ValidatedPolicy) {
+        if policy.manual_gate {
+            self.phase(
+                Phase::Progressing,
+                "AwaitingPromotion",
+                "last step passed".into(),
+            );
+            self.events.push(RolloutEvent::Held(Hold::ManualGate));
+        } else {
+            self.promote("every step passed its analysis");
+        }
+    }
+
+    /// Adaptive schedule: move to `to_bp` (up or back), keeping the nominal step index.
+    fn adaptive_move(&mut self, a: &adaptive::Adaptive, to_bp: u32, reason: &str) {
+        let from = self.s.canary_weight_bp;
+        if from == to_bp {
+            return;
+        }
+        self.weight(to_bp, reason);
+        self.s.step_index = Some(a.step_index(to_bp));
+        self.s.last_progress_time = Some(rfc3339(self.now));
+        self.events.push(RolloutEvent::Advanced {
+            from_bp: from,
+            to_bp,
+        });
+    }
+
     fn roll_back(&mut self, reason: String) {
         let from = self.s.canary_weight_bp;
         self.weight(0, &reason);
@@ -240,6 +288,7 @@ pub fn step(
     match n.s.phase {
         p if p.is_terminal() => return n.done(),
         Phase::Pending => {
+            n.s.failed_checks = 0;
             n.phase(Phase::Progressing, "Started", "first step".into());
             n.enter_step(policy, 0, "rollout started");
             return n.done();
@@ -275,6 +324,12 @@ pub fn step(
                 ));
             } else {
                 n.events.push(RolloutEvent::Held(Hold::Failing));
+                if let (Some(a), false) = (&policy.adaptive, paused) {
+                    // Less exposure while the evidence comes in; 0 only at the threshold.
+                    let to =
+                        adaptive::next_weight(n.s.canary_weight_bp, adaptive::Evidence::Fail, a);
+                    n.adaptive_move(a, to, "analysis failed: stepping back");
+                }
             }
         }
         None | Some(Outcome::Inconclusive) => {
@@ -303,17 +358,26 @@ pub fn step(
                 n.events.push(RolloutEvent::Held(Hold::Paused));
             } else if !pause_over {
                 n.events.push(RolloutEvent::Held(Hold::TimedPause));
+            } else if let Some(a) = &policy.adaptive {
+                let cur = n.s.canary_weight_bp;
+                let evidence = adaptive::classify(verdicts, policy, a);
+                let to = adaptive::next_weight(cur, evidence, a);
+                if cur >= a.max_bp && evidence != adaptive::Evidence::Marginal {
+                    n.last_step_passed(policy);
+                } else if to != cur {
+                    let reason = match evidence {
+                        adaptive::Evidence::Wide => "every check passed widely",
+                        adaptive::Evidence::Marginal => "a check passed narrowly: stepping back",
+                        _ => "analysis passed",
+                    };
+                    n.adaptive_move(a, to, reason);
+                } else {
+                    n.events.push(RolloutEvent::Held(Hold::Marginal));
+                }
             } else if i + 1 < policy.steps_bp.len() {
                 n.enter_step(policy, i + 1, "analysis passed");
-            } else if policy.manual_gate {
-                n.phase(
-                    Phase::Progressing,
-                    "AwaitingPromotion",
-                    "last step passed".into(),
-                );
-                n.events.push(RolloutEvent::Held(Hold::ManualGate));
             } else {
-                n.promote("every step passed its analysis");
+                n.last_step_passed(policy);
             }
         }
     }
@@ -323,6 +387,9 @@ pub fn step(
 /// Apply an operator's command. Terminal phases ignore every command.
 pub fn command(status: &CanaryPolicyStatus, cmd: Command, now: SystemTime) -> StepOutput {
     let mut n = Next::new(status, now);
+    if let Command::Start { canary } = &cmd {
+        return restart(status, canary, now);
+    }
     if n.s.phase.is_terminal() {
         return n.done();
     }
@@ -345,8 +412,31 @@ pub fn command(status: &CanaryPolicyStatus, cmd: Command, now: SystemTime) -> St
             n.phase(next, "Resumed", "resumed by operator".into());
             n.events.push(RolloutEvent::Resumed);
         }
-        Command::Pause | Command::Resume => {}
+        Command::Pause | Command::Resume | Command::Start { .. } => {}
     }
+    n.done()
+}
+
+/// A new rollout of `canary` from any phase: `Pending` at 0 % (the first tick then enters the
+/// first step, after the `preRollout` webhooks), the history kept, everything else cleared.
+pub fn restart(status: &CanaryPolicyStatus, canary: &str, now: SystemTime) -> StepOutput {
+    let mut n = Next::new(status, now);
+    n.weight(0, &format!("new rollout of {canary}"));
+    n.s = CanaryPolicyStatus {
+        history: std::mem::take(&mut n.s.history),
+        last_command_id: n.s.last_command_id.take(),
+        observed_generation: n.s.observed_generation,
+        canary_version: Some(canary.to_owned()),
+        ..Default::default()
+    };
+    n.phase(
+        Phase::Pending,
+        "NewRollout",
+        format!("rollout of {canary} requested"),
+    );
+    n.events.push(RolloutEvent::Restarted {
+        canary: canary.to_owned(),
+    });
     n.done()
 }
 

@@ -15,6 +15,7 @@ async fn start() -> (std::net::SocketAddr, Arc<ServerState>) {
     let state = Arc::new(ServerState {
         metrics: Arc::new(Metrics::new()),
         health: Arc::new(Health::new(Duration::from_secs(30))),
+        ui: Arc::new(Ui::new()),
     });
     tokio::spawn(serve(listener, state.clone()));
     (addr, state)
@@ -138,6 +139,7 @@ fn only_get_and_head_are_served() {
     let state = ServerState {
         metrics: Arc::new(Metrics::new()),
         health: Arc::new(Health::new(Duration::from_secs(1))),
+        ui: Arc::new(Ui::new()),
     };
     assert_eq!(
         respond(&Method::POST, "/metrics", &state).status(),

@@ -10,7 +10,7 @@ use tower_test::mock::{self, Handle};
 
 use super::*;
 use crate::policy::CanaryPolicy;
-use crate::render::{owned_routes, render_config};
+use crate::render::{owned_routes, render_config, RouteError};
 use crate::traffic::{DesiredTraffic, TrafficError, TrafficTarget};
 use crate::weights::Weights;
 
@@ -211,4 +211,183 @@ async fn other_api_errors_are_returned_not_retried() {
     );
     let mut handle = server.await.unwrap();
     assert!(futures_poll_none(&mut handle).await);
+}
+
+fn status(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": reason, "reason": reason, "code": code})
+}
+
+#[tokio::test]
+async fn retries_5xx_and_transport_errors_on_reads_and_writes_then_succeeds() {
+    let (t, mut handle) = target();
+    let d = desired(2000);
+    let server = tokio::spawn(async move {
+        // WasmPlugin: 503, then the connection fails, then accepted.
+        let (_, send) = expect(&mut handle, Method::PATCH, WP).await;
+        send.send_response(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &status(503, "ServiceUnavailable"),
+        ));
+        let (_, send) = expect(&mut handle, Method::PATCH, WP).await;
+        send.send_error(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        ));
+        let (body, send) = expect(&mut handle, Method::PATCH, WP).await;
+        send.send_response(json_response(StatusCode::OK, &body));
+        // VirtualService: the read fails with 500, the apply with 502, then both work.
+        let (_, send) = expect(&mut handle, Method::GET, VS).await;
+        send.send_response(json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &status(500, "InternalError"),
+        ));
+        let (_, send) = expect(&mut handle, Method::GET, VS).await;
+        send.send_response(json_response(StatusCode::OK, &vs("3")));
+        let (_, send) = expect(&mut handle, Method::PATCH, VS).await;
+        send.send_response(json_response(
+            StatusCode::BAD_GATEWAY,
+            &status(502, "BadGateway"),
+        ));
+        // The apply is retried from a fresh read: the object may have changed meanwhile.
+        let (_, send) = expect(&mut handle, Method::GET, VS).await;
+        send.send_response(json_response(StatusCode::OK, &vs("4")));
+        let (body, send) = expect(&mut handle, Method::PATCH, VS).await;
+        assert_eq!(body["metadata"]["resourceVersion"], "4");
+        assert_eq!(body["spec"]["http"][3]["route"][0]["weight"], 80);
+        assert_eq!(body["spec"]["http"][3]["route"][1]["weight"], 20);
+        send.send_response(json_response(StatusCode::OK, &body));
+        handle
+    });
+    t.apply(&d).await.unwrap();
+    let mut handle = server.await.unwrap();
+    assert!(futures_poll_none(&mut handle).await);
+}
+
+#[tokio::test]
+async fn gives_up_after_bounded_5xx_with_the_last_error() {
+    let (t, mut handle) = target();
+    let d = desired(500);
+    let server = tokio::spawn(async move {
+        for _ in 0..MAX_ATTEMPTS {
+            let (_, send) = expect(&mut handle, Method::PATCH, WP).await;
+            send.send_response(json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &status(503, "ServiceUnavailable"),
+            ));
+        }
+        handle
+    });
+    let e = t.apply(&d).await.unwrap_err();
+    assert!(
+        matches!(e, TrafficError::Kube(kube::Error::Api(ref s)) if s.code == 503),
+        "{e}"
+    );
+    let mut handle = server.await.unwrap();
+    // Neither a sixth attempt nor, since the plugin config failed, any VirtualService write.
+    assert!(futures_poll_none(&mut handle).await);
+}
+
+#[tokio::test]
+async fn too_many_requests_is_retried() {
+    let (t, mut handle) = target();
+    let d = desired(500);
+    let server = tokio::spawn(async move {
+        let (_, send) = expect(&mut handle, Method::PATCH, WP).await;
+        send.send_response(json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &status(429, "TooManyRequests"),
+        ));
+        let (body, send) = expect(&mut handle, Method::PATCH, WP).await;
+        send.send_response(json_response(StatusCode::OK, &body));
+        handle
+    });
+    t.apply_plugin_config(&d).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn backoff_doubles_and_is_capped() {
+    let (svc, _handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let t = IstioTarget::new(Client::new(svc, "ml"));
+    let ms: Vec<u128> = (0..MAX_ATTEMPTS).map(|a| t.delay(a).as_millis()).collect();
+    assert_eq!(ms, [200, 400, 800, 1600, 3200]);
+    assert_eq!(t.delay(6), MAX_BACKOFF);
+    assert_eq!(t.delay(u32::MAX), MAX_BACKOFF);
+    // The worst case a tick waits on one object: the sum of the delays between attempts.
+    let total: Duration = (0..MAX_ATTEMPTS - 1).map(|a| t.delay(a)).sum();
+    assert_eq!(total, Duration::from_millis(3000));
+}
+
+#[tokio::test]
+async fn keeps_other_owners_routes_and_fields_byte_for_byte() {
+    let (t, mut handle) = target();
+    let d = desired(5000);
+    let theirs = json!([
+        {"name": "health", "match": [{"uri": {"exact": "/health"}}],
+         "route": [{"destination": {"host": "fraud-model", "subset": "stable"}}],
+         "timeout": "2s", "retries": {"attempts": 3, "perTryTimeout": "500ms"}},
+        {"name": "shadow-eval", "match": [{"headers": {"x-eval": {"exact": "1"}}}],
+         "route": [{"destination": {"host": "fraud-eval", "port": {"number": 8501}}, "weight": 100}],
+         "mirror": {"host": "fraud-audit"}, "mirrorPercentage": {"value": 5.0},
+         "fault": {"delay": {"fixedDelay": "1s", "percentage": {"value": 1.0}}},
+         "headers": {"request": {"set": {"x-team": "risk"}}},
+         "corsPolicy": {"allowOrigins": [{"exact": "https://ops.example"}]}},
+        // An owned route someone edited by hand: ours again after the apply.
+        {"name": "mlcanary-fraud-model-default", "timeout": "9s",
+         "route": [{"destination": {"host": "fraud-model", "subset": "canary"}, "weight": 100}]}
+    ]);
+    let current = json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "fraud-model", "namespace": "ml", "resourceVersion": "11",
+                     "labels": {"team": "risk"}, "annotations": {"owner": "someone-else"}},
+        "spec": {"hosts": ["fraud-model"], "gateways": ["mesh", "ml/edge"],
+                 "tcp": [{"route": [{"destination": {"host": "fraud-model"}}]}],
+                 "http": theirs.clone()}
+    });
+    let server = tokio::spawn(async move {
+        let (_, send) = expect(&mut handle, Method::GET, VS).await;
+        send.send_response(json_response(StatusCode::OK, &current));
+        let (body, send) = expect(&mut handle, Method::PATCH, VS).await;
+        send.send_response(json_response(StatusCode::OK, &body));
+        (handle, body)
+    });
+    t.apply_routes(&d).await.unwrap();
+    let (_, body) = server.await.unwrap();
+    // Only `spec.http` is in the patch: hosts, gateways, tcp, labels and annotations belong to
+    // their field managers and server-side apply leaves them alone.
+    let spec_keys: Vec<&String> = body["spec"].as_object().unwrap().keys().collect();
+    assert_eq!(spec_keys, ["http"]);
+    let mut meta_keys: Vec<&String> = body["metadata"].as_object().unwrap().keys().collect();
+    meta_keys.sort();
+    assert_eq!(meta_keys, ["name", "namespace", "resourceVersion"]);
+    let http = body["spec"]["http"].as_array().unwrap();
+    assert_eq!(http.len(), 5, "{http:#?}");
+    // Their routes: every field kept, in their order, between our header routes and our default.
+    assert_eq!(http[2], theirs[0]);
+    assert_eq!(http[3], theirs[1]);
+    // Our default route is rewritten whole (no hand-edited leftovers), at the current split.
+    assert_eq!(http[4]["name"], "mlcanary-fraud-model-default");
+    assert!(http[4].get("timeout").is_none(), "{:#}", http[4]);
+    assert_eq!(http[4]["route"][0]["weight"], 50);
+    assert_eq!(http[4]["route"][1]["weight"], 50);
+}
+
+#[tokio::test]
+async fn never_writes_an_empty_host_or_subset() {
+    for field in ["host", "subset"] {
+        let (t, mut handle) = target();
+        let mut d = desired(500);
+        match field {
+            "host" => d.routes[2].route[1].destination.host.clear(),
+            _ => d.routes[0].route[0].destination.subset.clear(),
+        }
+        let e = t.apply(&d).await.unwrap_err();
+        assert!(
+            matches!(e, TrafficError::Route(RouteError::EmptyHost { .. })),
+            "{field}: {e}"
+        );
+        // Refused before the plugin config too: a half-applied split is never left behind.
+        assert!(futures_poll_none(&mut handle).await, "{field}");
+    }
 }

@@ -1,0 +1,254 @@
+//! The pipeline gate: `mlcanary rollout start POLICY --canary VERSION` begins a rollout and
+//! `mlcanary wait POLICY [--timeout 30m]` follows it to the end, for CI/CD jobs.
+//!
+//! - **cluster** (default): `start` merge-patches `spec.target.canaryVersion` on the CanaryPolicy;
+//!   the reconciler sees the version differ from `status.canaryVersion` and starts a new rollout
+//!   from `Pending` ([`crate::reconcile::plan::with_new_canary`]). `wait` reads the policy until its
+//!   status is about that version and terminal.
+//! - **server** (`--server URL`, e.g. a `mlcanary local --http` API): `start` is
+//!   `POST /api/policies/{name}/start` with `{"canary": VERSION}` ([`crate::rollout::Command::Start`]),
+//!   `wait` polls `GET /api/policies/{name}`.
+//!
+//! `wait` prints a progress line on stderr whenever the rollout changes and exits **0** promoted,
+//! **1** rolled back, **2** timeout or anything else (policy failed validation, not found,
+//! unreachable past the timeout). Transient errors while waiting are printed and retried.
+
+pub mod api;
+pub mod cluster;
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use thiserror::Error;
+
+use crate::cli::client::{ClientError, PolicyView};
+use crate::cli::commands::Connection;
+use crate::policy::Phase;
+
+/// Exit codes of `mlcanary wait` (shown by `--help`).
+pub const WAIT_EXIT_CODES: &str = "\
+Exit codes:
+  0  the rollout was promoted
+  1  the rollout was rolled back
+  2  timeout, or anything else (invalid policy, not found, unreachable)";
+
+/// `mlcanary rollout ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RolloutCmd {
+    /// Begin a new rollout of POLICY for the canary version VERSION (a label or image).
+    Start(StartArgs),
+}
+
+/// Options of `mlcanary rollout start`.
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    /// The CanaryPolicy's name.
+    pub policy: String,
+    /// The canary's version label or image (recorded as `spec.target.canaryVersion`).
+    #[arg(long, value_name = "VERSION")]
+    pub canary: String,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// Options of `mlcanary wait`.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// The CanaryPolicy's name.
+    pub policy: String,
+    /// Give up after this long (exit 2).
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// How often to look.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub poll: Duration,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    Promoted,
+    RolledBack,
+    /// The spec failed validation.
+    Failed,
+}
+
+impl WaitOutcome {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            WaitOutcome::Promoted => 0,
+            WaitOutcome::RolledBack => 1,
+            WaitOutcome::Failed => 2,
+        }
+    }
+
+    /// The outcome a phase means, `None` while the rollout runs.
+    pub fn of(phase: Phase) -> Option<Self> {
+        match phase {
+            Phase::Promoted => Some(WaitOutcome::Promoted),
+            Phase::RolledBack => Some(WaitOutcome::RolledBack),
+            Phase::Failed => Some(WaitOutcome::Failed),
+            Phase::Pending | Phase::Progressing | Phase::Paused => None,
+        }
+    }
+}
+
+/// Why a gate command failed.
+#[derive(Debug, Error)]
+pub enum GateError {
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    #[error("timed out after {} waiting for {policy} (last phase {phase:?})", humantime::format_duration(*.after))]
+    Timeout {
+        policy: String,
+        phase: Option<Phase>,
+        after: Duration,
+    },
+    #[error("{policy}: the rollout ended {outcome:?}")]
+    Ended {
+        policy: String,
+        outcome: WaitOutcome,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl GateError {
+    /// `wait`'s codes; `start` keeps the client's (2 bad input, 3 unreachable, 4 not found).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            GateError::Client(e) => e.exit_code(),
+            GateError::Ended { outcome, .. } => outcome.exit_code(),
+            GateError::Timeout { .. } | GateError::Io(_) => 2,
+        }
+    }
+}
+
+/// One line of progress: phase, weight, step, failed checks and each check's verdict.
+pub fn progress_line(v: &PolicyView) -> String {
+    let mut line = format!(
+        "{} {:?} canary={:.2}%",
+        v.name,
+        v.phase,
+        f64::from(v.canary_weight_bp) / 100.0
+    );
+    if let Some(i) = v.step_index {
+        line.push_str(&format!(" step={}/{}", i + 1, v.steps_bp.len()));
+    }
+    if v.failed_checks > 0 {
+        line.push_str(&format!(
+            " failed={}/{}",
+            v.failed_checks, v.failure_threshold
+        ));
+    }
+    for c in &v.last_verdicts {
+        line.push_str(&format!(" | {}: {}", c.name, c.verdict));
+    }
+    if let Some(c) = v.conditions.iter().find(|c| c.type_ == "Progressing") {
+        if !c.message.is_empty() {
+            line.push_str(&format!(" ({})", c.message));
+        }
+    }
+    line
+}
+
+/// Where `wait` reads the rollout from.
+pub trait Watch {
+    /// The rollout's view, or `None` while the status is not yet about the requested rollout.
+    fn look(
+        &mut self,
+        policy: &str,
+    ) -> impl std::future::Future<Output = Result<Option<PolicyView>, ClientError>>;
+}
+
+/// Poll `src` until the rollout ends or `timeout` passes; progress lines go to `progress`.
+pub async fn wait_for<W: Watch>(
+    src: &mut W,
+    policy: &str,
+    timeout: Duration,
+    poll: Duration,
+    progress: &mut impl Write,
+) -> Result<WaitOutcome, GateError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_line = String::new();
+    let mut phase = None;
+    loop {
+        match src.look(policy).await {
+            Ok(Some(v)) => {
+                phase = Some(v.phase);
+                let line = progress_line(&v);
+                if line != last_line {
+                    writeln!(progress, "{line}")?;
+                    last_line = line;
+                }
+                if let Some(o) = WaitOutcome::of(v.phase) {
+                    return Ok(o);
+                }
+            }
+            Ok(None) => {}
+            // Nothing to wait for: a wrong name or URL does not get better with time.
+            Err(e @ (ClientError::NotFound(_) | ClientError::BadInput(_))) => return Err(e.into()),
+            Err(e) => writeln!(progress, "{policy}: {e} (retrying)")?,
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(GateError::Timeout {
+                policy: policy.to_owned(),
+                phase,
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(poll.min(deadline - now)).await;
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, GateError> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `mlcanary rollout start`: a line on `out` when the rollout was requested.
+pub fn run_start(args: &StartArgs, out: &mut impl Write) -> Result<(), GateError> {
+    if args.canary.trim().is_empty() {
+        return Err(ClientError::BadInput("--canary must not be empty".into()).into());
+    }
+    runtime()?.block_on(async {
+        match &args.connection.server {
+            Some(url) => api::start(url, &args.policy, &args.canary).await?,
+            None => {
+                let k = cluster::connect(args.connection.namespace.clone()).await?;
+                cluster::start(&k, &args.policy, &args.canary).await?;
+            }
+        }
+        writeln!(
+            out,
+            "rollout of {} requested for {}",
+            args.canary, args.policy
+        )?;
+        Ok(())
+    })
+}
+
+/// `mlcanary wait`: progress on stderr, the outcome as the result.
+pub fn run_wait(args: &WaitArgs) -> Result<WaitOutcome, GateError> {
+    let mut err = std::io::stderr();
+    runtime()?.block_on(async {
+        match &args.connection.server {
+            Some(url) => {
+                let mut src = api::HttpWatch::new(url)?;
+                wait_for(&mut src, &args.policy, args.timeout, args.poll, &mut err).await
+            }
+            None => {
+                let mut src = cluster::connect(args.connection.namespace.clone()).await?;
+                wait_for(&mut src, &args.policy, args.timeout, args.poll, &mut err).await
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,356 @@
+//! Operator commands on the cluster: `mlcanary promote|abort|pause|resume POLICY` writes two
+//! annotations on the CanaryPolicy,
+//!
+//! ```yaml
+//! metadata:
+//!   annotations:
+//!     mlcanary.io/command: promote
+//!     mlcanary.io/command-id: 18a3c2f0e1b2-4f2a   # new for every command
+//! ```
+//!
+//! and the reconciler applies [`crate::rollout::command`] **once per command id**: the id it handled
+//! goes into `status.lastCommandId`, so the annotation can stay on the object (a relist, a restart or
+//! a later reconcile see the same id and do nothing). An annotation change is a watch event, so the
+//! command runs at once, without waiting for the analysis interval, and it runs no analysis.
+//!
+//! Annotations rather than a status write by the CLI or a subresource: the user's RBAC needs only
+//! `patch` on `canarypolicies`, the controller stays the only writer of the status, and the command
+//! is visible in `kubectl get -o yaml`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+use serde_json::{json, Value};
+
+use super::plan::{event_for, peers, starting_status, Event, EventType, Update};
+use super::{writer, Context, Error};
+use crate::engine::{desired_traffic, EngineError};
+use crate::policy::{CanaryPolicy, Phase, ValidatedPolicy};
+use crate::rollout::{self, Command};
+use crate::traffic::TrafficTarget;
+use crate::weights::Weights;
+
+/// The command: `promote`, `abort`, `pause` or `resume`.
+pub const COMMAND_ANNOTATION: &str = "mlcanary.io/command";
+/// A fresh id per command; a command is applied when this differs from `status.lastCommandId`.
+pub const COMMAND_ID_ANNOTATION: &str = "mlcanary.io/command-id";
+/// With `start`: the new canary (a version label or image).
+pub const COMMAND_CANARY_ANNOTATION: &str = "mlcanary.io/command-canary";
+
+/// The command's name as written in the annotation and the HTTP API path.
+pub fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Promote => "promote",
+        Command::Abort => "abort",
+        Command::Pause => "pause",
+        Command::Resume => "resume",
+        Command::Start { .. } => "start",
+    }
+}
+
+/// The command an annotation value names; `start` needs its canary.
+pub fn parse_command(s: &str, canary: Option<&str>) -> Option<Command> {
+    match s.trim() {
+        "promote" => Some(Command::Promote),
+        "abort" => Some(Command::Abort),
+        "pause" => Some(Command::Pause),
+        "resume" => Some(Command::Resume),
+        "start" => canary
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| Command::Start {
+                canary: c.to_owned(),
+            }),
+        _ => None,
+    }
+}
+
+/// Whether `cmd` would change a rollout in `phase`; the reason when it would not. The CLI refuses a
+/// command that does not apply (exit 1) before writing anything, as the HTTP API answers 409.
+pub fn applicable(phase: Phase, cmd: &Command) -> Result<(), String> {
+    match (phase, cmd) {
+        // A new rollout starts from any phase.
+        (_, Command::Start { .. }) => Ok(()),
+        (Phase::Promoted | Phase::RolledBack | Phase::Failed, _) => Err(format!(
+            "the rollout is {phase:?}: {} does not apply to a finished rollout",
+            command_name(cmd)
+        )),
+        (Phase::Paused, Command::Pause) => Err("the rollout is already paused".into()),
+        (Phase::Pending | Phase::Progressing, Command::Resume) => {
+            Err(format!("the rollout is {phase:?}, not paused"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The JSON merge patch the CLI sends to `.../canarypolicies/{name}`. A `start` also sets its
+/// canary; any other command clears a previous `start`'s.
+pub fn annotation_patch(cmd: &Command, id: &str) -> Value {
+    let canary = match cmd {
+        Command::Start { canary } => Value::from(canary.as_str()),
+        _ => Value::Null,
+    };
+    json!({
+        "metadata": {
+            "annotations": {
+                COMMAND_ANNOTATION: command_name(cmd),
+                COMMAND_ID_ANNOTATION: id,
+                COMMAND_CANARY_ANNOTATION: canary,
+            }
+        }
+    })
+}
+
+/// A command on the object that has not been handled yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub id: String,
+    /// The command, or the annotation's text when it names none.
+    pub command: Result<Command, String>,
+}
+
+/// The object's command if its id is new (not `status.lastCommandId`).
+pub fn pending(obj: &CanaryPolicy) -> Option<Pending> {
+    let annotations = obj.metadata.annotations.as_ref()?;
+    let id = annotations.get(COMMAND_ID_ANNOTATION)?.trim();
+    let last = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.last_command_id.as_deref());
+    if id.is_empty() || last == Some(id) {
+        return None;
+    }
+    let raw = annotations
+        .get(COMMAND_ANNOTATION)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let canary = annotations
+        .get(COMMAND_CANARY_ANNOTATION)
+        .map(String::as_str);
+    Some(Pending {
+        id: id.to_owned(),
+        command: parse_command(raw, canary).ok_or_else(|| raw.to_owned()),
+    })
+}
+
+/// The decision for a pending command, as a value: the rollout's output with the id recorded, plus
+/// an Event when the command was ignored or unknown.
+pub fn plan_command(obj: &CanaryPolicy, pending: &Pending, now: SystemTime) -> (Update, Weights) {
+    let status = starting_status(obj);
+    let (mut next, rollout_events, extra) = match &pending.command {
+        Ok(cmd) => {
+            let out = rollout::command(&status, cmd.clone(), now);
+            let extra = out.events.is_empty().then(|| Event {
+                type_: EventType::Normal,
+                reason: "CommandIgnored",
+                action: "Command",
+                note: format!(
+                    "{} (id {}) ignored: {}",
+                    command_name(cmd),
+                    pending.id,
+                    applicable(status.phase, cmd)
+                        .err()
+                        .unwrap_or_else(|| "nothing to do".into())
+                ),
+            });
+            (out.status, out.events, extra)
+        }
+        Err(raw) => (
+            status.clone(),
+            Vec::new(),
+            Some(Event {
+                type_: EventType::Warning,
+                reason: "UnknownCommand",
+                action: "Command",
+                note: format!(
+                    "{COMMAND_ANNOTATION}: {raw:?} (id {}) is not one of promote, abort, pause, \
+                     resume, start (with {COMMAND_CANARY_ANNOTATION})",
+                    pending.id
+                ),
+            }),
+        ),
+    };
+    next.last_command_id = Some(pending.id.clone());
+    next.observed_generation = obj.metadata.generation.or(next.observed_generation);
+    let weights = Weights::with_canary_bp(next.canary_weight_bp);
+    let mut events: Vec<Event> = rollout_events.iter().filter_map(event_for).collect();
+    events.extend(extra);
+    let update = Update {
+        status: Some(next),
+        events,
+        rollout: rollout_events,
+        requeue: std::time::Duration::ZERO,
+    };
+    (update, weights)
+}
+
+/// Apply the object's pending command, if any: write the new split first (the status must never
+/// claim a split that is not in effect), then the status with `lastCommandId` and the Events.
+/// `None` when there is no new command.
+pub async fn handle<M, T>(
+    obj: &CanaryPolicy,
+    policy: &ValidatedPolicy,
+    ctx: &Arc<Context<M, T>>,
+    api: &Api<CanaryPolicy>,
+    now: SystemTime,
+) -> Result<Option<Action>, Error>
+where
+    T: TrafficTarget,
+{
+    let Some(pending) = pending(obj) else {
+        return Ok(None);
+    };
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    tracing::info!(%namespace, policy = %name, id = %pending.id, command = ?pending.command, "operator command");
+    let (mut update, weights) = plan_command(obj, &pending, now);
+    let before = obj.status.as_ref().map_or(0, |s| s.canary_weight_bp);
+    if weights.canary_bp() != before {
+        let peers = peers(&ctx.store.state(), obj);
+        let peer_refs: Vec<(&ValidatedPolicy, Weights)> =
+            peers.iter().map(|(p, w)| (p, *w)).collect();
+        let desired = desired_traffic(policy, weights, &peer_refs)?;
+        ctx.target
+            .apply(&desired)
+            .await
+            .map_err(|source| EngineError::Apply {
+                policy: policy.name.clone(),
+                source,
+            })?;
+        // The engine's memory of the last write is stale now: the next tick rewrites.
+        let key = ObjectRef::from_obj(obj);
+        let engine = ctx.with_state(&key, |s| s.engine.clone());
+        engine.lock().await.forget(&policy.name);
+    }
+    update.requeue = policy.interval;
+    let failed_events = writer::write(api, &ctx.recorder, obj, &update).await?;
+    for _ in 0..failed_events {
+        ctx.metrics.error("event");
+    }
+    if let Some(status) = &update.status {
+        ctx.metrics.observe_status(&namespace, &name, status);
+    }
+    ctx.metrics
+        .observe_events(&namespace, &name, &update.rollout);
+    Ok(Some(Action::requeue(update.requeue)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::CanaryPolicyStatus;
+    use std::collections::BTreeMap;
+
+    fn with_command(cmd: &str, id: &str, status: CanaryPolicyStatus) -> CanaryPolicy {
+        let mut p = CanaryPolicy::test().0;
+        p.metadata.annotations = Some(BTreeMap::from([
+            (COMMAND_ANNOTATION.to_owned(), cmd.to_owned()),
+            (COMMAND_ID_ANNOTATION.to_owned(), id.to_owned()),
+        ]));
+        p.status = Some(status);
+        p
+    }
+
+    fn progressing() -> CanaryPolicyStatus {
+        CanaryPolicyStatus {
+            phase: Phase::Progressing,
+            canary_weight_bp: 1000,
+            step_index: Some(1),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_command_is_pending_until_its_id_is_recorded() {
+        let p = with_command("pause", "c-1", progressing());
+        assert_eq!(
+            pending(&p),
+            Some(Pending {
+                id: "c-1".into(),
+                command: Ok(Command::Pause)
+            })
+        );
+        let mut done = progressing();
+        done.last_command_id = Some("c-1".into());
+        assert_eq!(pending(&with_command("pause", "c-1", done)), None);
+        assert_eq!(pending(&with_command("pause", " ", progressing())), None);
+        assert_eq!(pending(&CanaryPolicy::test().0), None, "no annotations");
+    }
+
+    #[test]
+    fn abort_rolls_back_and_records_the_id() {
+        let p = with_command("abort", "c-2", progressing());
+        let (u, w) = plan_command(&p, &pending(&p).unwrap(), SystemTime::UNIX_EPOCH);
+        let s = u.status.unwrap();
+        assert_eq!(
+            (s.phase, s.canary_weight_bp, s.last_command_id.as_deref()),
+            (Phase::RolledBack, 0, Some("c-2"))
+        );
+        assert_eq!(w.canary_bp(), 0);
+        assert_eq!(u.events[0].reason, "RolledBack");
+    }
+
+    #[test]
+    fn ignored_and_unknown_commands_are_recorded_with_an_event() {
+        let mut s = progressing();
+        s.phase = Phase::Promoted;
+        let p = with_command("pause", "c-3", s);
+        let (u, _) = plan_command(&p, &pending(&p).unwrap(), SystemTime::UNIX_EPOCH);
+        assert_eq!(u.status.unwrap().last_command_id.as_deref(), Some("c-3"));
+        assert_eq!(u.events.len(), 1);
+        assert_eq!(u.events[0].reason, "CommandIgnored");
+        assert!(
+            u.events[0].note.contains("finished rollout"),
+            "{:?}",
+            u.events[0]
+        );
+
+        let p = with_command("promte", "c-4", progressing());
+        let (u, w) = plan_command(&p, &pending(&p).unwrap(), SystemTime::UNIX_EPOCH);
+        assert_eq!(u.events[0].type_, EventType::Warning);
+        assert_eq!(u.events[0].reason, "UnknownCommand");
+        assert_eq!(w.canary_bp(), 1000, "the split is untouched");
+    }
+
+    #[test]
+    fn applicability_mirrors_the_state_machine() {
+        use Command::*;
+        for (phase, cmd, ok) in [
+            (Phase::Progressing, Promote, true),
+            (Phase::Progressing, Pause, true),
+            (Phase::Progressing, Resume, false),
+            (Phase::Paused, Resume, true),
+            (Phase::Paused, Pause, false),
+            (Phase::Pending, Abort, true),
+            (Phase::Promoted, Abort, false),
+            (Phase::RolledBack, Promote, false),
+        ] {
+            assert_eq!(applicable(phase, &cmd).is_ok(), ok, "{phase:?} {cmd:?}");
+            // Where the CLI would refuse, the state machine indeed changes nothing.
+            let s = CanaryPolicyStatus {
+                phase,
+                step_index: Some(0),
+                canary_weight_bp: 500,
+                ..Default::default()
+            };
+            let out = rollout::command(&s, cmd.clone(), SystemTime::UNIX_EPOCH);
+            assert_eq!(!out.events.is_empty(), ok, "{phase:?} {cmd:?}");
+        }
+        for c in [Promote, Abort, Pause, Resume] {
+            assert_eq!(parse_command(command_name(&c), None), Some(c));
+        }
+        let start = Start {
+            canary: "v8".into(),
+        };
+        assert_eq!(parse_command("start", Some("v8")), Some(start.clone()));
+        assert_eq!(parse_command("start", None), None, "start needs its canary");
+        assert!(applicable(Phase::Promoted, &start).is_ok());
+        let annotations = |c: &Command| annotation_patch(c, "i")["metadata"]["annotations"].clone();
+        assert_eq!(annotations(&start)[COMMAND_CANARY_ANNOTATION], "v8");
+        assert!(annotations(&Pause)[COMMAND_CANARY_ANNOTATION].is_null());
+    }
+}

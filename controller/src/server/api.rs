@@ -1,0 +1,98 @@
+//! The status page and its JSON API on the controller's endpoint (see [`crate::ui`]):
+//!
+//! - `GET /`, `/ui/app.js`, `/ui/app.css` — the page, compiled into the binary;
+//! - `GET /api/policies` — `[PolicyView]`;
+//! - `GET /api/policies/{name}` — `PolicyView` plus `series`; 404 `{"error"}` when unknown;
+//! - `POST /api/policies/{name}/{promote|abort|pause|resume}` — 202 `{"accepted": command}`, 404
+//!   unknown policy or command, 409 when the command does not apply, 501 in kube mode.
+//!
+//! Live updates are by polling (the page asks every second): no long-lived connections to track on
+//! a bare hyper server, nothing to reconnect after a controller restart, and the page reads exactly
+//! what the CLI reads.
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::Full;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::ui::{self, assets, CommandRefused, Submit, Ui};
+
+fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+    let (status, text) = match serde_json::to_vec(body) {
+        Ok(t) => (status, t),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"error":"cannot encode"}"#.to_vec(),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(text)))
+        .unwrap_or_default()
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, &json!({ "error": message }))
+}
+
+/// A GET for the page or the API; `None` when `path` is neither.
+pub fn get(path: &str, ui: &Ui) -> Option<Response<Full<Bytes>>> {
+    if let Some((ctype, body)) = assets::asset(path) {
+        return Some(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, ctype)
+                .header(header::CACHE_CONTROL, "no-cache")
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap_or_default(),
+        );
+    }
+    let rest = path.strip_prefix("/api/policies")?;
+    Some(match rest.trim_end_matches('/') {
+        "" => json_response(StatusCode::OK, &ui.list()),
+        name => {
+            let name = name.trim_start_matches('/');
+            match ui.detail(name) {
+                Some(d) if !name.contains('/') => json_response(StatusCode::OK, &d),
+                _ => error(StatusCode::NOT_FOUND, &format!("no policy named {name:?}")),
+            }
+        }
+    })
+}
+
+/// A POST: an operator's command for one policy.
+pub async fn post(path: &str, ui: &Ui) -> Response<Full<Bytes>> {
+    let Some(rest) = path.strip_prefix("/api/policies/") else {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    };
+    let Some((name, command)) = rest.split_once('/') else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "POST /api/policies/{name}/{promote|abort|pause|resume}",
+        );
+    };
+    let Some(cmd) = ui::parse_command(command) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("unknown command {command:?} (promote, abort, pause, resume)"),
+        );
+    };
+    let accepted = ui::command_name(&cmd);
+    match ui.submit(name, cmd).await {
+        Submit::Accepted => json_response(StatusCode::ACCEPTED, &json!({ "accepted": accepted })),
+        Submit::Unsupported => error(
+            StatusCode::NOT_IMPLEMENTED,
+            "use kubectl/mlcanary against the cluster",
+        ),
+        Submit::Refused(CommandRefused::UnknownPolicy) => {
+            error(StatusCode::NOT_FOUND, &format!("no policy named {name:?}"))
+        }
+        Submit::Refused(CommandRefused::NotApplicable(why)) => error(StatusCode::CONFLICT, &why),
+        Submit::Refused(CommandRefused::Failed(why)) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, &why)
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! `mlcanary local --http`: the status page's JSON API on the real binary, and an operator command
+//! through it applied at once as a tick would — traffic files rewritten (checked through Envoy),
+//! `status.json` written, the exit code earned. The page itself is tested in a browser by
+//! `tests/browser/`.
+
+use std::time::Duration;
+
+use mlcanary_e2e::http;
+use mlcanary_e2e::local::{Mlcanary, Traffic};
+use mlcanary_e2e::upstream::Upstream;
+use serde_json::Value;
+
+const HOST: &str = "fraud-model";
+
+const POLICY: &str = "apiVersion: mlcanary.io/v1alpha1
+kind: CanaryPolicy
+metadata: {name: fraud-model}
+spec:
+  target: {virtualService: fraud-model, hosts: [fraud-model], wasmPlugin: mlcanary}
+  routing:
+    sticky: {header: x-user-id}
+  schedule: {interval: 1s, steps: [20, 40, 60, 80]}
+  analysis:
+    failureThreshold: 2
+    minRequests: 10
+    checks:
+    - name: errors
+      errorRate: {max: 0.01}
+  progressDeadline: 5m
+";
+
+fn json(r: &http::Response) -> Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"))
+}
+
+#[test]
+fn an_abort_through_the_api_rolls_back_at_once_and_traffic_follows() {
+    let stable = Upstream::start("stable");
+    let canary = Upstream::start("canary");
+    let mut m = Mlcanary::local(
+        POLICY,
+        &[("stable", stable.port), ("canary", canary.port)],
+        &["--watch", "--http", "127.0.0.1:0"],
+    );
+    let port = m.listener_port(Duration::from_secs(60));
+    let page = m
+        .wait_status(Duration::from_secs(10), |s| {
+            s["http"].as_str().map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("no `http` in status.json:\n{}", m.output()));
+    let http_port: u16 = page
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("bad page address {page}"));
+    assert!(
+        m.output().contains(&format!("status page: {page}")),
+        "{}",
+        m.output()
+    );
+    let mut bg = Traffic::start(port, HOST, 2, 200_000, Duration::from_secs(60));
+
+    // The API reads what the loop does: wait for a step past the first on real data.
+    let at = m.wait_status(Duration::from_secs(30), |s| {
+        let w = s["policies"]["fraud-model"]["canaryWeightBp"].as_u64()?;
+        (w >= 4000).then_some(w)
+    });
+    assert!(at.is_some(), "no second step:\n{}", m.output());
+    let one = http::get(http_port, "x", "/api/policies/fraud-model", &[]).expect("GET detail");
+    assert_eq!(one.status, 200);
+    let one = json(&one);
+    assert_eq!(one["stepsBp"], serde_json::json!([2000, 4000, 6000, 8000]));
+    assert!(
+        one["series"]["weight"].as_array().map_or(0, Vec::len) >= 2,
+        "{one}"
+    );
+    assert_eq!(one["series"]["checks"]["errors"][0]["threshold"], 0.01);
+    let list = json(&http::get(http_port, "x", "/api/policies", &[]).expect("GET list"));
+    assert_eq!(list[0]["name"], "fraud-model");
+    let missing = http::get(http_port, "x", "/api/policies/nope", &[]).expect("GET unknown");
+    assert_eq!(missing.status, 404);
+    assert!(json(&missing)["error"].is_string());
+
+    let resume = http::post(http_port, "x", "/api/policies/fraud-model/resume", &[], b"")
+        .expect("POST resume");
+    assert_eq!(resume.status, 409, "not paused: {resume:?}");
+    let abort = http::post(http_port, "x", "/api/policies/fraud-model/abort", &[], b"")
+        .expect("POST abort");
+    assert_eq!(abort.status, 202, "{abort:?}");
+    assert_eq!(json(&abort), serde_json::json!({"accepted": "abort"}));
+
+    // Applied before the answer: status.json already says so, and Envoy sends everyone to stable.
+    let s = m.status().unwrap_or_default();
+    let p = &s["policies"]["fraud-model"];
+    assert_eq!(p["phase"], "RolledBack", "{s}");
+    assert_eq!(p["canaryWeightBp"], 0);
+    let last = p["history"].as_array().and_then(|h| h.last()).cloned();
+    assert_eq!(
+        last.as_ref().map(|h| &h["reason"]),
+        Some(&Value::from("aborted by operator"))
+    );
+    bg.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..100 {
+        let user = format!("after-{i}");
+        let r = http::get(port, HOST, "/", &[("x-user-id", &user)]).expect("through envoy");
+        assert_eq!(r.served_by().as_deref(), Some("stable"), "{r:?}");
+    }
+    let again = http::post(
+        http_port,
+        "x",
+        "/api/policies/fraud-model/promote",
+        &[],
+        b"",
+    )
+    .expect("POST promote");
+    assert_eq!(again.status, 409, "ended: {again:?}");
+    let events = json(&http::get(http_port, "x", "/api/policies/fraud-model", &[]).expect("GET"));
+    let kinds: Vec<&str> = events["series"]["events"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(kinds.last(), Some(&"rolledBack"), "{kinds:?}");
+
+    let code = m.terminate().and_then(|s| s.code());
+    assert_eq!(code, Some(1), "rolled back: exit 1\n{}", m.output());
+    assert!(m.output().contains("abort by operator"), "{}", m.output());
+}
