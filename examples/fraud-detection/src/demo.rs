@@ -150,10 +150,12 @@ pub fn round(
     let status_path = dir.join("status.json");
     let start = Instant::now();
     let listener = loop {
-        if let Some(l) =
-            read_status(&status_path).and_then(|s| s["listener"].as_str().map(str::to_string))
-        {
-            break l;
+        let status = read_status(&status_path);
+        if let Some(l) = status.as_ref().and_then(|s| s["listener"].as_str()) {
+            if let Some(http) = status.as_ref().and_then(|s| s["http"].as_str()) {
+                println!("   status page: {http} (live while this round runs)");
+            }
+            break l.to_string();
         }
         if let Ok(Some(code)) = child.0.try_wait() {
             return Err(format!(
