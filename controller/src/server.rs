@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -89,7 +89,15 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>) -> Result<(),
                 let state = state.clone();
                 async move {
                     let resp = if req.method() == Method::POST {
-                        api::post(req.uri().path(), &state.ui).await
+                        let path = req.uri().path().to_owned();
+                        // Bounded: a command body is a small JSON object.
+                        let body = Limited::new(req.into_body(), api::MAX_POST_BODY)
+                            .collect()
+                            .await;
+                        match body {
+                            Ok(b) => api::post(&path, &b.to_bytes(), &state.ui).await,
+                            Err(_) => api::too_large(),
+                        }
                     } else {
                         respond(req.method(), req.uri().path(), &state)
                     };

@@ -19,7 +19,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::policy::{CanaryPolicy, Condition, HistoryEntry, Phase, ValidatedPolicy, VerdictStatus};
-use crate::reconcile::command::{annotation_patch, applicable, command_name};
+use crate::reconcile::command::{annotation_patch, applicable};
 use crate::rollout::Command;
 
 /// One policy as the HTTP API's `/api/policies` shows it (camelCase). Unknown fields (the detail
@@ -176,7 +176,7 @@ impl HttpBackend {
 
     /// Send `cmd`; the server applies it on its loop.
     pub async fn command(&self, name: &str, cmd: Command) -> Result<(), ClientError> {
-        let url = self.url(&[name, command_name(&cmd)])?;
+        let url = self.url(&[name, cmd.name()])?;
         let (status, body) = self.send(self.client.post(url)).await?;
         let text = || Self::error_text(status, &body);
         match status {
@@ -188,14 +188,14 @@ impl HttpBackend {
             ))),
             StatusCode::CONFLICT => Err(ClientError::Refused(format!(
                 "{} refused for {name}: {}",
-                command_name(&cmd),
+                cmd.name(),
                 text()
             ))),
             StatusCode::BAD_REQUEST => Err(ClientError::BadInput(text())),
             // `mlcanary controller`'s API is read-only: commands go through the cluster.
             StatusCode::NOT_IMPLEMENTED => Err(ClientError::Refused(format!(
                 "{}: {} (omit --server to send it through the cluster)",
-                command_name(&cmd),
+                cmd.name(),
                 text()
             ))),
             _ => Err(self.unreachable(text())),
@@ -288,10 +288,7 @@ impl KubeBackend {
         let ns = obj.namespace().unwrap_or_default();
         let phase = obj.status.as_ref().map(|s| s.phase).unwrap_or_default();
         applicable(phase, &cmd).map_err(|why| {
-            ClientError::Refused(format!(
-                "{} refused for {ns}/{name}: {why}",
-                command_name(&cmd)
-            ))
+            ClientError::Refused(format!("{} refused for {ns}/{name}: {why}", cmd.name()))
         })?;
         api.patch(
             name,

@@ -10,7 +10,6 @@ use clap::{Args, ValueEnum};
 use super::client::{new_command_id, ClientError, HttpBackend, KubeBackend, PolicyView};
 use super::status::{detail, table};
 use super::CliError;
-use crate::reconcile::command::command_name;
 use crate::rollout::Command;
 
 /// Where the policies are.
@@ -191,7 +190,7 @@ pub async fn send_command(
     now: SystemTime,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let name = command_name(&cmd);
+    let name = cmd.name();
     match backend {
         Backend::Http(h) => {
             h.command(policy, cmd).await?;

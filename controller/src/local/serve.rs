@@ -60,7 +60,7 @@ pub(super) async fn handle_command<T: TrafficTarget>(
         return Ok(());
     };
     let now = SystemTime::now();
-    let name = ui::command_name(&req.command);
+    let name = req.command.name();
     let step = match ui::apply_command(&managed[i].status, req.command, now) {
         Ok(step) => step,
         Err(refused) => {

@@ -41,34 +41,6 @@ pub const COMMAND_ID_ANNOTATION: &str = "mlcanary.io/command-id";
 /// With `start`: the new canary (a version label or image).
 pub const COMMAND_CANARY_ANNOTATION: &str = "mlcanary.io/command-canary";
 
-/// The command's name as written in the annotation and the HTTP API path.
-pub fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Promote => "promote",
-        Command::Abort => "abort",
-        Command::Pause => "pause",
-        Command::Resume => "resume",
-        Command::Start { .. } => "start",
-    }
-}
-
-/// The command an annotation value names; `start` needs its canary.
-pub fn parse_command(s: &str, canary: Option<&str>) -> Option<Command> {
-    match s.trim() {
-        "promote" => Some(Command::Promote),
-        "abort" => Some(Command::Abort),
-        "pause" => Some(Command::Pause),
-        "resume" => Some(Command::Resume),
-        "start" => canary
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(|c| Command::Start {
-                canary: c.to_owned(),
-            }),
-        _ => None,
-    }
-}
-
 /// Whether `cmd` would change a rollout in `phase`; the reason when it would not. The CLI refuses a
 /// command that does not apply (exit 1) before writing anything, as the HTTP API answers 409.
 pub fn applicable(phase: Phase, cmd: &Command) -> Result<(), String> {
@@ -77,7 +49,7 @@ pub fn applicable(phase: Phase, cmd: &Command) -> Result<(), String> {
         (_, Command::Start { .. }) => Ok(()),
         (Phase::Promoted | Phase::RolledBack | Phase::Failed, _) => Err(format!(
             "the rollout is {phase:?}: {} does not apply to a finished rollout",
-            command_name(cmd)
+            cmd.name()
         )),
         (Phase::Paused, Command::Pause) => Err("the rollout is already paused".into()),
         (Phase::Pending | Phase::Progressing, Command::Resume) => {
@@ -97,7 +69,7 @@ pub fn annotation_patch(cmd: &Command, id: &str) -> Value {
     json!({
         "metadata": {
             "annotations": {
-                COMMAND_ANNOTATION: command_name(cmd),
+                COMMAND_ANNOTATION: cmd.name(),
                 COMMAND_ID_ANNOTATION: id,
                 COMMAND_CANARY_ANNOTATION: canary,
             }
@@ -133,7 +105,7 @@ pub fn pending(obj: &CanaryPolicy) -> Option<Pending> {
         .map(String::as_str);
     Some(Pending {
         id: id.to_owned(),
-        command: parse_command(raw, canary).ok_or_else(|| raw.to_owned()),
+        command: Command::parse(raw, canary).ok_or_else(|| raw.to_owned()),
     })
 }
 
@@ -150,7 +122,7 @@ pub fn plan_command(obj: &CanaryPolicy, pending: &Pending, now: SystemTime) -> (
                 action: "Command",
                 note: format!(
                     "{} (id {}) ignored: {}",
-                    command_name(cmd),
+                    cmd.name(),
                     pending.id,
                     applicable(status.phase, cmd)
                         .err()
@@ -341,13 +313,17 @@ mod tests {
             assert_eq!(!out.events.is_empty(), ok, "{phase:?} {cmd:?}");
         }
         for c in [Promote, Abort, Pause, Resume] {
-            assert_eq!(parse_command(command_name(&c), None), Some(c));
+            assert_eq!(Command::parse(c.name(), None), Some(c));
         }
         let start = Start {
             canary: "v8".into(),
         };
-        assert_eq!(parse_command("start", Some("v8")), Some(start.clone()));
-        assert_eq!(parse_command("start", None), None, "start needs its canary");
+        assert_eq!(Command::parse("start", Some("v8")), Some(start.clone()));
+        assert_eq!(
+            Command::parse("start", None),
+            None,
+            "start needs its canary"
+        );
         assert!(applicable(Phase::Promoted, &start).is_ok());
         let annotations = |c: &Command| annotation_patch(c, "i")["metadata"]["annotations"].clone();
         assert_eq!(annotations(&start)[COMMAND_CANARY_ANNOTATION], "v8");

@@ -48,6 +48,36 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's name: in the HTTP API path, the command annotation and the CLI.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Promote => "promote",
+            Command::Abort => "abort",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Start { .. } => "start",
+        }
+    }
+
+    /// The command `name` names; `start` needs its (non-empty) canary.
+    pub fn parse(name: &str, canary: Option<&str>) -> Option<Command> {
+        match name.trim() {
+            "promote" => Some(Command::Promote),
+            "abort" => Some(Command::Abort),
+            "pause" => Some(Command::Pause),
+            "resume" => Some(Command::Resume),
+            "start" => canary
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(|c| Command::Start {
+                    canary: c.to_owned(),
+                }),
+            _ => None,
+        }
+    }
+}
+
 /// Why a step held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {

@@ -3,7 +3,8 @@
 //! - `GET /`, `/ui/app.js`, `/ui/app.css` — the page, compiled into the binary;
 //! - `GET /api/policies` — `[PolicyView]`;
 //! - `GET /api/policies/{name}` — `PolicyView` plus `series`; 404 `{"error"}` when unknown;
-//! - `POST /api/policies/{name}/{promote|abort|pause|resume}` — 202 `{"accepted": command}`, 404
+//! - `POST /api/policies/{name}/{promote|abort|pause|resume|start}` (`start` with a body
+//!   `{"canary": VERSION}`) — 202 `{"accepted": command}`, 404
 //!   unknown policy or command, 409 when the command does not apply, 501 in kube mode.
 //!
 //! Live updates are by polling (the page asks every second): no long-lived connections to track on
@@ -16,7 +17,8 @@ use http_body_util::Full;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::ui::{self, assets, CommandRefused, Submit, Ui};
+use crate::rollout::Command;
+use crate::ui::{assets, CommandRefused, Submit, Ui};
 
 fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
     let (status, text) = match serde_json::to_vec(body) {
@@ -63,8 +65,25 @@ pub fn get(path: &str, ui: &Ui) -> Option<Response<Full<Bytes>>> {
     })
 }
 
-/// A POST: an operator's command for one policy.
-pub async fn post(path: &str, ui: &Ui) -> Response<Full<Bytes>> {
+/// The largest POST body read: a command's body is a small JSON object.
+pub const MAX_POST_BODY: usize = 16 * 1024;
+
+/// The answer to a POST whose body could not be read within [`MAX_POST_BODY`].
+pub fn too_large() -> Response<Full<Bytes>> {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body over 16 KiB or unreadable",
+    )
+}
+
+/// The canary of a `start` body, `{"canary": VERSION}`.
+fn start_canary(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("canary")?.as_str().map(str::to_owned)
+}
+
+/// A POST: an operator's command for one policy. `start` takes `{"canary": VERSION}` as its body.
+pub async fn post(path: &str, body: &[u8], ui: &Ui) -> Response<Full<Bytes>> {
     let Some(rest) = path.strip_prefix("/api/policies/") else {
         return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     };
@@ -74,13 +93,19 @@ pub async fn post(path: &str, ui: &Ui) -> Response<Full<Bytes>> {
             "POST /api/policies/{name}/{promote|abort|pause|resume}",
         );
     };
-    let Some(cmd) = ui::parse_command(command) else {
+    if command == "start" && start_canary(body).is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "start needs a body {\"canary\": VERSION}",
+        );
+    }
+    let Some(cmd) = Command::parse(command, start_canary(body).as_deref()) else {
         return error(
             StatusCode::NOT_FOUND,
-            &format!("unknown command {command:?} (promote, abort, pause, resume)"),
+            &format!("unknown command {command:?} (promote, abort, pause, resume, start)"),
         );
     };
-    let accepted = ui::command_name(&cmd);
+    let accepted = cmd.name();
     match ui.submit(name, cmd).await {
         Submit::Accepted => json_response(StatusCode::ACCEPTED, &json!({ "accepted": accepted })),
         Submit::Unsupported => error(

@@ -152,5 +152,5 @@ async fn local_mode_applies_commands_and_refuses_what_does_not_apply() {
     assert_eq!(code, 404, "{body}");
     assert!(body["error"].as_str().unwrap().contains("unknown command"));
     // The command enum parses from the path through one function.
-    assert_eq!(crate::ui::parse_command("abort"), Some(Command::Abort));
+    assert_eq!(Command::parse("abort", None), Some(Command::Abort));
 }

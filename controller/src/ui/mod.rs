@@ -28,29 +28,6 @@ use crate::rollout::{self, Command, RolloutEvent, StepOutput};
 use api::{PolicyDetail, PolicyView};
 use history::HistoryStore;
 
-/// The command named in a URL path segment; `None` for anything else. (`start` needs a canary
-/// version, which a path segment does not carry: it is not an HTTP command.)
-pub fn parse_command(s: &str) -> Option<Command> {
-    match s {
-        "promote" => Some(Command::Promote),
-        "abort" => Some(Command::Abort),
-        "pause" => Some(Command::Pause),
-        "resume" => Some(Command::Resume),
-        _ => None,
-    }
-}
-
-/// The name [`parse_command`] reads.
-pub fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Promote => "promote",
-        Command::Abort => "abort",
-        Command::Pause => "pause",
-        Command::Resume => "resume",
-        Command::Start { .. } => "start",
-    }
-}
-
 /// Why a command was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandRefused {
@@ -69,7 +46,7 @@ pub fn apply_command(
     cmd: Command,
     now: SystemTime,
 ) -> Result<StepOutput, CommandRefused> {
-    let name = command_name(&cmd);
+    let name = cmd.name();
     let out = rollout::command(status, cmd, now);
     if out.events.is_empty() {
         return Err(CommandRefused::NotApplicable(format!(
@@ -204,11 +181,11 @@ mod tests {
             Command::Pause,
             Command::Resume,
         ] {
-            assert_eq!(parse_command(command_name(&c)), Some(c));
+            assert_eq!(Command::parse(c.name(), None), Some(c));
         }
-        assert_eq!(parse_command("Promote"), None);
-        assert_eq!(parse_command("rollback"), None);
-        assert_eq!(parse_command(""), None);
+        assert_eq!(Command::parse("Promote", None), None);
+        assert_eq!(Command::parse("rollback", None), None);
+        assert_eq!(Command::parse("", None), None);
     }
 
     #[test]
