@@ -14,34 +14,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
 use reqwest::{StatusCode, Url};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::policy::{CanaryPolicy, Condition, HistoryEntry, Phase, ValidatedPolicy, VerdictStatus};
+use crate::policy::{CanaryPolicy, ValidatedPolicy};
 use crate::reconcile::command::{annotation_patch, applicable};
 use crate::rollout::Command;
 
-/// One policy as the HTTP API's `/api/policies` shows it (camelCase). Unknown fields (the detail
-/// view's `series`) are ignored; missing ones take their defaults.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct PolicyView {
-    pub name: String,
-    pub namespace: String,
-    pub phase: Phase,
-    pub canary_weight_bp: u32,
-    /// Index into `stepsBp`; absent before the first step.
-    pub step_index: Option<u32>,
-    pub steps_bp: Vec<u32>,
-    pub failed_checks: u32,
-    pub failure_threshold: u32,
-    pub last_verdicts: Vec<VerdictStatus>,
-    pub history: Vec<HistoryEntry>,
-    pub conditions: Vec<Condition>,
-    /// RFC 3339 time of the last tick or command.
-    pub updated: Option<String>,
-}
+/// One policy as the HTTP API's `/api/policies` shows it: the server's own view type.
+pub use crate::ui::api::PolicyView;
 
 /// Why a rollout command could not be done; each kind has its own exit code.
 #[derive(Debug, Error)]
@@ -339,6 +321,9 @@ pub fn view_of(obj: &CanaryPolicy) -> PolicyView {
         last_verdicts: status.last_verdicts,
         history: status.history,
         conditions: status.conditions,
-        updated: status.last_progress_time.or(status.last_transition_time),
+        updated: status
+            .last_progress_time
+            .or(status.last_transition_time)
+            .unwrap_or_default(),
     }
 }

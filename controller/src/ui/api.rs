@@ -4,14 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::{Condition, HistoryEntry, Phase, VerdictStatus};
 use crate::ui::history::{Event, PolicyRecord};
 
-/// One policy as `/api/policies` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// One policy as `/api/policies` lists it. The CLI client reads it back: unknown fields (the
+/// detail view's `series`) are ignored, missing ones take their defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct PolicyView {
     pub name: String,
     pub namespace: String,
