@@ -215,6 +215,17 @@ impl Mlcanary {
         port.unwrap_or_else(|| panic!("no listener in status.json:\n{}", self.output()))
     }
 
+    /// The status page / API base URL (`--http`) from `status.json`, without the trailing slash
+    /// (waits for it).
+    pub fn http_base(&mut self, timeout: Duration) -> String {
+        let base = self.wait_status(timeout, |s| {
+            s["http"]
+                .as_str()
+                .map(|h| h.trim_end_matches('/').to_string())
+        });
+        base.unwrap_or_else(|| panic!("no `http` in status.json:\n{}", self.output()))
+    }
+
     /// Poll `status.json` every 20 ms until `f` holds; `None` on timeout or exit.
     pub fn wait_status<T>(
         &mut self,

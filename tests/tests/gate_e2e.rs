@@ -50,13 +50,7 @@ fn rollout_start_then_wait_exits_0_on_promotion_and_1_on_rollback() {
         &["--watch", "--http", "127.0.0.1:0"],
     );
     let port = m.listener_port(Duration::from_secs(60));
-    let server = m
-        .wait_status(Duration::from_secs(10), |s| {
-            s["http"]
-                .as_str()
-                .map(|h| h.trim_end_matches('/').to_string())
-        })
-        .unwrap_or_else(|| panic!("no `http` in status.json:\n{}", m.output()));
+    let server = m.http_base(Duration::from_secs(10));
     let mut traffic = Traffic::start(port, "fraud-model", 2, 200_000, Duration::from_secs(150));
     let wait = [
         "wait",

@@ -43,11 +43,7 @@ fn an_abort_through_the_api_rolls_back_at_once_and_traffic_follows() {
         &["--watch", "--http", "127.0.0.1:0"],
     );
     let port = m.listener_port(Duration::from_secs(60));
-    let page = m
-        .wait_status(Duration::from_secs(10), |s| {
-            s["http"].as_str().map(str::to_string)
-        })
-        .unwrap_or_else(|| panic!("no `http` in status.json:\n{}", m.output()));
+    let page = format!("{}/", m.http_base(Duration::from_secs(10)));
     let http_port: u16 = page
         .trim_end_matches('/')
         .rsplit(':')
