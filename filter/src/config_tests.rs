@@ -27,12 +27,12 @@ fn err_field(v: serde_json::Value) -> String {
 
 #[test]
 fn the_design_example_is_accepted() {
-    let c = parse(base()).unwrap();
+    let c = parse(base()).unwrap(); // ok: test
     assert_eq!(c.variant_header, "x-mlcanary-variant");
     let p = &c.policies[0];
     assert_eq!(p.bounds, vec![9500, 10000]);
     assert_eq!(p.segment_count(), 4);
-    assert_eq!(p.sticky.as_ref().unwrap().salt, "v7");
+    assert_eq!(p.sticky.as_ref().unwrap().salt, "v7"); // ok: test
 }
 
 #[test]
@@ -125,11 +125,11 @@ fn errors_name_the_field() {
     ];
     for (ptr, value, field) in cases {
         let mut v = base();
-        let (parent, key) = ptr.rsplit_once('/').unwrap();
+        let (parent, key) = ptr.rsplit_once('/').unwrap(); // ok: test
         match v.pointer_mut(ptr) {
             Some(slot) => *slot = value,
             None => {
-                v.pointer_mut(parent).unwrap()[key] = value;
+                v.pointer_mut(parent).unwrap()[key] = value; // ok: test
             }
         }
         assert_eq!(err_field(v), field, "setting {ptr}");
@@ -153,7 +153,7 @@ fn duplicate_policy_names_and_host_clashes_are_refused() {
     let mut v = base();
     let mut second = v["policies"][0].clone();
     second["hosts"] = json!(["other"]);
-    v["policies"].as_array_mut().unwrap().push(second.clone());
+    v["policies"].as_array_mut().unwrap().push(second.clone()); // ok: test
     assert_eq!(err_field(v.clone()), "policies[1].name");
     second["name"] = json!("other");
     second["hosts"] = json!(["fraud-model"]);
@@ -172,9 +172,9 @@ fn policies_are_found_by_host_and_model() {
     let mut any = v["policies"][0].clone();
     any["name"] = json!("catch-all");
     any["hosts"] = json!(["*"]);
-    any.as_object_mut().unwrap().remove("model");
-    v["policies"].as_array_mut().unwrap().push(any);
-    let c = parse(v).unwrap();
+    any.as_object_mut().unwrap().remove("model"); // ok: test
+    v["policies"].as_array_mut().unwrap().push(any); // ok: test
+    let c = parse(v).unwrap(); // ok: test
     assert_eq!(
         c.find_policy("fraud-model", Some("/v1/models/fraud:predict")),
         Some(0)
@@ -204,7 +204,7 @@ fn policies_are_found_by_host_and_model() {
 
 #[test]
 fn unknown_hosts_match_no_policy() {
-    let c = parse(base()).unwrap();
+    let c = parse(base()).unwrap(); // ok: test
     assert_eq!(c.find_policy("fraud-model", None), Some(0));
     assert_eq!(
         c.find_policy("unknown", Some("/v1/models/fraud:predict")),
@@ -235,7 +235,7 @@ fn ports_and_models_are_parsed() {
 
 #[test]
 fn raw_config_round_trips_through_json() {
-    let raw: RawConfig = serde_json::from_value(base()).unwrap();
-    let again: RawConfig = serde_json::from_str(&serde_json::to_string(&raw).unwrap()).unwrap();
+    let raw: RawConfig = serde_json::from_value(base()).unwrap(); // ok: test
+    let again: RawConfig = serde_json::from_str(&serde_json::to_string(&raw).unwrap()).unwrap(); // ok: test
     assert_eq!(raw, again);
 }

@@ -182,7 +182,7 @@ mod tests {
         }
         let c = serde_json::json!({ "policies": [p] });
         Config::from_json(c.to_string().as_bytes())
-            .unwrap()
+            .unwrap() // ok: test
             .policies
             .remove(0)
     }
@@ -287,7 +287,7 @@ mod tests {
         for _ in 0..200 {
             let d = decide(&p, &mut Req::default(), &mut g);
             assert_eq!(d.reason, Reason::Assigned);
-            let id = d.assigned.unwrap();
+            let id = d.assigned.unwrap(); // ok: test
             assert_eq!(id.as_str().len(), 16);
             let again = decide(
                 &p,
@@ -304,7 +304,7 @@ mod tests {
         for salt in ["fraud-model", "v7", ""] {
             for canary_bp in [100, 500, 2500, 5000, 9000] {
                 let mut p = policy(canary_bp, serde_json::json!({}));
-                p.sticky.as_mut().unwrap().salt = salt.into();
+                p.sticky.as_mut().unwrap().salt = salt.into(); // ok: test
                 let n = 100_000;
                 let on_canary = (0..n)
                     .filter(|i| assign(&p, &format!("user-{i}")) == Some(1))
