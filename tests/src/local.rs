@@ -392,3 +392,27 @@ impl Drop for Traffic {
         self.stop();
     }
 }
+
+/// The CanaryPolicy most end-to-end tests run: `fraud-model` on host `fraud-model`, sticky on
+/// `x-user-id`, one error-rate check (at most 1 %), `failureThreshold` 2, deadline 5 minutes.
+/// `steps` is YAML, e.g. `"[20, 50]"`.
+pub fn error_rate_policy(interval: &str, steps: &str, min_requests: u32) -> String {
+    format!(
+        "apiVersion: mlcanary.io/v1alpha1
+kind: CanaryPolicy
+metadata: {{name: fraud-model}}
+spec:
+  target: {{virtualService: fraud-model, hosts: [fraud-model], wasmPlugin: mlcanary}}
+  routing:
+    sticky: {{header: x-user-id}}
+  schedule: {{interval: {interval}, steps: {steps}}}
+  analysis:
+    failureThreshold: 2
+    minRequests: {min_requests}
+    checks:
+    - name: errors
+      errorRate: {{max: 0.01}}
+  progressDeadline: 5m
+"
+    )
+}

@@ -6,35 +6,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use mlcanary_e2e::http;
-use mlcanary_e2e::local::{Mlcanary, Traffic};
+use mlcanary_e2e::local::{error_rate_policy, Mlcanary, Traffic};
 use mlcanary_e2e::prometheus::Prometheus;
 use mlcanary_e2e::upstream::Upstream;
 use serde_json::Value;
 
 const HOST: &str = "fraud-model";
 const POLICY: &str = "fraud-model";
-
-/// A policy with an error-rate check only (latency is not under test here).
-fn policy(interval: &str, steps: &str, min_requests: u32) -> String {
-    format!(
-        "apiVersion: mlcanary.io/v1alpha1
-kind: CanaryPolicy
-metadata: {{name: {POLICY}}}
-spec:
-  target: {{virtualService: fraud-model, hosts: [{HOST}], wasmPlugin: mlcanary}}
-  routing:
-    sticky: {{header: x-user-id}}
-  schedule: {{interval: {interval}, steps: {steps}}}
-  analysis:
-    failureThreshold: 2
-    minRequests: {min_requests}
-    checks:
-    - name: errors
-      errorRate: {{max: 0.01}}
-  progressDeadline: 5m
-"
-    )
-}
 
 fn weight(s: &Value) -> Option<u64> {
     s["policies"][POLICY]["canaryWeightBp"].as_u64()
@@ -75,7 +53,7 @@ fn healthy_canary_is_promoted_step_by_step_and_traffic_follows() {
     let canary = Upstream::start("canary");
     // 2 s per step leaves time to measure the split at each weight between two ticks.
     let mut m = Mlcanary::local(
-        &policy("2s", "[20, 50]", 20),
+        &error_rate_policy("2s", "[20, 50]", 20),
         &[("stable", stable.port), ("canary", canary.port)],
         &["--watch"],
     );
@@ -174,7 +152,7 @@ fn failing_canary_is_rolled_back_within_the_threshold_envoy_metrics() {
     let stable = Upstream::start("stable");
     let canary = Upstream::start("canary");
     let mut m = Mlcanary::local(
-        &policy("1s", "[10, 20, 30, 40, 50, 60, 70, 80]", 10),
+        &error_rate_policy("1s", "[10, 20, 30, 40, 50, 60, 70, 80]", 10),
         &[("stable", stable.port), ("canary", canary.port)],
         &["--watch"],
     );
@@ -198,7 +176,7 @@ fn failing_canary_is_rolled_back_within_the_threshold_prometheus_metrics() {
     // rollout holds at its first step. The breach is made only after an analysis passed on real
     // data, so no window that straddles start-up is judged as the breach.
     let mut m = Mlcanary::local(
-        &policy("2s", "[10, 20, 30, 40, 50, 60, 70, 80, 90]", 10),
+        &error_rate_policy("2s", "[10, 20, 30, 40, 50, 60, 70, 80, 90]", 10),
         &[("stable", stable.port), ("canary", canary.port)],
         &["--watch", "--admin-port", &admin_s, "--prometheus", &url],
     );
@@ -217,7 +195,7 @@ fn failing_canary_is_rolled_back_within_the_threshold_prometheus_metrics() {
 
 #[test]
 fn a_bad_policy_file_is_refused_with_the_field_named_and_exit_2() {
-    let bad = policy("2s", "[20, 10]", 20);
+    let bad = error_rate_policy("2s", "[20, 10]", 20);
     let mut m = Mlcanary::local(&bad, &[("stable", 1), ("canary", 2)], &[]);
     let code = m.wait_exit(Duration::from_secs(30)).and_then(|s| s.code());
     let out = m.output();

@@ -5,34 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use mlcanary_e2e::local::{alive, Mlcanary, Traffic};
+use mlcanary_e2e::local::{alive, error_rate_policy, Mlcanary, Traffic};
 use mlcanary_e2e::upstream::Upstream;
 use mlcanary_e2e::{free_port, http};
 use serde_json::Value;
 
 const HOST: &str = "fraud-model";
 const POLICY: &str = "fraud-model";
-
-fn policy(interval: &str, steps: &str) -> String {
-    format!(
-        "apiVersion: mlcanary.io/v1alpha1
-kind: CanaryPolicy
-metadata: {{name: {POLICY}}}
-spec:
-  target: {{virtualService: fraud-model, hosts: [{HOST}], wasmPlugin: mlcanary}}
-  routing:
-    sticky: {{header: x-user-id}}
-  schedule: {{interval: {interval}, steps: {steps}}}
-  analysis:
-    failureThreshold: 2
-    minRequests: 10
-    checks:
-    - name: errors
-      errorRate: {{max: 0.01}}
-  progressDeadline: 5m
-"
-    )
-}
 
 fn policy_status(s: &Value) -> &Value {
     &s["policies"][POLICY]
@@ -59,7 +38,7 @@ fn sigkilled_mid_rollout_resumes_from_status_json_without_a_jump_and_finishes() 
     let canary = Upstream::start("canary");
     let (listen, admin) = (free_port(), free_port());
     let mut m = Mlcanary::local_on_ports(
-        &policy("1s", "[10, 20, 30, 40, 50, 60]"),
+        &error_rate_policy("1s", "[10, 20, 30, 40, 50, 60]", 10),
         &[("stable", stable.port), ("canary", canary.port)],
         listen,
         admin,
@@ -144,7 +123,7 @@ fn a_second_mlcanary_on_the_same_workdir_refuses_with_exit_5_and_names_the_holde
     let stable = Upstream::start("stable");
     let canary = Upstream::start("canary");
     let mut first = Mlcanary::local(
-        &policy("1s", "[10, 20, 30, 40, 50, 60, 70, 80, 90]"),
+        &error_rate_policy("1s", "[10, 20, 30, 40, 50, 60, 70, 80, 90]", 10),
         &[("stable", stable.port), ("canary", canary.port)],
         &["--watch"],
     );

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mlcanary_e2e::envoy::find_sample;
-use mlcanary_e2e::local::{alive, kill_pid, Mlcanary, Traffic};
+use mlcanary_e2e::local::{alive, error_rate_policy, kill_pid, Mlcanary, Traffic};
 use mlcanary_e2e::prometheus::Prometheus;
 use mlcanary_e2e::upstream::Upstream;
 use mlcanary_e2e::{free_port, http};
@@ -23,27 +23,6 @@ use serde_json::Value;
 
 const HOST: &str = "fraud-model";
 const POLICY: &str = "fraud-model";
-
-fn policy(interval: &str, steps: &str, deadline: &str) -> String {
-    format!(
-        "apiVersion: mlcanary.io/v1alpha1
-kind: CanaryPolicy
-metadata: {{name: {POLICY}}}
-spec:
-  target: {{virtualService: fraud-model, hosts: [{HOST}], wasmPlugin: mlcanary}}
-  routing:
-    sticky: {{header: x-user-id}}
-  schedule: {{interval: {interval}, steps: {steps}}}
-  analysis:
-    failureThreshold: 2
-    minRequests: 10
-    checks:
-    - name: errors
-      errorRate: {{max: 0.01}}
-  progressDeadline: {deadline}
-"
-    )
-}
 
 fn weight(s: &Value) -> Option<u64> {
     s["policies"][POLICY]["canaryWeightBp"].as_u64()
@@ -136,7 +115,7 @@ fn envoy_killed_mid_rollout_is_restarted_at_the_same_split_and_the_rollout_goes_
     let (listen, admin) = (free_port(), free_port());
     let steps = [1000, 2000, 3000, 4000, 5000, 6000];
     let mut m = Mlcanary::local_on_ports(
-        &policy("1s", "[10, 20, 30, 40, 50, 60]", "5m"),
+        &error_rate_policy("1s", "[10, 20, 30, 40, 50, 60]", 10),
         &[("stable", stable.port), ("canary", canary.port)],
         listen,
         admin,
@@ -209,7 +188,7 @@ fn envoy_admin_unreachable_holds_with_no_data_until_envoy_answers() {
     let admin_s = admin.to_string();
     // No --envoy: the user runs Envoy. It is not up yet, so its admin refuses connections.
     let mut m = Mlcanary::spawn(
-        &policy("1s", "[20, 50]", "5m"),
+        &error_rate_policy("1s", "[20, 50]", 10),
         &[
             "local",
             "--policy",
@@ -268,7 +247,7 @@ fn prometheus_down_holds_without_promotion_or_rollback_and_resumes_when_back() {
     let url = prom.url();
     let steps: Vec<u64> = (1..=8).map(|i| i * 1000).collect();
     let mut m = Mlcanary::local_on_ports(
-        &policy("2s", "[10, 20, 30, 40, 50, 60, 70, 80]", "5m"),
+        &error_rate_policy("2s", "[10, 20, 30, 40, 50, 60, 70, 80]", 10),
         &[("stable", stable.port), ("canary", canary.port)],
         listen,
         admin,
@@ -312,7 +291,7 @@ fn canary_upstream_down_is_rolled_back_and_stable_sees_no_error() {
     let stable = Upstream::start("stable");
     let canary = Upstream::start("canary");
     let mut m = Mlcanary::local(
-        &policy("1s", "[10, 20, 30, 40, 50, 60, 70, 80]", "5m"),
+        &error_rate_policy("1s", "[10, 20, 30, 40, 50, 60, 70, 80]", 10),
         &[("stable", stable.port), ("canary", canary.port)],
         &["--watch"],
     );

@@ -6,28 +6,11 @@
 use std::time::Duration;
 
 use mlcanary_e2e::http;
-use mlcanary_e2e::local::{Mlcanary, Traffic};
+use mlcanary_e2e::local::{error_rate_policy, Mlcanary, Traffic};
 use mlcanary_e2e::upstream::Upstream;
 use serde_json::Value;
 
 const HOST: &str = "fraud-model";
-
-const POLICY: &str = "apiVersion: mlcanary.io/v1alpha1
-kind: CanaryPolicy
-metadata: {name: fraud-model}
-spec:
-  target: {virtualService: fraud-model, hosts: [fraud-model], wasmPlugin: mlcanary}
-  routing:
-    sticky: {header: x-user-id}
-  schedule: {interval: 1s, steps: [20, 40, 60, 80]}
-  analysis:
-    failureThreshold: 2
-    minRequests: 10
-    checks:
-    - name: errors
-      errorRate: {max: 0.01}
-  progressDeadline: 5m
-";
 
 fn json(r: &http::Response) -> Value {
     serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"))
@@ -38,7 +21,7 @@ fn an_abort_through_the_api_rolls_back_at_once_and_traffic_follows() {
     let stable = Upstream::start("stable");
     let canary = Upstream::start("canary");
     let mut m = Mlcanary::local(
-        POLICY,
+        &error_rate_policy("1s", "[20, 40, 60, 80]", 10),
         &[("stable", stable.port), ("canary", canary.port)],
         &["--watch", "--http", "127.0.0.1:0"],
     );
