@@ -12,7 +12,8 @@ use crate::policy::{CanaryPolicy, CanaryPolicyStatus, Phase};
 use crate::rollout::{Command, RolloutEvent};
 use crate::ui::{apply_command, CommandRefused, CommandRequest};
 
-async fn start(ui: Ui) -> (std::net::SocketAddr, Arc<ServerState>) {
+/// A server on 127.0.0.1:0 with `ui`; also used by the metrics/health tests.
+pub(super) async fn start(ui: Ui) -> (std::net::SocketAddr, Arc<ServerState>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = Arc::new(ServerState {
@@ -25,7 +26,11 @@ async fn start(ui: Ui) -> (std::net::SocketAddr, Arc<ServerState>) {
 }
 
 /// `(status code, content type, body)` of one request.
-async fn call(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+pub(super) async fn call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

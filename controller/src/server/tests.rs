@@ -2,40 +2,18 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
+use super::api_tests;
 use super::*;
 use crate::policy::{CanaryPolicyStatus, Phase, VerdictStatus};
 use crate::rollout::RolloutEvent;
 
 async fn start() -> (std::net::SocketAddr, Arc<ServerState>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = Arc::new(ServerState {
-        metrics: Arc::new(Metrics::new()),
-        health: Arc::new(Health::new(Duration::from_secs(30))),
-        ui: Arc::new(Ui::new()),
-    });
-    tokio::spawn(serve(listener, state.clone()));
-    (addr, state)
+    api_tests::start(Ui::new()).await
 }
 
 /// `(status code, content type, body)` of one GET.
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a response head");
-    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let ctype = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-type: "))
-        .unwrap_or_default()
-        .to_owned();
-    (code, ctype, body.to_owned())
+    api_tests::call(addr, "GET", path).await
 }
 
 fn status() -> CanaryPolicyStatus {
