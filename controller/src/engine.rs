@@ -15,6 +15,9 @@
 //!   delays a verdict but never prevents one. (Each look is a fresh test on more data, so the
 //!   false-alarm rate over many looks is above a single test's alpha; the minimum samples and the
 //!   progress deadline bound how many looks there are.)
+//! - everything carried from one tick to the next — where the next window starts and the held
+//!   window — lives in the status ([`crate::window::Evidence`]), not in the engine: a restarted, `--once` or newly
+//!   elected controller judges exactly as one that never stopped.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -22,7 +25,7 @@ use std::time::SystemTime;
 use mlcanary_filter::ConfigError;
 use thiserror::Error;
 
-use crate::analysis::{evaluate, Outcome, Verdict, Window};
+use crate::analysis::{evaluate, Outcome, Verdict};
 use crate::hooks::Hooks;
 use crate::metrics::{MetricsError, MetricsSource};
 use crate::policy::{CanaryPolicyStatus, ValidatedPolicy};
@@ -30,6 +33,7 @@ use crate::render::{owned_routes, render_config};
 use crate::rollout::{self, RolloutEvent};
 use crate::traffic::{DesiredTraffic, TrafficError, TrafficTarget};
 use crate::weights::Weights;
+use crate::window::{HeldWindow, Window};
 
 /// Namespace used for a policy that has none (a local policy file without `metadata.namespace`).
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -77,8 +81,6 @@ pub struct TickOutput {
 #[derive(Debug, Default)]
 pub struct Engine {
     applied: HashMap<String, DesiredTraffic>,
-    /// Per policy: the canary weight and the summed window of an analysis still inconclusive.
-    evidence: HashMap<String, (u32, Window)>,
     /// `spec.webhooks`: gates before the write, notifications after (see [`crate::hooks`]).
     hooks: Hooks,
 }
@@ -91,27 +93,6 @@ impl Engine {
     /// Forget what was written for `policy` (deleted policy, or force a rewrite next tick).
     pub fn forget(&mut self, policy: &str) {
         self.applied.remove(policy);
-        self.evidence.remove(policy);
-    }
-
-    /// Judge `window`, added to the evidence still pending at the same weight; keep the sum while
-    /// the verdict is inconclusive, start afresh after a conclusive one.
-    fn judge(&mut self, policy: &ValidatedPolicy, weight_bp: u32, window: Window) -> Vec<Verdict> {
-        let window = match self.evidence.remove(&policy.name) {
-            Some((w, mut earlier)) if w == weight_bp => {
-                earlier.absorb(&window);
-                earlier
-            }
-            _ => window,
-        };
-        let verdicts = evaluate(policy, &window);
-        let failed = verdicts.iter().any(|v| v.outcome == Outcome::Fail);
-        let open = verdicts.iter().any(|v| v.outcome == Outcome::Inconclusive);
-        if open && !failed {
-            self.evidence
-                .insert(policy.name.clone(), (weight_bp, window));
-        }
-        verdicts
     }
 
     /// One analysis interval of `input.policy`.
@@ -126,16 +107,35 @@ impl Engine {
         T: TrafficTarget,
     {
         let policy = input.policy;
-        // Terminal phases need no window; Pending fetches anyway so a differencing source (Envoy
-        // admin) has its baseline when the first step's window is judged.
+        let mut evidence = input.status.evidence.clone().unwrap_or_default();
+        // Terminal phases need no window; Pending reads anyway so the first step's window has its
+        // start mark.
         let (verdicts, no_data) = if input.status.phase.is_terminal() {
             (None, None)
         } else {
-            match source.fetch(policy).await {
-                Ok(window) => {
-                    let weight = input.status.canary_weight_bp;
-                    (Some(self.judge(policy, weight, window)), None)
+            match source
+                .fetch(policy, evidence.mark.as_ref(), input.now)
+                .await
+            {
+                Ok(reading) => {
+                    evidence.mark = Some(reading.mark);
+                    match reading.window {
+                        Some(window) => {
+                            let weight = input.status.canary_weight_bp;
+                            let (verdicts, held) =
+                                judge(policy, weight, evidence.held.take(), window);
+                            evidence.held = held;
+                            (Some(verdicts), None)
+                        }
+                        None => {
+                            let e = MetricsError::NoBaseline {
+                                policy: policy.name.clone(),
+                            };
+                            (None, Some(e))
+                        }
+                    }
                 }
+                // The mark stays: the next window covers this interval too.
                 Err(e) => (None, Some(e)),
             }
         };
@@ -162,8 +162,12 @@ impl Engine {
         if !policy.webhooks.is_empty() {
             self.hooks.notify(policy, &step, verdicts.as_deref()).await;
         }
+        let mut status = step.status;
+        // A new step or phase starts the held window afresh (`judge` compares weights); an ended
+        // rollout carries nothing.
+        status.evidence = (!status.phase.is_terminal() && !evidence.is_empty()).then_some(evidence);
         Ok(TickOutput {
-            status: step.status,
+            status,
             weights: step.weights,
             events: step.events,
             verdicts,
@@ -171,6 +175,28 @@ impl Engine {
             applied,
         })
     }
+}
+
+/// Judge `window` added to the window still held at the same weight; the sum stays held while the
+/// verdict is inconclusive (and nothing failed), a conclusive one starts afresh.
+pub fn judge(
+    policy: &ValidatedPolicy,
+    weight_bp: u32,
+    held: Option<HeldWindow>,
+    window: Window,
+) -> (Vec<Verdict>, Option<HeldWindow>) {
+    let window = match held {
+        Some(mut h) if h.weight_bp == weight_bp => {
+            h.window.absorb(&window);
+            h.window
+        }
+        _ => window,
+    };
+    let verdicts = evaluate(policy, &window);
+    let failed = verdicts.iter().any(|v| v.outcome == Outcome::Fail);
+    let open = verdicts.iter().any(|v| v.outcome == Outcome::Inconclusive);
+    let held = (open && !failed).then_some(HeldWindow { weight_bp, window });
+    (verdicts, held)
 }
 
 /// The routes and the whole filter config `policy` wants at `weights`, next to `peers`.
@@ -208,5 +234,7 @@ pub fn desired_traffic(
 mod fakes;
 #[cfg(test)]
 mod hooks_tests;
+#[cfg(test)]
+mod once_tests;
 #[cfg(test)]
 mod tests;

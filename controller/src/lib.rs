@@ -25,6 +25,7 @@ pub mod tls;
 pub mod traffic;
 pub mod ui;
 pub mod weights;
+pub mod window;
 
 #[cfg(test)]
 pub mod fixtures;

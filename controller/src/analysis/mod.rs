@@ -31,47 +31,11 @@ pub mod quantile;
 pub mod resources;
 pub mod stats;
 
-use std::collections::BTreeMap;
-
 use crate::policy::validate::{Check, CheckKind, LatencyBound, ValidatedPolicy};
 use crate::policy::VerdictStatus;
 use quantile::{histogram_quantile, Bucket};
 
-/// What one variant did during the analysis window (differences of cumulative counters).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct VariantWindow {
-    pub requests: u64,
-    pub errors: u64,
-    /// Cumulative duration buckets (`le` in ms → count), with a `+Inf` bucket.
-    pub duration: Vec<Bucket>,
-    /// Values of custom checks by check name (only a PromQL-capable source fills them).
-    pub custom: BTreeMap<String, f64>,
-    /// Cumulative prediction-score buckets (`le` in per mille of the score → count), with a
-    /// `+Inf` bucket; empty when the policy reads no scores.
-    pub scores: Vec<Bucket>,
-    /// Scored instances (`mlcanary_predictions_total`): the positive rate's denominator.
-    pub scored: u64,
-    /// Instances scored at or above the positive threshold.
-    pub positives: u64,
-    /// The same counts per segment label (`other` included); empty without `routing.segment`.
-    pub segments: BTreeMap<String, SegmentCounts>,
-}
-
-/// One segment's counts in the window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SegmentCounts {
-    pub requests: u64,
-    pub errors: u64,
-    pub scored: u64,
-    pub positives: u64,
-}
-
-/// Both variants' windows.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Window {
-    pub stable: VariantWindow,
-    pub canary: VariantWindow,
-}
+pub use crate::window::{SegmentCounts, VariantWindow, Window};
 
 /// A check's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,12 +2,7 @@
 //! `bucketQuantile`): sort by upper bound, require a `+Inf` bucket, force counts monotonic, merge equal
 //! bounds, then interpolate linearly inside the bucket that holds the rank.
 
-/// One cumulative bucket: observations `≤ le`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Bucket {
-    pub le: f64,
-    pub count: f64,
-}
+pub use crate::window::Bucket;
 
 /// Where the quantile fell.
 #[derive(Debug, Clone, Copy, PartialEq)]

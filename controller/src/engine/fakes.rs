@@ -5,11 +5,14 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use std::time::SystemTime;
+
 use crate::analysis::{VariantWindow, Window};
-use crate::metrics::{MetricsError, MetricsSource};
+use crate::metrics::{unix_ms, MetricsError, MetricsSource, Reading};
 use crate::policy::ValidatedPolicy;
 use crate::render::RouteError;
 use crate::traffic::{DesiredTraffic, TrafficError, TrafficTarget};
+use crate::window::Mark;
 
 /// Replays scripted results; once the script is used up, every fetch is "unreachable".
 #[derive(Default)]
@@ -26,11 +29,30 @@ impl FakeSource {
 }
 
 impl MetricsSource for FakeSource {
-    async fn fetch(&mut self, _policy: &ValidatedPolicy) -> Result<Window, MetricsError> {
+    /// The next scripted window, whatever the mark (a scripted window is already a difference).
+    async fn fetch(
+        &mut self,
+        _policy: &ValidatedPolicy,
+        _since: Option<&Mark>,
+        now: SystemTime,
+    ) -> Result<Reading, MetricsError> {
         self.fetches += 1;
-        self.script
+        let window = self
+            .script
             .pop_front()
-            .unwrap_or_else(|| Err(unreachable()))
+            .unwrap_or_else(|| Err(unreachable()))?;
+        Ok(scripted(window, now))
+    }
+}
+
+/// A scripted window as a source's reading at `now`.
+pub fn scripted(window: Window, now: SystemTime) -> Reading {
+    Reading {
+        window: Some(window),
+        mark: Mark {
+            at_ms: unix_ms(now),
+            counters: Default::default(),
+        },
     }
 }
 

@@ -31,13 +31,13 @@ use clap::Args;
 use thiserror::Error;
 use tokio::time::Instant;
 
-use crate::analysis::Window;
 use crate::engine::{desired_traffic, Engine, EngineError, TickInput};
-use crate::metrics::{EnvoySource, MetricsError, MetricsSource, PrometheusSource};
+use crate::metrics::{EnvoySource, MetricsError, MetricsSource, PrometheusSource, Reading};
 use crate::policy::file::{load, FileError};
 use crate::policy::{CanaryPolicyStatus, Phase, ValidatedPolicy};
 use crate::traffic::envoy_files::{EnvoyFilesTarget, FilesError};
 use crate::weights::Weights;
+use crate::window::Mark;
 use bootstrap::{render_bootstrap, BootstrapSpec, Upstream};
 use envoy::{EnvoyChild, EnvoyError};
 use report::{progress_line, StatusFile};
@@ -162,10 +162,15 @@ enum Source {
 }
 
 impl MetricsSource for Source {
-    async fn fetch(&mut self, policy: &ValidatedPolicy) -> Result<Window, MetricsError> {
+    async fn fetch(
+        &mut self,
+        policy: &ValidatedPolicy,
+        since: Option<&Mark>,
+        now: SystemTime,
+    ) -> Result<Reading, MetricsError> {
         match self {
-            Source::Envoy(s) => s.fetch(policy).await,
-            Source::Prometheus(s) => s.fetch(policy).await,
+            Source::Envoy(s) => s.fetch(policy, since, now).await,
+            Source::Prometheus(s) => s.fetch(policy, since, now).await,
         }
     }
 }
@@ -391,8 +396,8 @@ async fn run_plan(
             }
         }
         if let Some(c) = child.as_mut() {
-            // Restarted on the same files, so at the same split; the fresh source's first scrape
-            // is a baseline, so the next tick holds (no data) rather than judge across the gap.
+            // Restarted on the same files, so at the same split; its counters start again from
+            // zero, which the next window reads as a reset (counts since the restart).
             if c.keep_alive().await? {
                 writeln!(
                     out,

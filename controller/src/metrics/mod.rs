@@ -1,21 +1,25 @@
-//! Where the numbers come from: sources behind one trait, each producing a [`Window`] per policy per
-//! interval. An `Err` means "no data": the loop holds (and only the progress deadline can turn that
-//! into a rollback).
+//! Where the numbers come from: sources behind one trait, each reading a policy's cumulative
+//! counters at one instant and handing back the [`Window`] since the previous [`Mark`] (see
+//! [`counters`]: windows at fixed instants never lose or double-count a sample). An `Err` means "no
+//! data": the loop holds (and only the progress deadline can turn that into a rollback); the mark
+//! stays where it was, so the next window covers the gap.
 //!
 //! Metric names and labels are the filter's (`mlcanary_filter::stats`): counters
 //! `mlcanary_requests_total`, `mlcanary_errors_total`, histogram `mlcanary_request_duration_ms`,
 //! labels `policy`, `variant` (and `segment`, summed over here).
 
+pub mod counters;
 pub mod envoy;
 pub mod exposition;
 pub mod prometheus;
 
 use std::future::Future;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
-use crate::analysis::Window;
 use crate::policy::ValidatedPolicy;
+use crate::window::{Mark, Window};
 
 pub use envoy::EnvoySource;
 pub use prometheus::PrometheusSource;
@@ -45,11 +49,29 @@ impl MetricsError {
     }
 }
 
+/// What a source read for one policy at one tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The window since the mark the source was given; `None` without one (the first read of a
+    /// rollout only sets the mark).
+    pub window: Option<Window>,
+    /// Where the next window starts.
+    pub mark: Mark,
+}
+
 /// A source of per-variant windows.
 pub trait MetricsSource {
-    /// The window for `policy`'s stable and canary variants since the previous interval.
+    /// Read `policy`'s counters at `now`; the window is the difference from those at `since`.
     fn fetch(
         &mut self,
         policy: &ValidatedPolicy,
-    ) -> impl Future<Output = Result<Window, MetricsError>> + Send;
+        since: Option<&Mark>,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Reading, MetricsError>> + Send;
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

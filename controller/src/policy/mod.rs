@@ -481,6 +481,10 @@ pub struct CanaryPolicyStatus {
     /// `spec.target.canaryVersion` this rollout is about (set when it started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_version: Option<String>,
+    /// What the analysis carries between intervals (where the next window starts, an inconclusive
+    /// window still held), so a restarted or `--once` controller judges as an uninterrupted one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<crate::window::Evidence>,
 }
 
 /// One check's verdict as shown in the status.

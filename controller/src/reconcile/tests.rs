@@ -34,11 +34,23 @@ struct FixedSource {
 }
 
 impl MetricsSource for FixedSource {
-    async fn fetch(&mut self, _p: &ValidatedPolicy) -> Result<Window, MetricsError> {
+    async fn fetch(
+        &mut self,
+        _p: &ValidatedPolicy,
+        _since: Option<&crate::window::Mark>,
+        now: std::time::SystemTime,
+    ) -> Result<crate::metrics::Reading, MetricsError> {
         self.fetches.fetch_add(1, Ordering::SeqCst);
-        self.window.clone().ok_or(MetricsError::Unreachable {
+        let window = self.window.clone().ok_or(MetricsError::Unreachable {
             url: "http://fake".into(),
             reason: "refused".into(),
+        })?;
+        Ok(crate::metrics::Reading {
+            window: Some(window),
+            mark: crate::window::Mark {
+                at_ms: crate::metrics::unix_ms(now),
+                counters: Default::default(),
+            },
         })
     }
 }

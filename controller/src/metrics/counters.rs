@@ -1,0 +1,284 @@
+//! Windows as differences of cumulative counters read at fixed instants — the one way both sources
+//! make a window, so that no sample is lost or counted twice: the window of a tick is
+//! `counters(now) − counters(mark)`, and the next one starts at `now`. Telescoping: the windows of a
+//! rollout add up to the counters' growth over it, however late or irregular the reads.
+//!
+//! Counter resets are found per *instance* (one Envoy process: all labels but the policy, variant,
+//! segment and bucket ones). Any of its series going backwards, or its `envoy_server_uptime`, means
+//! the process restarted, and its window is then its counts since the restart, as Prometheus'
+//! `increase()` treats a reset. A series that appears between two reads counts from zero; one that
+//! disappears (a pod gone) adds nothing. Both variants of a policy come from the same read, so a
+//! missed scrape is less data for both, never an empty window for one of them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use mlcanary_filter::stats::{
+    DURATION, ERRORS, POSITIVES, PREDICTIONS, PREDICTION_SCORE, REQUESTS,
+};
+
+use super::exposition::parse;
+use crate::window::{Bucket, SegmentCounts, VariantWindow, Window};
+
+/// Envoy's own uptime gauge: it only falls when the process restarts.
+pub const UPTIME: &str = "envoy_server_uptime";
+
+/// The counter families a policy's window is made of (histograms by their `_bucket` series).
+pub fn families() -> [String; 6] {
+    [
+        REQUESTS.to_owned(),
+        ERRORS.to_owned(),
+        PREDICTIONS.to_owned(),
+        POSITIVES.to_owned(),
+        format!("{DURATION}_bucket"),
+        format!("{PREDICTION_SCORE}_bucket"),
+    ]
+}
+
+/// Labels that say *what* a series counts; every other label says *where* (the instance).
+const SERIES_LABELS: [&str; 5] = ["__name__", "policy", "variant", "segment", "le"];
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct SeriesId {
+    /// The instance labels, canonical (`k="v",...` sorted): one Envoy process.
+    instance: String,
+    name: String,
+    /// Empty for the instance's uptime.
+    variant: String,
+    segment: Option<String>,
+    le: Option<String>,
+}
+
+/// One policy's cumulative counters at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters {
+    series: BTreeMap<SeriesId, f64>,
+}
+
+impl Counters {
+    /// Add one sample (`name`, its labels, its value) if it is one of `policy`'s series for one of
+    /// `variants`, or an instance's uptime.
+    pub fn add<'a>(
+        &mut self,
+        name: &str,
+        labels: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
+        value: f64,
+        policy: &str,
+        variants: [&str; 2],
+    ) {
+        if !value.is_finite() {
+            return;
+        }
+        let get = |key: &str| {
+            labels
+                .clone()
+                .into_iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v)
+        };
+        let mut instance: Vec<(&str, &str)> = labels
+            .clone()
+            .into_iter()
+            .filter(|(k, _)| !SERIES_LABELS.contains(k))
+            .collect();
+        instance.sort_unstable();
+        let instance = instance
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let id = if name == UPTIME {
+            SeriesId {
+                instance,
+                name: name.to_owned(),
+                variant: String::new(),
+                segment: None,
+                le: None,
+            }
+        } else {
+            let is_family = families().iter().any(|f| f == name);
+            let variant = get("variant").filter(|v| variants.contains(v));
+            let (true, Some(variant), Some(true)) =
+                (is_family, variant, get("policy").map(|p| p == policy))
+            else {
+                return;
+            };
+            SeriesId {
+                instance,
+                name: name.to_owned(),
+                variant: variant.to_owned(),
+                segment: get("segment").map(str::to_owned),
+                le: get("le").map(str::to_owned),
+            }
+        };
+        // The same series twice (never in one scrape) keeps the larger value.
+        let v = self.series.entry(id).or_insert(value);
+        *v = v.max(value);
+    }
+
+    /// `policy`'s counters in one Envoy scrape.
+    pub fn from_exposition(
+        e: &super::exposition::Exposition,
+        policy: &str,
+        variants: [&str; 2],
+    ) -> Self {
+        let mut c = Counters::default();
+        for s in &e.samples {
+            let labels = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            c.add(&s.name, labels, s.value, policy, variants);
+        }
+        c
+    }
+
+    /// As persisted in a [`crate::window::Mark`]: exposition keys, zero series left out (an
+    /// absent series reads 0).
+    pub fn to_map(&self) -> BTreeMap<String, f64> {
+        self.series
+            .iter()
+            .filter(|(_, v)| **v != 0.0)
+            .map(|(id, v)| (id.key(), *v))
+            .collect()
+    }
+
+    /// Back from [`Counters::to_map`]: every key is a sample line's name and labels.
+    pub fn from_map(map: &BTreeMap<String, f64>, policy: &str, variants: [&str; 2]) -> Self {
+        let mut c = Counters::default();
+        for (key, v) in map {
+            for s in &parse(&format!("{key} {v}")).samples {
+                let labels = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+                // The policy label is implied by the map's owner.
+                let labels = labels.chain([("policy", policy)]);
+                c.add(&s.name, labels, s.value, policy, variants);
+            }
+        }
+        c
+    }
+
+    /// The window from `prev` to `self` for the policy's `stable` and `canary` variants.
+    pub fn window_since(&self, prev: &Counters, stable: &str, canary: &str) -> Window {
+        let mut restarted: HashMap<&str, bool> = HashMap::new();
+        for (id, v) in &self.series {
+            let back = prev.series.get(id).is_some_and(|p| v < p);
+            *restarted.entry(id.instance.as_str()).or_default() |= back;
+        }
+        let mut acc = [Acc::default(), Acc::default()];
+        for (id, cur) in &self.series {
+            let slot = if id.variant == stable {
+                0
+            } else if id.variant == canary {
+                1
+            } else {
+                continue;
+            };
+            let base = if restarted[id.instance.as_str()] {
+                0.0
+            } else {
+                prev.series.get(id).copied().unwrap_or(0.0)
+            };
+            acc[slot].add(id, (cur - base).max(0.0));
+        }
+        let [s, c] = acc;
+        Window {
+            stable: s.finish(),
+            canary: c.finish(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
+
+impl SeriesId {
+    /// `name{variant="…",segment="…",le="…",<instance labels>}` (policy implied).
+    fn key(&self) -> String {
+        let mut labels = Vec::new();
+        if !self.variant.is_empty() {
+            labels.push(format!("variant=\"{}\"", escape(&self.variant)));
+        }
+        if let Some(s) = &self.segment {
+            labels.push(format!("segment=\"{}\"", escape(s)));
+        }
+        if let Some(le) = &self.le {
+            labels.push(format!("le=\"{}\"", escape(le)));
+        }
+        if !self.instance.is_empty() {
+            labels.push(self.instance.clone());
+        }
+        if labels.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}{{{}}}", self.name, labels.join(","))
+        }
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One variant's window being summed up from series differences.
+#[derive(Default)]
+struct Acc {
+    w: VariantWindow,
+    duration: BTreeMap<u64, (f64, f64)>,
+    scores: BTreeMap<u64, (f64, f64)>,
+}
+
+impl Acc {
+    fn add(&mut self, id: &SeriesId, d: f64) {
+        let name = id.name.as_str();
+        let hist = if name == format!("{DURATION}_bucket") {
+            Some(&mut self.duration)
+        } else if name == format!("{PREDICTION_SCORE}_bucket") {
+            Some(&mut self.scores)
+        } else {
+            None
+        };
+        if let Some(h) = hist {
+            let le = match id.le.as_deref() {
+                Some("+Inf" | "Inf") => f64::INFINITY,
+                Some(l) => match l.parse::<f64>() {
+                    Ok(x) if !x.is_nan() => x,
+                    _ => return,
+                },
+                None => return,
+            };
+            // Ordered by value: the bit pattern of a non-negative float sorts like the float.
+            let e = h.entry(le.max(0.0).to_bits()).or_insert((le, 0.0));
+            e.1 += d;
+            return;
+        }
+        let n = d.round() as u64;
+        let seg = id
+            .segment
+            .as_ref()
+            .map(|s| self.w.segments.entry(s.clone()).or_default());
+        let (total, field): (&mut u64, fn(&mut SegmentCounts) -> &mut u64) = match name {
+            REQUESTS => (&mut self.w.requests, |c| &mut c.requests),
+            ERRORS => (&mut self.w.errors, |c| &mut c.errors),
+            PREDICTIONS => (&mut self.w.scored, |c| &mut c.scored),
+            POSITIVES => (&mut self.w.positives, |c| &mut c.positives),
+            _ => return,
+        };
+        *total += n;
+        if let Some(c) = seg {
+            *field(c) += n;
+        }
+    }
+
+    fn finish(mut self) -> VariantWindow {
+        let buckets = |h: BTreeMap<u64, (f64, f64)>| {
+            h.into_values()
+                .map(|(le, count)| Bucket { le, count })
+                .collect()
+        };
+        self.w.duration = buckets(self.duration);
+        self.w.scores = buckets(self.scores);
+        self.w
+    }
+}
+
+#[cfg(test)]
+mod tests;
