@@ -4,7 +4,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-bash scripts/setup.sh
+bash scripts/setup-test.sh
 cargo build -p mlcanary-filter --target wasm32-wasip1 --release --quiet
 ls -l target/wasm32-wasip1/release/mlcanary_filter.wasm | awk '{print "filter .wasm: " $5 " bytes"}'
 cargo run --release --quiet -p mlcanary-e2e --bin bench-filter -- "$@"

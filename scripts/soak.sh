@@ -7,7 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 seconds=${1:-120}
-bash scripts/setup.sh
+bash scripts/setup-test.sh
 cargo build -p mlcanary-filter --target wasm32-wasip1 --release --quiet
 cargo build -p mlcanary-e2e --bin soak --quiet
 target=${CARGO_TARGET_DIR:-target}

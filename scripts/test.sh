@@ -4,7 +4,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-bash scripts/setup.sh
+bash scripts/setup-test.sh
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
