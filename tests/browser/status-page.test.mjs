@@ -23,6 +23,15 @@ const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, "target");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SCREENSHOT = path.join(root, "docs/status-page.png");
 
+// How long to wait (the same as `patience` in tests/src/lib.rs). Every wait is for a condition and
+// ends as soon as it holds; the bounds are only there so that a real hang fails, far above what an
+// idle machine needs, because a loaded CI machine may be many times slower.
+const ROLLOUT_MS = 300_000; // a rollout phase: a step reached, a rollback
+const START_MS = 300_000; // ui-scenario up: it waits up to 2 × 120 s for mlcanary itself
+const SETTLE_MS = 60_000; // what follows at once: a command applied, an answer on stdin/stdout
+const TEST_MS = 20 * 60_000; // the whole test
+const SCENARIO_MAX_S = TEST_MS / 1000 + 120; // ui-scenario's own bound outlives the test's
+
 /** The `ui-scenario` helper as a child, spoken to one JSON line at a time. */
 class Scenario {
   constructor() {
@@ -33,7 +42,8 @@ class Scenario {
     const wasm = path.join(targetDir, "wasm32-wasip1/release/mlcanary_filter.wasm");
     if (!env.MLCANARY_WASM && existsSync(wasm)) env.MLCANARY_WASM = wasm;
     // Its own process group, so that a last-resort signal reaches mlcanary and Envoy too.
-    this.child = spawn(bin, ["--max-seconds", "170"], { env, stdio: ["pipe", "pipe", "pipe"], detached: true });
+    this.child = spawn(bin, ["--max-seconds", String(SCENARIO_MAX_S)],
+      { env, stdio: ["pipe", "pipe", "pipe"], detached: true });
     this.stderr = "";
     this.child.stderr.on("data", (d) => { this.stderr += d; });
     this.lines = [];
@@ -60,16 +70,16 @@ class Scenario {
 
   async send(cmd) {
     this.child.stdin.write(cmd + "\n");
-    return this.next(10_000);
+    return this.next(SETTLE_MS);
   }
 
-  /** `quit`; a process-group SIGTERM if it has not gone in 20 s. */
+  /** `quit`; a process-group SIGTERM if it has not gone in SETTLE_MS. */
   async stop() {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return this.exited;
     this.child.stdin.end("quit\n");
     const timer = setTimeout(() => {
       try { process.kill(-this.child.pid, "SIGTERM"); } catch { /* already gone */ }
-    }, 20_000);
+    }, SETTLE_MS);
     const r = await this.exited;
     clearTimeout(timer);
     return r;
@@ -81,12 +91,12 @@ async function api(base, p, init) {
   return { status: r.status, body: await r.json() };
 }
 
-test("the status page follows a live rollout, its pause and its rollback", { timeout: 170_000 }, async () => {
+test("the status page follows a live rollout, its pause and its rollback", { timeout: TEST_MS }, async () => {
   const scenario = new Scenario();
   const profile = mkdtempSync(path.join(tmpdir(), "mlcanary-chromium-"));
   let ctx;
   try {
-    const { url } = await scenario.next(90_000);
+    const { url } = await scenario.next(START_MS);
     assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
 
     ctx = await chromium.launchPersistentContext(profile, {
@@ -95,8 +105,10 @@ test("the status page follows a live rollout, its pause and its rollback", { tim
       args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
       viewport: { width: 1360, height: 900 },
+      timeout: START_MS, // Chromium's start (Playwright's default is 30 s)
     });
     const page = ctx.pages()[0] || await ctx.newPage();
+    page.setDefaultTimeout(SETTLE_MS); // navigation and every locator action
     const offsite = [];
     page.on("request", (r) => { if (!r.url().startsWith(url)) offsite.push(r.url()); });
     const errors = [];
@@ -105,6 +117,9 @@ test("the status page follows a live rollout, its pause and its rollback", { tim
     await page.goto(url);
     // Marks this document: it must survive every update (no reload).
     await page.evaluate(() => { window.__sameDocument = true; });
+    // Only now the traffic: until then the rollout holds at its first step, so however long the
+    // browser took to start, it sees the rollout move from the beginning.
+    assert.deepEqual(await scenario.send("traffic"), { ok: "traffic" });
     const policy = page.locator('section[data-policy="fraud-model"]');
     const chart = policy.locator('[data-testid="weight-chart"]');
     const phase = policy.locator('[data-testid="phase"]');
@@ -114,14 +129,14 @@ test("the status page follows a live rollout, its pause and its rollback", { tim
       const c = document.querySelector('section[data-policy="fraud-model"] [data-testid="weight-chart"]');
       const v = document.querySelector('section[data-policy="fraud-model"] tr[data-check="errors"]');
       return c && +c.dataset.points >= 3 && +c.dataset.lastBp >= 1000 && v?.dataset.verdict === "pass";
-    }, null, { timeout: 60_000 });
+    }, null, { timeout: ROLLOUT_MS });
     const bp1 = +(await chart.getAttribute("data-last-bp"));
     const step1 = await policy.locator('[data-testid="step"]').innerText();
     const row = policy.locator('tr[data-check="errors"]');
     assert.match(await row.innerText(), /pass/);
     assert.match(await row.locator("td").nth(4).innerText(), /0\.01/, "the threshold is shown");
     await page.waitForFunction((bp) => +document.querySelector(
-      'section[data-policy="fraud-model"] [data-testid="weight-chart"]').dataset.lastBp > bp, bp1, { timeout: 30_000 });
+      'section[data-policy="fraud-model"] [data-testid="weight-chart"]').dataset.lastBp > bp, bp1, { timeout: ROLLOUT_MS });
     assert.notEqual(await policy.locator('[data-testid="step"]').innerText(), step1, "the step moved on");
     assert.equal(await phase.innerText(), "Progressing");
     // Error rate and latency compare two values; drift is one number (PSI of canary vs stable).
@@ -136,28 +151,28 @@ test("the status page follows a live rollout, its pause and its rollback", { tim
 
     // 2. Pause from the page holds the weight; resume lets it go on.
     await page.waitForFunction(() => +document.querySelector(
-      'section[data-policy="fraud-model"] [data-testid="weight-chart"]').dataset.lastBp >= 3000, null, { timeout: 30_000 });
+      'section[data-policy="fraud-model"] [data-testid="weight-chart"]').dataset.lastBp >= 3000, null, { timeout: ROLLOUT_MS });
     await policy.locator('button[data-command="pause"]').click();
     await page.waitForFunction(() => document.querySelector(
-      'section[data-policy="fraud-model"] [data-testid="phase"]')?.innerText === "Paused", null, { timeout: 10_000 });
+      'section[data-policy="fraud-model"] [data-testid="phase"]')?.innerText === "Paused", null, { timeout: SETTLE_MS });
     assert.equal(await policy.locator('[data-kind="paused"]').count(), 1);
     const held = await api(url, "/api/policies/fraud-model");
-    await new Promise((r) => setTimeout(r, 2500));
+    await new Promise((r) => setTimeout(r, 2500)); // nothing may change while paused, however slow
     const still = await api(url, "/api/policies/fraud-model");
     assert.equal(still.body.phase, "Paused");
     assert.equal(still.body.canaryWeightBp, held.body.canaryWeightBp, "paused: the weight holds");
     await policy.locator('button[data-command="resume"]').click();
     await page.waitForFunction(() => document.querySelector(
-      'section[data-policy="fraud-model"] [data-testid="phase"]')?.innerText === "Progressing", null, { timeout: 10_000 });
+      'section[data-policy="fraud-model"] [data-testid="phase"]')?.innerText === "Progressing", null, { timeout: SETTLE_MS });
     assert.equal(await policy.locator('[data-kind="resumed"]').count(), 1);
     await page.waitForFunction((bp) => +document.querySelector(
       'section[data-policy="fraud-model"] [data-testid="weight-chart"]').dataset.lastBp > bp,
-    held.body.canaryWeightBp, { timeout: 30_000 });
+    held.body.canaryWeightBp, { timeout: ROLLOUT_MS });
 
     // 3. The canary breaks: the page shows the rollback, the failing verdict and the reason.
     assert.deepEqual(await scenario.send("fail"), { ok: "fail" });
     await page.waitForFunction(() => document.querySelector(
-      'section[data-policy="fraud-model"] [data-testid="phase"]')?.innerText === "RolledBack", null, { timeout: 40_000 });
+      'section[data-policy="fraud-model"] [data-testid="phase"]')?.innerText === "RolledBack", null, { timeout: ROLLOUT_MS });
     await page.waitForTimeout(1200); // one more poll, so the screenshot has the final state
     assert.equal(await chart.getAttribute("data-last-bp"), "0");
     const marker = chart.locator('[data-kind="rolledBack"]');

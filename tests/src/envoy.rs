@@ -222,7 +222,7 @@ impl Envoy {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + crate::patience::START;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
@@ -248,7 +248,11 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("envoy not ready after 30 s:\n{}", self.log_tail());
+        panic!(
+            "envoy not ready after {:?}:\n{}",
+            crate::patience::START,
+            self.log_tail()
+        );
     }
 
     fn listener_port(&self) -> Option<u16> {
@@ -315,9 +319,9 @@ impl Envoy {
         find_sample(&text, metric, labels)
     }
 
-    /// Like `sample`, but waits (up to 5 s) for the value to reach `want`: the filter records at the
-    /// end of each stream, which can come just after the client has read the whole response.
-    /// Returns the last value read, so an assertion on it shows what was there.
+    /// Like `sample`, but waits (up to [`crate::patience::SETTLE`]) for the value to reach `want`:
+    /// the filter records at the end of each stream, which can come just after the client has read
+    /// the whole response. Returns the last value read, so an assertion on it shows what was there.
     pub fn sample_eventually(
         &self,
         metric: &str,
@@ -325,7 +329,7 @@ impl Envoy {
         want: f64,
     ) -> Option<f64> {
         let mut last = None;
-        let reached = wait_for(Duration::from_secs(5), || {
+        let reached = wait_for(crate::patience::SETTLE, || {
             last = self.sample(metric, labels);
             (last == Some(want)).then_some(())
         });

@@ -3,7 +3,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -61,8 +60,9 @@ pub fn post(
 /// Send raw request bytes (with `connection: close`) and read the whole response.
 pub fn send_raw(port: u16, request: &[u8]) -> io::Result<Response> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    // Only a hung peer should hit these: a loaded machine may take seconds to answer.
+    s.set_read_timeout(Some(crate::patience::SETTLE))?;
+    s.set_write_timeout(Some(crate::patience::SETTLE))?;
     s.write_all(request)?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;

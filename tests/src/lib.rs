@@ -9,9 +9,33 @@ pub mod envoy;
 pub mod http;
 pub mod local;
 pub mod prometheus;
+pub mod rollback;
 pub mod upstream;
 
 use std::path::PathBuf;
+
+/// How long tests wait. Every wait is for a condition (a phase reached, a process up, a counter
+/// moved) and returns as soon as it holds; these bounds exist only so that a real hang fails
+/// instead of running forever. They are far above what an idle machine needs because a loaded
+/// 2-core CI machine can be many times slower, and no test may fail merely for being slow. How fast
+/// things happen is printed by the benchmarks (`scripts/bench-rollback.sh`), never asserted.
+pub mod patience {
+    use std::time::Duration;
+
+    /// One phase of a rollout: a step reached, a promotion, a rollback, a restart after an outage.
+    pub const ROLLOUT: Duration = Duration::from_secs(300);
+    /// A process up and answering: Envoy ready, `status.json` with the listener, Prometheus
+    /// ready, a process' exit.
+    pub const START: Duration = Duration::from_secs(120);
+    /// What follows at once on an idle machine: stats flushed, a config reloaded or refused, a new
+    /// split applied by Envoy, one more tick written, one HTTP answer.
+    pub const SETTLE: Duration = Duration::from_secs(60);
+    /// Background traffic's own time bound: longer than all the waits of any one test, so the
+    /// traffic never ends before the condition a test waits for (it is stopped on drop).
+    pub const TRAFFIC: Duration = Duration::from_secs(30 * 60);
+    /// Background traffic's request bound (far above what [`TRAFFIC`] allows on a fast machine).
+    pub const TRAFFIC_REQUESTS: u64 = 20_000_000;
+}
 
 /// The workspace root (this crate lives in `tests/`).
 pub fn workspace_root() -> PathBuf {

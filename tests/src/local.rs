@@ -257,11 +257,11 @@ impl Mlcanary {
         wait_for(timeout, || self.try_exit())
     }
 
-    /// SIGTERM, then wait for the exit (SIGKILL after 10 s).
+    /// SIGTERM, then wait for the exit (SIGKILL after [`crate::patience::SETTLE`]).
     pub fn terminate(&mut self) -> Option<ExitStatus> {
         if self.try_exit().is_none() {
             signal(self.child.id(), "-TERM");
-            if self.wait_exit(Duration::from_secs(10)).is_none() {
+            if self.wait_exit(crate::patience::SETTLE).is_none() {
                 let _ = self.child.kill();
                 self.exit = self.child.wait().ok();
             }
@@ -326,6 +326,18 @@ pub struct Traffic {
 }
 
 impl Traffic {
+    /// What a test runs behind a rollout: two threads, bounded by [`crate::patience::TRAFFIC`]
+    /// (longer than any test waits) and [`crate::patience::TRAFFIC_REQUESTS`].
+    pub fn background(port: u16, host: &str) -> Traffic {
+        Traffic::start(
+            port,
+            host,
+            2,
+            crate::patience::TRAFFIC_REQUESTS,
+            crate::patience::TRAFFIC,
+        )
+    }
+
     pub fn start(
         port: u16,
         host: &str,
@@ -394,9 +406,43 @@ impl Drop for Traffic {
 }
 
 /// The CanaryPolicy most end-to-end tests run: `fraud-model` on host `fraud-model`, sticky on
-/// `x-user-id`, one error-rate check (at most 1 %), `failureThreshold` 2, deadline 5 minutes.
-/// `steps` is YAML, e.g. `"[20, 50]"`.
+/// `x-user-id`, one error-rate check (at most 1 %), `failureThreshold` 2. `steps` is YAML, e.g.
+/// `"[20, 50]"`. `progressDeadline` is 30 minutes, beyond any test's waits: a test that holds for
+/// want of data (an outage, a slow machine) must not turn into a deadline rollback.
 pub fn error_rate_policy(interval: &str, steps: &str, min_requests: u32) -> String {
+    policy_yaml(
+        &format!("interval: {interval}, steps: {steps}"),
+        min_requests,
+    )
+}
+
+/// [`error_rate_policy`] with `manualGate`: after the last step it waits for a `promote` instead of
+/// promoting, still judging (so it can be rolled back or aborted there). For tests that break or
+/// abort the canary mid-rollout: however slow the machine, the rollout cannot end Promoted before
+/// the test acts.
+pub fn error_rate_policy_gated(interval: &str, steps: &str, min_requests: u32) -> String {
+    policy_yaml(
+        &format!("interval: {interval}, steps: {steps}, manualGate: true"),
+        min_requests,
+    )
+}
+
+/// [`error_rate_policy`] with an open-ended pause at every step (`pauses[].step` without a
+/// duration): the weight holds until a `resume` (the `--http` API), so a test can measure at a
+/// step for as long as the machine needs.
+pub fn error_rate_policy_paused(interval: &str, steps: &str, min_requests: u32) -> String {
+    let n = steps.split(',').count();
+    let pauses: Vec<String> = (0..n).map(|i| format!("{{step: {i}}}")).collect();
+    policy_yaml(
+        &format!(
+            "interval: {interval}, steps: {steps}, pauses: [{}]",
+            pauses.join(", ")
+        ),
+        min_requests,
+    )
+}
+
+fn policy_yaml(schedule: &str, min_requests: u32) -> String {
     format!(
         "apiVersion: mlcanary.io/v1alpha1
 kind: CanaryPolicy
@@ -405,14 +451,186 @@ spec:
   target: {{virtualService: fraud-model, hosts: [fraud-model], wasmPlugin: mlcanary}}
   routing:
     sticky: {{header: x-user-id}}
-  schedule: {{interval: {interval}, steps: {steps}}}
+  schedule: {{{schedule}}}
   analysis:
     failureThreshold: 2
     minRequests: {min_requests}
     checks:
     - name: errors
       errorRate: {{max: 0.01}}
-  progressDeadline: 5m
+  progressDeadline: 30m
 "
     )
+}
+
+/// `n` requests through Envoy with fresh user ids (`{tag}-{i}`), counted by the upstream that
+/// answered (`status N` when no upstream's body came back, e.g. Envoy's own 503).
+pub fn served_by(port: u16, host: &str, tag: &str, n: usize) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for i in 0..n {
+        let user = format!("{tag}-{i}");
+        let who = match http::get(
+            port,
+            host,
+            "/v1/models/fraud:predict",
+            &[("x-user-id", &user)],
+        ) {
+            Ok(r) => r
+                .served_by()
+                .unwrap_or_else(|| format!("status {}", r.status)),
+            Err(e) => format!("error {}", e.kind()),
+        };
+        *out.entry(who).or_default() += 1;
+    }
+    out
+}
+
+/// Wait (up to [`crate::patience::SETTLE`]) until [`served_by`] finds `n` fresh users all served
+/// by `variant` — Envoy applies a new split when its file watch fires, a moment after
+/// `status.json` says so. `Err` with the last counts if it never does.
+pub fn wait_all_served_by(
+    port: u16,
+    host: &str,
+    variant: &str,
+    n: usize,
+) -> Result<HashMap<String, usize>, HashMap<String, usize>> {
+    let mut last = HashMap::new();
+    let mut round = 0;
+    let ok = wait_for(crate::patience::SETTLE, || {
+        round += 1;
+        last = served_by(port, host, &format!("all-{variant}-{round}"), n);
+        (last.get(variant) == Some(&n)).then_some(())
+    });
+    ok.map(|()| last.clone()).ok_or(last)
+}
+
+/// One progress line of `mlcanary local` (`controller/src/local/report.rs`): `TIME POLICY PHASE
+/// canary=W% [step=i/n] failed=f/t | CHECK: OUTCOME canary=.. stable=.. limit=.. n=NC/NS | ...
+/// | EVENT ...`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressLine {
+    pub phase: String,
+    /// The canary weight after this tick, in basis points.
+    pub canary_bp: u64,
+    /// The verdicts of the window judged at this tick (empty for `no data`).
+    pub checks: Vec<CheckLine>,
+    pub line: String,
+}
+
+/// One verdict on a progress line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckLine {
+    pub name: String,
+    pub outcome: String,
+    pub n_canary: u64,
+    pub n_stable: u64,
+}
+
+/// The progress lines of `policy` in `output` (e.g. [`Mlcanary::output`]), in order.
+pub fn progress_lines(output: &str, policy: &str) -> Vec<ProgressLine> {
+    output
+        .lines()
+        .filter_map(|l| parse_progress_line(l, policy))
+        .collect()
+}
+
+fn parse_progress_line(line: &str, policy: &str) -> Option<ProgressLine> {
+    let mut parts = line.split(" | ");
+    let head: Vec<&str> = parts.next()?.split_whitespace().collect();
+    if head.get(1) != Some(&policy) {
+        return None;
+    }
+    let phase = head.get(2)?.to_string();
+    let pct: f64 = head
+        .get(3)?
+        .strip_prefix("canary=")?
+        .strip_suffix('%')?
+        .parse()
+        .ok()?;
+    let checks = parts
+        .filter_map(|p| {
+            let (name, rest) = p.split_once(": ")?;
+            let mut words = rest.split_whitespace();
+            let outcome = words.next()?.to_string();
+            let (nc, ns) = words.find_map(|w| w.strip_prefix("n="))?.split_once('/')?;
+            Some(CheckLine {
+                name: name.to_string(),
+                outcome,
+                n_canary: nc.parse().ok()?,
+                n_stable: ns.parse().ok()?,
+            })
+        })
+        .collect();
+    Some(ProgressLine {
+        phase,
+        canary_bp: (pct * 100.0).round() as u64,
+        checks,
+        line: line.to_string(),
+    })
+}
+
+/// Judged windows in which the canary had weight but no requests were counted for it — windows
+/// lost by the metrics source. The weight during a window is the one the previous tick left
+/// (a tick judges the interval behind it, then moves the weight). Counted from the first window
+/// with canary requests on: before it, a fresh Prometheus may not have scraped the canary's series
+/// twice yet. Returns (windows checked, the lost windows' lines).
+pub fn lost_canary_windows(lines: &[ProgressLine]) -> (usize, Vec<String>) {
+    let first = lines
+        .iter()
+        .position(|l| l.checks.iter().any(|c| c.n_canary > 0));
+    let Some(first) = first else {
+        return (0, Vec::new());
+    };
+    let mut checked = 0;
+    let mut lost = Vec::new();
+    for w in lines[first.max(1) - 1..].windows(2) {
+        let (before, tick) = (&w[0], &w[1]);
+        if before.canary_bp == 0 || tick.checks.is_empty() {
+            continue;
+        }
+        checked += 1;
+        if tick.checks.iter().any(|c| c.n_canary == 0) {
+            lost.push(tick.line.clone());
+        }
+    }
+    (checked, lost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_are_parsed_and_lost_windows_found() {
+        // As `controller/src/local/report.rs` writes them.
+        let out = "\
+mlcanary local: envoy listening on 127.0.0.1:1, admin http://127.0.0.1:2, metrics from x, workdir w
+T fraud-model Progressing canary=10.00% step=1/9 failed=0/2 | started at 10.00%
+T fraud-model Progressing canary=10.00% step=1/9 failed=0/2 | errors: inconclusive canary=- stable=- limit=0.0100 n=0/0 | held (NoConclusiveData)
+T other Progressing canary=50.00% step=1/2 failed=0/2 | errors: inconclusive canary=- stable=0.0000 limit=0.0100 n=0/90
+T fraud-model Progressing canary=20.00% step=2/9 failed=0/2 | errors: pass canary=0.0000 stable=0.0000 limit=0.0100 n=40/400 | advanced 10.00% -> 20.00%
+T fraud-model Progressing canary=20.00% step=2/9 failed=0/2 | no data (query: failed to send request)
+T fraud-model Progressing canary=40.00% step=4/9 failed=0/2 | errors: inconclusive canary=- stable=0.0000 limit=0.0100 n=0/1490 | held (NoConclusiveData)
+T fraud-model RolledBack canary=0.00% failed=2/2 | errors: fail canary=0.2000 stable=0.0000 limit=0.0100 n=50/300 | ROLLED BACK from 40.00%: 2 consecutive failed analyses (failureThreshold 2): errors
+";
+        let lines = progress_lines(out, "fraud-model");
+        assert_eq!(lines.len(), 6);
+        assert_eq!(lines[2].canary_bp, 2000);
+        assert_eq!(lines[5].phase, "RolledBack");
+        assert_eq!(
+            lines[5].checks,
+            [CheckLine {
+                name: "errors".into(),
+                outcome: "fail".into(),
+                n_canary: 50,
+                n_stable: 300
+            }]
+        );
+        assert!(lines[3].checks.is_empty(), "no data is no verdict");
+        // Start-up (n=0/0 before the first canary data) is not counted; the 40 % window is lost.
+        let (checked, lost) = lost_canary_windows(&lines);
+        assert_eq!(checked, 3);
+        assert_eq!(lost.len(), 1);
+        assert!(lost[0].contains("n=0/1490"), "{lost:?}");
+    }
 }

@@ -4,7 +4,6 @@
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use crate::envoy::wait_for;
 use crate::http;
@@ -57,7 +56,7 @@ scrape_configs:
     }
 
     fn wait_ready(&self) {
-        let ready = wait_for(Duration::from_secs(30), || {
+        let ready = wait_for(crate::patience::START, || {
             http::get(self.port, "127.0.0.1", "/-/ready", &[])
                 .ok()
                 .filter(|r| r.status == 200)

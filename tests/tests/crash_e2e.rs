@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use mlcanary_e2e::local::{alive, error_rate_policy, Mlcanary, Traffic};
 use mlcanary_e2e::upstream::Upstream;
-use mlcanary_e2e::{free_port, http};
+use mlcanary_e2e::{free_port, http, patience};
 use serde_json::Value;
 
 const HOST: &str = "fraud-model";
@@ -44,8 +44,8 @@ fn sigkilled_mid_rollout_resumes_from_status_json_without_a_jump_and_finishes() 
         admin,
         &["--watch"],
     );
-    let _bg = Traffic::start(listen, HOST, 2, 400_000, Duration::from_secs(120));
-    let advanced = m.wait_status(Duration::from_secs(90), |s| {
+    let _bg = Traffic::background(listen, HOST);
+    let advanced = m.wait_status(patience::ROLLOUT, |s| {
         (weight(s)? >= 2000 && policy_status(s)["phase"] == "Progressing").then_some(())
     });
     assert!(advanced.is_some(), "no step advanced:\n{}", m.output());
@@ -69,13 +69,14 @@ fn sigkilled_mid_rollout_resumes_from_status_json_without_a_jump_and_finishes() 
         &[("x-user-id", "u1")],
     );
     assert_eq!(r.map(|r| r.status).ok(), Some(200));
+    // Nobody writes status.json while mlcanary is gone.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(m.status().as_ref().map(policy_status), Some(&saved_policy));
 
     let restarted_at = Instant::now();
     m.rerun();
     // The first status.json of the new process: the orphan replaced, the rollout where it was.
-    let first = m.wait_status(Duration::from_secs(60), |s| {
+    let first = m.wait_status(patience::START, |s| {
         (envoy_pid(s)? != orphan).then(|| s.clone())
     });
     let first = first.unwrap_or_else(|| panic!("no status from the new run:\n{}", m.output()));
@@ -104,7 +105,7 @@ fn sigkilled_mid_rollout_resumes_from_status_json_without_a_jump_and_finishes() 
     assert_eq!(r.map(|r| r.status).ok(), Some(200));
 
     // Resumed, not restarted: it goes on from w0 to the end, each step once.
-    let end = m.wait_status(Duration::from_secs(90), |s| {
+    let end = m.wait_status(patience::ROLLOUT, |s| {
         (policy_status(s)["phase"] == "Promoted").then(|| s.clone())
     });
     let end = end.unwrap_or_else(|| panic!("not promoted:\n{}", m.output()));
@@ -127,15 +128,13 @@ fn a_second_mlcanary_on_the_same_workdir_refuses_with_exit_5_and_names_the_holde
         &[("stable", stable.port), ("canary", canary.port)],
         &["--watch"],
     );
-    first.listener_port(Duration::from_secs(60));
+    first.listener_port(patience::START);
     let before = first.status().expect("status.json");
     let envoy = envoy_pid(&before).expect("envoyPid");
     let bootstrap = std::fs::read_to_string(first.workdir.join("envoy.yaml")).expect("bootstrap");
 
     let mut second = first.second();
-    let code = second
-        .wait_exit(Duration::from_secs(30))
-        .and_then(|s| s.code());
+    let code = second.wait_exit(patience::START).and_then(|s| s.code());
     let out = second.output();
     assert_eq!(code, Some(5), "{out}");
     assert!(
@@ -151,7 +150,7 @@ fn a_second_mlcanary_on_the_same_workdir_refuses_with_exit_5_and_names_the_holde
         Some(bootstrap)
     );
     let updated = before["updated"].clone();
-    let ticking = first.wait_status(Duration::from_secs(10), |s| {
+    let ticking = first.wait_status(patience::SETTLE, |s| {
         (s["updated"] != updated && envoy_pid(s) == Some(envoy)).then_some(())
     });
     assert!(ticking.is_some(), "{}", first.output());

@@ -1,10 +1,10 @@
 //! The filter in a real Envoy: routing, stickiness, rules, stats, and config delivered by ECDS.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use mlcanary_e2e::envoy::{wait_for, Envoy, EnvoySetup};
 use mlcanary_e2e::http::{self, Response};
+use mlcanary_e2e::patience;
 use mlcanary_e2e::upstream::Upstream;
 use serde_json::{json, Value};
 
@@ -224,9 +224,7 @@ fn requests_for_other_hosts_pass_untouched_and_unmeasured() {
             &[("policy", "fraud-model"), ("variant", v)],
         )
     };
-    let counted = wait_for(Duration::from_secs(5), || {
-        total("canary").filter(|&c| c >= 2.0)
-    });
+    let counted = wait_for(patience::SETTLE, || total("canary").filter(|&c| c >= 2.0));
     assert_eq!(counted, Some(2.0));
     assert_eq!(total("stable"), Some(0.0));
 }
@@ -240,7 +238,7 @@ fn labelled_stats_count_requests_errors_and_latency_per_variant() {
     let labels = |v: &'static str| [("policy", "fraud-model"), ("variant", v)];
     let got = |m: &str, v| r.envoy.sample(m, &labels(v));
     // Histograms reach /stats/prometheus on the next stats flush (1 s here).
-    let flushed = wait_for(Duration::from_secs(10), || {
+    let flushed = wait_for(patience::SETTLE, || {
         let c = got("mlcanary_request_duration_ms_count", "canary")?
             + got("mlcanary_request_duration_ms_count", "stable")?;
         (c >= n as f64).then_some(c)
@@ -305,7 +303,7 @@ fn a_weight_change_by_ecds_file_applies_without_a_restart() {
     r.envoy
         .set_filter_config(&config(vec![policy(10_000)]).to_string());
     let port = r.envoy.port;
-    let reloaded = wait_for(Duration::from_secs(10), || {
+    let reloaded = wait_for(patience::SETTLE, || {
         (r.envoy
             .stat("extension_config_discovery.http_filter.mlcanary.config_reload")?
             > before)
@@ -316,7 +314,13 @@ fn a_weight_change_by_ecds_file_applies_without_a_restart() {
         "ECDS update not applied:\n{}",
         r.envoy.log_tail()
     );
-    assert_eq!(canary_count(port), 100);
+    // Each worker thread takes the new config when it gets to it: wait for all of them.
+    let mut count = 0;
+    let all = wait_for(patience::SETTLE, || {
+        count = canary_count(port);
+        (count == 100).then_some(())
+    });
+    assert!(all.is_some(), "{count} of 100 on the canary");
     assert_eq!(r.envoy.pid(), Some(pid), "Envoy must not restart");
 }
 
@@ -332,7 +336,7 @@ fn a_bad_config_by_ecds_file_is_refused_and_the_old_weights_stay() {
     let mut bad = policy(500);
     bad["variants"][0]["weight_bp"] = json!(10_000);
     r.envoy.set_filter_config(&config(vec![bad]).to_string());
-    let refused = wait_for(Duration::from_secs(10), || {
+    let refused = wait_for(patience::SETTLE, || {
         (rejected(&r.envoy) > before).then_some(())
     });
     assert!(
@@ -357,7 +361,7 @@ fn a_bad_config_by_ecds_file_is_refused_and_the_old_weights_stay() {
     assert_eq!(all.get("stable"), Some(&100), "{all:?}");
     // Not JSON at all: refused the same way.
     r.envoy.set_filter_config("{not json");
-    let refused = wait_for(Duration::from_secs(10), || {
+    let refused = wait_for(patience::SETTLE, || {
         (rejected(&r.envoy) > before + 1).then_some(())
     });
     assert!(refused.is_some());
@@ -413,7 +417,7 @@ fn odd_headers_never_break_routing() {
         resp.status == 200 || resp.body.contains("upstream"),
         "{resp:?}"
     );
-    let sent = wait_for(Duration::from_secs(5), || {
+    let sent = wait_for(patience::SETTLE, || {
         r.envoy
             .stat("cluster.canary.upstream_rq_total")
             .filter(|&n| n == 1)
@@ -489,7 +493,7 @@ fn prediction_scores_and_positives_per_variant_and_segment() {
         }
     }
     // The score histogram uses the configured buckets (per mille): canary 800 and 300, stable 100.
-    let flushed = wait_for(Duration::from_secs(10), || {
+    let flushed = wait_for(patience::SETTLE, || {
         let c = r
             .envoy
             .sample("mlcanary_prediction_score_count", &labels("canary", "60+"))?;

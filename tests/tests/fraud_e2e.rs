@@ -3,9 +3,7 @@
 //! be promoted; v3 must be rolled back *because of the per-segment fairness check*, not errors or
 //! latency.
 
-use std::time::Duration;
-
-use mlcanary_e2e::{envoy_path, wasm_path, workspace_root};
+use mlcanary_e2e::{envoy_path, patience, wasm_path, workspace_root};
 use mlcanary_fraud_example::demo::{describe, round, DemoConfig, RoundResult};
 use mlcanary_fraud_example::model::Version;
 
@@ -25,7 +23,8 @@ fn config(dir: &std::path::Path) -> DemoConfig {
         policy: workspace_root().join("examples/fraud-detection/policy.yaml"),
         workdir: dir.to_path_buf(),
         rps: 400.0,
-        round_timeout: Duration::from_secs(180),
+        // A whole rollout (two steps and the promotion or the rollback): only a hang reaches it.
+        round_timeout: patience::ROLLOUT * 2,
         echo: false,
     }
 }

@@ -4,9 +4,9 @@
 //! fails 30 % of requests waits to 1 (rolled back).
 
 use std::process::Command;
-use std::time::Duration;
 
 use mlcanary_e2e::local::{mlcanary_bin, Mlcanary, Traffic};
+use mlcanary_e2e::patience;
 use mlcanary_e2e::upstream::Upstream;
 
 const POLICY: &str = "apiVersion: mlcanary.io/v1alpha1
@@ -23,7 +23,7 @@ spec:
     checks:
     - name: errors
       errorRate: {max: 0.01}
-  progressDeadline: 2m
+  progressDeadline: 30m
 ";
 
 /// Run `mlcanary ARGS` to its end (bounded) and return its exit code and output.
@@ -49,15 +49,17 @@ fn rollout_start_then_wait_exits_0_on_promotion_and_1_on_rollback() {
         &[("stable", stable.port), ("canary", canary.port)],
         &["--watch", "--http", "127.0.0.1:0"],
     );
-    let port = m.listener_port(Duration::from_secs(60));
-    let server = m.http_base(Duration::from_secs(10));
-    let mut traffic = Traffic::start(port, "fraud-model", 2, 200_000, Duration::from_secs(150));
+    let port = m.listener_port(patience::START);
+    let server = m.http_base(patience::START);
+    let mut traffic = Traffic::background(port, "fraud-model");
+    // `wait`'s own bound is only there against a hang: a whole rollout, however slow the machine.
+    let timeout = format!("{}s", patience::ROLLOUT.as_secs());
     let wait = [
         "wait",
         "--server",
         &server,
         "--timeout",
-        "60s",
+        &timeout,
         "--poll",
         "200ms",
         "fraud-model",

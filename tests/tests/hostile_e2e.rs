@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use mlcanary_e2e::envoy::{wait_for, Envoy, EnvoySetup};
 use mlcanary_e2e::http::{self, Response};
+use mlcanary_e2e::patience;
 use mlcanary_e2e::upstream::Upstream;
 use serde_json::json;
 
@@ -121,7 +122,7 @@ fn oversized_and_malformed_headers_and_cookies() {
     )
     .unwrap();
     assert_eq!(r.served_by().as_deref(), Some("stable"));
-    let counted = wait_for(Duration::from_secs(5), || {
+    let counted = wait_for(patience::SETTLE, || {
         p.with.sample(
             "mlcanary_requests_total",
             &[("policy", "fraud-model"), ("variant", "stable")],
@@ -139,7 +140,7 @@ fn huge_and_slow_request_bodies_pass_through() {
     assert_eq!(r.status, 200);
     // A slow client: headers, then the body in pieces with pauses.
     let mut s = TcpStream::connect(("127.0.0.1", p.with.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(patience::SETTLE)).unwrap();
     let head = format!("POST /v1/models/fraud:predict HTTP/1.1\r\nhost: {HOST}\r\nconnection: close\r\ncontent-length: 30\r\n\r\n");
     s.write_all(head.as_bytes()).unwrap();
     for _ in 0..3 {

@@ -14,11 +14,14 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mlcanary_e2e::envoy::find_sample;
-use mlcanary_e2e::local::{alive, error_rate_policy, kill_pid, Mlcanary, Traffic};
+use mlcanary_e2e::envoy::{find_sample, wait_for};
+use mlcanary_e2e::local::{
+    alive, error_rate_policy, error_rate_policy_gated, kill_pid, wait_all_served_by, Mlcanary,
+    Traffic,
+};
 use mlcanary_e2e::prometheus::Prometheus;
 use mlcanary_e2e::upstream::Upstream;
-use mlcanary_e2e::{free_port, http};
+use mlcanary_e2e::{free_port, http, patience};
 use serde_json::Value;
 
 const HOST: &str = "fraud-model";
@@ -46,9 +49,14 @@ fn history_weights(s: &Value) -> Vec<u64> {
         .collect()
 }
 
+/// The number of lines in `m`'s output that contain `what`.
+fn count_lines(m: &Mlcanary, what: &str) -> usize {
+    m.output().lines().filter(|l| l.contains(what)).count()
+}
+
 /// Wait until an analysis passed on real data while Progressing past the first step.
 fn wait_judging(m: &mut Mlcanary, min_weight: u64) -> Value {
-    let s = m.wait_status(Duration::from_secs(90), |s| {
+    let s = m.wait_status(patience::ROLLOUT, |s| {
         let pass = s["policies"][POLICY]["lastVerdicts"]
             .as_array()?
             .iter()
@@ -60,6 +68,7 @@ fn wait_judging(m: &mut Mlcanary, min_weight: u64) -> Value {
 }
 
 /// Watch `status.json` for `d`: the weight and phase must not move and no history may be added.
+/// An outcome check (nothing may change, however fast or slow the ticks come), not a timing one.
 fn assert_holds(m: &mut Mlcanary, d: Duration, weight_bp: u64, history_len: usize, what: &str) {
     let until = Instant::now() + d;
     let mut reads = 0;
@@ -82,7 +91,7 @@ fn assert_holds(m: &mut Mlcanary, d: Duration, weight_bp: u64, history_len: usiz
 
 /// The history of a healthy rollout that ended Promoted: every step once, in order, then 100 %.
 fn assert_promoted_step_by_step(m: &mut Mlcanary, steps: &[u64]) {
-    let end = m.wait_status(Duration::from_secs(120), |s| {
+    let end = m.wait_status(patience::ROLLOUT, |s| {
         (phase(s) == Some("Promoted")).then(|| s.clone())
     });
     let end = end.unwrap_or_else(|| panic!("not promoted:\n{}", m.output()));
@@ -121,15 +130,17 @@ fn envoy_killed_mid_rollout_is_restarted_at_the_same_split_and_the_rollout_goes_
         admin,
         &["--watch"],
     );
-    let _bg = Traffic::start(listen, HOST, 2, 400_000, Duration::from_secs(120));
+    let _bg = Traffic::background(listen, HOST);
     let before = wait_judging(&mut m, 2000);
     let old_pid = before["envoyPid"].as_u64().expect("envoyPid") as u32;
-    let w0 = weight(&before).unwrap_or(0);
 
     kill_pid(old_pid);
     let killed = Instant::now();
+    // The split at the kill, read right after it: however long the test took to get here, no tick
+    // can advance on a dead Envoy (no data) or on its replacement's first scrape (a baseline).
+    let w0 = m.status().as_ref().and_then(weight).unwrap_or(0);
     // Until the restart shows in status.json the split may not move, and afterwards it is the same.
-    let restarted = m.wait_status(Duration::from_secs(60), |s| {
+    let restarted = m.wait_status(patience::ROLLOUT, |s| {
         let pid = s["envoyPid"].as_u64()? as u32;
         (pid != old_pid).then(|| s.clone())
     });
@@ -140,7 +151,7 @@ fn envoy_killed_mid_rollout_is_restarted_at_the_same_split_and_the_rollout_goes_
         killed.elapsed().as_secs_f64()
     );
     let at_restart = weight(&restarted).unwrap_or(0);
-    // At most the one tick that may have run between reading `before` and the kill.
+    // At most the one tick that may have been judging (on data read before the kill) as it died.
     assert!(
         at_restart == w0 || at_restart == w0 + 1000,
         "weight jumped {w0} -> {at_restart}:\n{}",
@@ -153,10 +164,14 @@ fn envoy_killed_mid_rollout_is_restarted_at_the_same_split_and_the_rollout_goes_
         Some(format!("127.0.0.1:{listen}").as_str()),
         "fixed ports are kept"
     );
-    // The new Envoy serves at once, on the same address, both variants healthy.
-    std::thread::sleep(Duration::from_millis(300));
-    let got = all_ok_through(listen, "after-restart", 100);
-    assert!(got.iter().all(|(s, _)| *s == 200), "{got:?}");
+    // The new Envoy serves on the same address, both variants healthy (its listener may take a
+    // moment after status.json names its pid).
+    let mut got = Vec::new();
+    let served = wait_for(patience::SETTLE, || {
+        got = all_ok_through(listen, "after-restart", 100);
+        got.iter().all(|(s, _)| *s == 200).then_some(())
+    });
+    assert!(served.is_some(), "{got:?}");
     let out = m.output();
     assert!(out.contains("envoy exited; restarted (pid"), "{out}");
     assert_promoted_step_by_step(&mut m, &steps);
@@ -213,9 +228,7 @@ fn envoy_admin_unreachable_holds_with_no_data_until_envoy_answers() {
         ]
         .map(String::from),
     );
-    let first = m.wait_status(Duration::from_secs(30), |s| {
-        (weight(s)? == 2000).then(|| s.clone())
-    });
+    let first = m.wait_status(patience::START, |s| (weight(s)? == 2000).then(|| s.clone()));
     let first = first.unwrap_or_else(|| panic!("did not start:\n{}", m.output()));
     assert_eq!(history_weights(&first), [2000]);
     assert_holds(&mut m, Duration::from_secs(4), 2000, 1, "admin unreachable");
@@ -237,7 +250,7 @@ fn envoy_admin_unreachable_holds_with_no_data_until_envoy_answers() {
         .spawn()
         .expect("spawn envoy");
     let _envoy = OwnEnvoy(envoy);
-    let _bg = Traffic::start(listen, HOST, 2, 200_000, Duration::from_secs(90));
+    let _bg = Traffic::background(listen, HOST);
     assert_promoted_step_by_step(&mut m, &[2000, 5000]);
     assert_eq!(m.terminate().and_then(|s| s.code()), Some(0));
 }
@@ -257,12 +270,23 @@ fn prometheus_down_holds_without_promotion_or_rollback_and_resumes_when_back() {
         admin,
         &["--watch", "--prometheus", &url],
     );
-    let _bg = Traffic::start(listen, HOST, 2, 600_000, Duration::from_secs(180));
+    let _bg = Traffic::background(listen, HOST);
     wait_judging(&mut m, 2000);
 
+    let refused = "no data (query";
+    let refused_before = count_lines(&m, refused);
     prom.stop();
-    // The tick that may be running as it stops is allowed to finish; then nothing moves.
-    std::thread::sleep(Duration::from_millis(2500));
+    let stopped = Instant::now();
+    // The tick that may be running as it stops is allowed to finish: wait for the first tick that
+    // found Prometheus gone (ticks run one after the other); from then on nothing moves.
+    let noticed = wait_for(patience::SETTLE, || {
+        (count_lines(&m, refused) > refused_before).then_some(())
+    });
+    assert!(
+        noticed.is_some(),
+        "no tick saw prometheus gone:\n{}",
+        m.output()
+    );
     let held = m.status().unwrap_or_default();
     let (w0, h0) = (weight(&held).unwrap_or(0), history(&held).len());
     assert!(w0 > 0 && w0 < 10_000, "{held}");
@@ -273,12 +297,13 @@ fn prometheus_down_holds_without_promotion_or_rollback_and_resumes_when_back() {
         out.contains("no data (query") && out.contains("failed to send request"),
         "{out}"
     );
-    println!("prometheus down for 12.5 s: held at {w0} bp");
+    println!(
+        "prometheus down for {:.1} s: held at {w0} bp",
+        stopped.elapsed().as_secs_f64()
+    );
 
     prom.start_again();
-    let resumed = m.wait_status(Duration::from_secs(60), |s| {
-        (weight(s)? > w0).then(|| weight(s))
-    });
+    let resumed = m.wait_status(patience::ROLLOUT, |s| (weight(s)? > w0).then(|| weight(s)));
     assert!(
         resumed.is_some(),
         "no progress after prometheus came back:\n{}",
@@ -294,19 +319,20 @@ fn prometheus_down_holds_without_promotion_or_rollback_and_resumes_when_back() {
 fn canary_upstream_down_is_rolled_back_and_stable_sees_no_error() {
     let stable = Upstream::start("stable");
     let canary = Upstream::start("canary");
+    // Gated: however slow the machine, it cannot end Promoted before the canary goes down.
     let mut m = Mlcanary::local(
-        &error_rate_policy("1s", "[10, 20, 30, 40, 50, 60, 70, 80]", 10),
+        &error_rate_policy_gated("1s", "[10, 20, 30, 40, 50, 60, 70, 80]", 10),
         &[("stable", stable.port), ("canary", canary.port)],
         &["--watch"],
     );
-    let port = m.listener_port(Duration::from_secs(60));
-    let bg = Traffic::start(port, HOST, 2, 400_000, Duration::from_secs(120));
+    let port = m.listener_port(patience::START);
+    let bg = Traffic::background(port, HOST);
     let before = wait_judging(&mut m, 1000);
     let w0 = weight(&before).unwrap_or(0);
 
     let down = Instant::now();
     drop(canary); // its port now refuses connections: Envoy answers 503 for canary requests
-    let rolled = m.wait_status(Duration::from_secs(45), |s| {
+    let rolled = m.wait_status(patience::ROLLOUT, |s| {
         (phase(s) == Some("RolledBack")).then(|| s.clone())
     });
     let rolled = rolled.unwrap_or_else(|| panic!("not rolled back:\n{}", m.output()));
@@ -328,14 +354,9 @@ fn canary_upstream_down_is_rolled_back_and_stable_sees_no_error() {
         "the outage never showed as a 503"
     );
 
-    // All traffic on stable now, every request answered.
-    std::thread::sleep(Duration::from_millis(200));
-    let got = all_ok_through(port, "after", 200);
-    assert!(
-        got.iter()
-            .all(|(s, by)| *s == 200 && by.as_deref() == Some("stable")),
-        "{got:?}"
-    );
+    // All traffic on stable now (once Envoy has read the new split), every request answered.
+    let got = wait_all_served_by(port, HOST, "stable", 200);
+    assert!(got.is_ok(), "{got:?}");
     // And stable saw no error at any point: the filter's own count from Envoy's admin.
     let admin = rolled["admin"].as_str().unwrap_or_default();
     let admin_port: u16 = admin

@@ -3,11 +3,9 @@
 //! `status.json` written, the exit code earned. The page itself is tested in a browser by
 //! `tests/browser/`.
 
-use std::time::Duration;
-
-use mlcanary_e2e::http;
-use mlcanary_e2e::local::{error_rate_policy, Mlcanary, Traffic};
+use mlcanary_e2e::local::{error_rate_policy_gated, wait_all_served_by, Mlcanary, Traffic};
 use mlcanary_e2e::upstream::Upstream;
+use mlcanary_e2e::{http, patience};
 use serde_json::Value;
 
 const HOST: &str = "fraud-model";
@@ -20,13 +18,14 @@ fn json(r: &http::Response) -> Value {
 fn an_abort_through_the_api_rolls_back_at_once_and_traffic_follows() {
     let stable = Upstream::start("stable");
     let canary = Upstream::start("canary");
+    // Gated: however slow the machine, the rollout cannot end Promoted before the abort.
     let mut m = Mlcanary::local(
-        &error_rate_policy("1s", "[20, 40, 60, 80]", 10),
+        &error_rate_policy_gated("1s", "[20, 40, 60, 80]", 10),
         &[("stable", stable.port), ("canary", canary.port)],
         &["--watch", "--http", "127.0.0.1:0"],
     );
-    let port = m.listener_port(Duration::from_secs(60));
-    let page = format!("{}/", m.http_base(Duration::from_secs(10)));
+    let port = m.listener_port(patience::START);
+    let page = format!("{}/", m.http_base(patience::START));
     let http_port: u16 = page
         .trim_end_matches('/')
         .rsplit(':')
@@ -38,10 +37,10 @@ fn an_abort_through_the_api_rolls_back_at_once_and_traffic_follows() {
         "{}",
         m.output()
     );
-    let mut bg = Traffic::start(port, HOST, 2, 200_000, Duration::from_secs(60));
+    let mut bg = Traffic::background(port, HOST);
 
     // The API reads what the loop does: wait for a step past the first on real data.
-    let at = m.wait_status(Duration::from_secs(30), |s| {
+    let at = m.wait_status(patience::ROLLOUT, |s| {
         let w = s["policies"]["fraud-model"]["canaryWeightBp"].as_u64()?;
         (w >= 4000).then_some(w)
     });
@@ -80,12 +79,10 @@ fn an_abort_through_the_api_rolls_back_at_once_and_traffic_follows() {
         Some(&Value::from("aborted by operator"))
     );
     bg.stop();
-    std::thread::sleep(Duration::from_millis(300));
-    for i in 0..100 {
-        let user = format!("after-{i}");
-        let r = http::get(port, HOST, "/", &[("x-user-id", &user)]).expect("through envoy");
-        assert_eq!(r.served_by().as_deref(), Some("stable"), "{r:?}");
-    }
+    // Envoy applies the new split when its file watch fires, a moment after the files were
+    // written: wait for it, then every user is on stable.
+    let all = wait_all_served_by(port, HOST, "stable", 100);
+    assert!(all.is_ok(), "not all on stable after the abort: {all:?}");
     let again = http::post(
         http_port,
         "x",

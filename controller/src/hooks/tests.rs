@@ -257,12 +257,14 @@ async fn retries_are_bounded_and_timeouts_count_as_failures() {
         .call(&h, &Value::Null)
         .await
         .unwrap_err();
+    // Both attempts timed out (300 ms each) and it gave up: the outcome, not the time it took,
+    // which a loaded machine can stretch (printed for the curious).
     assert!(e.to_string().contains("timed out"), "{e}");
     assert!(
-        started.elapsed() < Duration::from_millis(1400),
-        "{:?}",
-        started.elapsed()
+        matches!(e, HookError::Transport { attempts: 2, .. }),
+        "{e:?}"
     );
+    println!("two timed-out attempts in {:?}", started.elapsed());
 }
 
 #[tokio::test]

@@ -3,24 +3,32 @@
 //! (`tests/browser/`) drives it over stdin/stdout; `--demo` runs it by itself for people.
 //!
 //! Protocol (one JSON object per stdout line): first `{"url": "http://127.0.0.1:P/", "workdir":
-//! ...}` once the page is up; then, for each stdin line, `fail` (the canary answers 30 % of requests
-//! with 500 from now on) → `{"ok": "fail"}`, `status` → the `status.json` contents, `quit` (or end
-//! of input) → stop everything and exit. Bounded: it stops by itself after `--max-seconds`
-//! (default 180).
+//! ...}` once the page is up; then, for each stdin line, `traffic` (start the background traffic:
+//! until then the rollout holds at its first step for want of data, so a slow browser start misses
+//! nothing) → `{"ok": "traffic"}`, `fail` (the canary answers 30 % of requests with 500 from now on)
+//! → `{"ok": "fail"}`, `status` → the `status.json` contents, `quit` (or end of input) → stop
+//! everything and exit. Bounded: it stops by itself after `--max-seconds` (default 180).
 //!
-//! `--demo`: print the page's address, let the rollout advance for `--fail-after` seconds (default
-//! 12), break the canary so it is rolled back, keep the page up until `--max-seconds`, then stop.
+//! The policy waits at its last step for a `promote` (`manualGate`), so the rollout is still live
+//! whenever the driver gets to `fail`, however slow the machine.
+//!
+//! `--demo`: print the page's address, start the traffic, let the rollout advance for
+//! `--fail-after` seconds (default 12), break the canary so it is rolled back, keep the page up
+//! until `--max-seconds`, then stop.
 
 use std::io::{BufRead, Write};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mlcanary_e2e::local::{Mlcanary, Traffic};
+use mlcanary_e2e::patience;
 use mlcanary_e2e::upstream::Upstream;
 
 const HOST: &str = "fraud-model";
 
-/// One-second steps of 5 %, judged on errors, p99 latency and the drift of the model's scores.
+/// One-second steps of 5 %, judged on errors, p99 latency and the drift of the model's scores; a
+/// manual gate at 95 %. The latency limit (1 s) and the deadline (30 min) are far beyond what a
+/// loaded machine reaches, so only the broken canary's errors can end the rollout.
 const POLICY: &str = "apiVersion: mlcanary.io/v1alpha1
 kind: CanaryPolicy
 metadata: {name: fraud-model}
@@ -29,18 +37,18 @@ spec:
   routing:
     sticky: {header: x-user-id}
   predictions: {format: tfserving}
-  schedule: {interval: 1s, stepWeight: 5, maxWeight: 95}
+  schedule: {interval: 1s, stepWeight: 5, maxWeight: 95, manualGate: true}
   analysis:
     failureThreshold: 2
-    minRequests: 20
+    minRequests: 10
     checks:
     - name: errors
       errorRate: {max: 0.01}
     - name: latency-p99
-      latency: {quantile: 0.99, maxMs: 250}
+      latency: {quantile: 0.99, maxMs: 1000}
     - name: score-drift
-      predictionDrift: {maxPsi: 0.2, minSamples: 20}
-  progressDeadline: 2m
+      predictionDrift: {maxPsi: 0.2, minSamples: 10}
+  progressDeadline: 30m
 ";
 
 struct Args {
@@ -100,21 +108,17 @@ fn main() {
         &[("stable", stable.port), ("canary", canary.port)],
         &["--watch", "--http", "127.0.0.1:0"],
     );
-    let port = m.listener_port(Duration::from_secs(60));
+    let port = m.listener_port(patience::START);
     let url = m
-        .wait_status(Duration::from_secs(30), |s| {
-            s["http"].as_str().map(str::to_string)
-        })
+        .wait_status(patience::START, |s| s["http"].as_str().map(str::to_string))
         .unwrap_or_else(|| panic!("no status page address in status.json:\n{}", m.output()));
-    let mut traffic = Traffic::start(
-        port,
-        HOST,
-        2,
-        2_000_000,
-        Duration::from_secs(args.max_seconds),
-    );
+    let start_traffic = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        Traffic::start(port, HOST, 2, patience::TRAFFIC_REQUESTS, left)
+    };
 
     if args.demo {
+        let mut traffic = start_traffic();
         println!("status page: {url}");
         println!(
             "a canary rollout in 5 % steps every second; the canary breaks after {} s and is rolled \
@@ -124,7 +128,7 @@ fn main() {
         std::thread::sleep(Duration::from_secs(args.fail_after));
         canary.set_fail_per_mille(300);
         println!("the canary now fails 30 % of requests: watch the rollback on the page");
-        let phase = m.wait_status(Duration::from_secs(30), |s| {
+        let phase = m.wait_status(patience::ROLLOUT, |s| {
             let p = s["policies"]["fraud-model"]["phase"].as_str()?;
             (p == "RolledBack" || p == "Promoted").then(|| p.to_string())
         });
@@ -135,6 +139,7 @@ fn main() {
     }
 
     say(serde_json::json!({"url": url, "workdir": m.workdir.display().to_string()}));
+    let mut traffic: Option<Traffic> = None;
     let (tx, rx) = mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -152,6 +157,10 @@ fn main() {
         }
         match rx.recv_timeout(left.min(Duration::from_secs(1))) {
             Ok(cmd) => match cmd.trim() {
+                "traffic" => {
+                    traffic.get_or_insert_with(start_traffic);
+                    say(serde_json::json!({"ok": "traffic"}));
+                }
                 "fail" => {
                     canary.set_fail_per_mille(300);
                     say(serde_json::json!({"ok": "fail"}));
@@ -165,6 +174,8 @@ fn main() {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    traffic.stop();
+    if let Some(mut t) = traffic {
+        t.stop();
+    }
     // The guards stop mlcanary (and its Envoy) and the upstreams on drop.
 }
