@@ -245,6 +245,10 @@ async fn a_passing_analysis_steps_forward_writes_status_and_an_event() {
             assert_eq!(status["lastVerdicts"][0]["verdict"], "pass");
             assert_eq!(status["history"][0]["fromWeightBp"], 500);
             assert_eq!(status["history"][0]["toWeightBp"], 1000);
+            // Where the next window starts rides in the status, so a new leader or a restarted
+            // controller judges from the same point (a conclusive pass holds no window).
+            assert!(status["evidence"]["mark"]["atMs"].as_i64().unwrap() > 0);
+            assert!(status["evidence"].get("held").is_none());
             let ev = expect_event(&mut handle).await;
             assert_eq!(ev["type"], "Normal");
             assert_eq!(ev["reason"], "Advanced");

@@ -163,8 +163,9 @@ pub fn round(
                 dir.display()
             ));
         }
-        if start.elapsed() > Duration::from_secs(60) {
-            return Err("Envoy did not come up within 60 s".into());
+        // Generous: a busy machine may take long to start Envoy and load the filter.
+        if start.elapsed() > Duration::from_secs(180) {
+            return Err("Envoy did not come up within 180 s".into());
         }
         std::thread::sleep(Duration::from_millis(100));
     };
