@@ -92,6 +92,16 @@ fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A fake serving [`timeline`], and its URL.
+async fn serve_timeline() -> (Arc<Mutex<Fake>>, String) {
+    let fake = Arc::new(Mutex::new(Fake {
+        scrapes: timeline(),
+        queries: Vec::new(),
+    }));
+    let url = serve(fake.clone()).await;
+    (fake, url)
+}
+
 /// Serve `fake` over HTTP on 127.0.0.1; returns its base URL.
 async fn serve(fake: Arc<Mutex<Fake>>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -253,11 +263,7 @@ fn steady_timeline() -> Vec<Scrape> {
 /// variants or neither (the missed scrape), and the windows add up to what was served.
 #[tokio::test]
 async fn windows_at_fixed_instants_lose_nothing() {
-    let fake = Arc::new(Mutex::new(Fake {
-        scrapes: timeline(),
-        queries: Vec::new(),
-    }));
-    let url = serve(fake.clone()).await;
+    let (fake, url) = serve_timeline().await;
     let p = CanaryPolicy::test().validated();
     let mut src = PrometheusSource::new(&url).unwrap();
     // Ticks at 1 s intervals, each a few ms after a scrape time or just before the next; one
@@ -318,11 +324,7 @@ async fn windows_at_fixed_instants_lose_nothing() {
 /// Prometheus for the counters at the mark's time again and gets the window the running one got.
 #[tokio::test]
 async fn a_restarted_source_reads_the_mark_again() {
-    let fake = Arc::new(Mutex::new(Fake {
-        scrapes: timeline(),
-        queries: Vec::new(),
-    }));
-    let url = serve(fake.clone()).await;
+    let (fake, url) = serve_timeline().await;
     let p = CanaryPolicy::test().validated();
     let mut running = PrometheusSource::new(&url).unwrap();
     let first = running.fetch(&p, None, at(T0 + 1_500)).await.unwrap();
