@@ -16,8 +16,8 @@
 //!   false-alarm rate over many looks is above a single test's alpha; the minimum samples and the
 //!   progress deadline bound how many looks there are.)
 //! - everything carried from one tick to the next — where the next window starts and the held
-//!   window — lives in the status ([`crate::window::Evidence`]), not in the engine: a restarted, `--once` or newly
-//!   elected controller judges exactly as one that never stopped.
+//!   window — lives in the status ([`crate::window::Evidence`]), not in the engine: a restarted,
+//!   `--once` or newly elected controller judges exactly as one that never stopped.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -179,7 +179,7 @@ impl Engine {
 
 /// Judge `window` added to the window still held at the same weight; the sum stays held while the
 /// verdict is inconclusive (and nothing failed), a conclusive one starts afresh.
-pub fn judge(
+fn judge(
     policy: &ValidatedPolicy,
     weight_bp: u32,
     held: Option<HeldWindow>,

@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-
 use std::time::SystemTime;
 
 use crate::analysis::{VariantWindow, Window};
@@ -46,7 +45,7 @@ impl MetricsSource for FakeSource {
 }
 
 /// A scripted window as a source's reading at `now`.
-pub fn scripted(window: Window, now: SystemTime) -> Reading {
+fn scripted(window: Window, now: SystemTime) -> Reading {
     Reading {
         window: Some(window),
         mark: Mark {

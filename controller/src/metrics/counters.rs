@@ -22,6 +22,15 @@ use crate::window::{Bucket, SegmentCounts, VariantWindow, Window};
 /// Envoy's own uptime gauge: it only falls when the process restarts.
 pub const UPTIME: &str = "envoy_server_uptime";
 
+/// Whether `name` is one of [`families`], without building them (called for every sample of a
+/// scrape, most of which are Envoy's own stats).
+fn is_family(name: &str) -> bool {
+    matches!(name, REQUESTS | ERRORS | PREDICTIONS | POSITIVES)
+        || name
+            .strip_suffix("_bucket")
+            .is_some_and(|h| h == DURATION || h == PREDICTION_SCORE)
+}
+
 /// The counter families a policy's window is made of (histograms by their `_bucket` series).
 pub fn families() -> [String; 6] {
     [
@@ -75,6 +84,22 @@ impl Counters {
                 .find(|(k, _)| *k == key)
                 .map(|(_, v)| v)
         };
+        // Decide first whether the sample is ours: the instance key is built only for those.
+        let (variant, segment, le) = if name == UPTIME {
+            (String::new(), None, None)
+        } else {
+            let variant = get("variant").filter(|v| variants.contains(v));
+            let (true, Some(variant), Some(true)) =
+                (is_family(name), variant, get("policy").map(|p| p == policy))
+            else {
+                return;
+            };
+            (
+                variant.to_owned(),
+                get("segment").map(str::to_owned),
+                get("le").map(str::to_owned),
+            )
+        };
         let mut instance: Vec<(&str, &str)> = labels
             .clone()
             .into_iter()
@@ -86,29 +111,12 @@ impl Counters {
             .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
             .collect::<Vec<_>>()
             .join(",");
-        let id = if name == UPTIME {
-            SeriesId {
-                instance,
-                name: name.to_owned(),
-                variant: String::new(),
-                segment: None,
-                le: None,
-            }
-        } else {
-            let is_family = families().iter().any(|f| f == name);
-            let variant = get("variant").filter(|v| variants.contains(v));
-            let (true, Some(variant), Some(true)) =
-                (is_family, variant, get("policy").map(|p| p == policy))
-            else {
-                return;
-            };
-            SeriesId {
-                instance,
-                name: name.to_owned(),
-                variant: variant.to_owned(),
-                segment: get("segment").map(str::to_owned),
-                le: get("le").map(str::to_owned),
-            }
+        let id = SeriesId {
+            instance,
+            name: name.to_owned(),
+            variant,
+            segment,
+            le,
         };
         // The same series twice (never in one scrape) keeps the larger value.
         let v = self.series.entry(id).or_insert(value);
@@ -182,10 +190,6 @@ impl Counters {
             canary: c.finish(),
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
-    }
 }
 
 impl SeriesId {
@@ -229,12 +233,10 @@ struct Acc {
 impl Acc {
     fn add(&mut self, id: &SeriesId, d: f64) {
         let name = id.name.as_str();
-        let hist = if name == format!("{DURATION}_bucket") {
-            Some(&mut self.duration)
-        } else if name == format!("{PREDICTION_SCORE}_bucket") {
-            Some(&mut self.scores)
-        } else {
-            None
+        let hist = match name.strip_suffix("_bucket") {
+            Some(DURATION) => Some(&mut self.duration),
+            Some(PREDICTION_SCORE) => Some(&mut self.scores),
+            _ => None,
         };
         if let Some(h) = hist {
             let le = match id.le.as_deref() {

@@ -168,13 +168,14 @@ impl MetricsSource for PrometheusSource {
         let window = match since {
             None => None,
             Some(mark) => {
+                // Taken, not copied: it is replaced by this read below either way.
                 let kept = self
                     .kept
                     .lock()
                     .expect("lock")
-                    .get(&key)
+                    .remove(&key)
                     .filter(|(t, _)| *t == mark.at_ms)
-                    .map(|(_, c)| c.clone());
+                    .map(|(_, c)| c);
                 let prev = match kept {
                     Some(c) => c,
                     None => self.counters_at(policy, mark.at_ms).await?,
