@@ -20,9 +20,9 @@ use crate::local::{LocalArgs, LocalError, Outcome as LocalOutcome};
 use crate::policy::file::{load, FileError};
 use crate::policy::CanaryPolicy;
 use crate::reconcile::{ControllerArgs, RunError};
-use crate::render::render_policy;
-use crate::rollout::Command as RolloutCommand;
-use crate::weights::Weights;
+use mlcanary_core::render::render_policy;
+use mlcanary_core::rollout::Command as RolloutCommand;
+use mlcanary_core::weights::Weights;
 
 pub mod client;
 pub mod commands;

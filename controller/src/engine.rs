@@ -16,7 +16,7 @@
 //!   false-alarm rate over many looks is above a single test's alpha; the minimum samples and the
 //!   progress deadline bound how many looks there are.)
 //! - everything carried from one tick to the next — where the next window starts and the held
-//!   window — lives in the status ([`crate::window::Evidence`]), not in the engine: a restarted,
+//!   window — lives in the status ([`mlcanary_core::window::Evidence`]), not in the engine: a restarted,
 //!   `--once` or newly elected controller judges exactly as one that never stopped.
 
 use std::collections::HashMap;
@@ -25,18 +25,17 @@ use std::time::SystemTime;
 use mlcanary_filter::ConfigError;
 use thiserror::Error;
 
-use crate::analysis::{evaluate, Outcome, Verdict};
 use crate::hooks::Hooks;
 use crate::metrics::{MetricsError, MetricsSource};
 use crate::policy::{CanaryPolicyStatus, ValidatedPolicy};
-use crate::render::{owned_routes, render_config};
-use crate::rollout::{self, RolloutEvent};
 use crate::traffic::{DesiredTraffic, TrafficError, TrafficTarget};
-use crate::weights::Weights;
-use crate::window::{HeldWindow, Window};
+use mlcanary_core::analysis::{evaluate, Outcome, Verdict};
+use mlcanary_core::render::{owned_routes, render_config};
+use mlcanary_core::rollout::{self, RolloutEvent};
+use mlcanary_core::weights::Weights;
+use mlcanary_core::window::{HeldWindow, Window};
 
-/// Namespace used for a policy that has none (a local policy file without `metadata.namespace`).
-pub const DEFAULT_NAMESPACE: &str = "default";
+pub use mlcanary_core::policy::DEFAULT_NAMESPACE;
 
 /// Why a tick wrote nothing and changed no status.
 #[derive(Debug, Error)]

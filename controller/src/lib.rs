@@ -1,14 +1,13 @@
 //! mlcanary's control plane: judges a model canary against its stable baseline and moves Istio /
 //! Envoy traffic forward or back.
 //!
-//! Pure core: [`policy`] (the CRD and its validation), [`analysis`] (verdicts), [`rollout`] (the state
-//! machine), [`render`] (desired filter config and routes), [`weights`]. Adapters behind traits:
-//! [`metrics`] (`MetricsSource`: Envoy admin, Prometheus) and [`traffic`] (`TrafficTarget`: Istio).
-//! [`cli`] is the `mlcanary` command line.
+//! Every decision is in `mlcanary-core`; this crate is the CRD ([`policy`]: the kube resource around
+//! the core model), the adapters behind traits ([`metrics`]: `MetricsSource` — Envoy admin,
+//! Prometheus; [`traffic`]: `TrafficTarget` — Istio, Envoy files; [`hooks`]: the webhook sender;
+//! [`leader`]) and the loops ([`engine`], [`reconcile`], [`local`], [`server`], [`ui`], [`cli`]).
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
-pub mod analysis;
 pub mod cli;
 pub mod engine;
 pub mod gate;
@@ -18,14 +17,10 @@ pub mod local;
 pub mod metrics;
 pub mod policy;
 pub mod reconcile;
-pub mod render;
-pub mod rollout;
 pub mod server;
 pub mod tls;
 pub mod traffic;
 pub mod ui;
-pub mod weights;
-pub mod window;
 
 #[cfg(test)]
 pub mod fixtures;

@@ -9,8 +9,8 @@ mod support;
 use std::collections::BTreeSet;
 
 use mlcanary_controller::policy::{CanaryPolicyStatus, Phase, VerdictStatus};
-use mlcanary_controller::rollout::RolloutEvent;
 use mlcanary_controller::server::Metrics;
+use mlcanary_core::rollout::RolloutEvent;
 use mlcanary_filter::stats;
 use serde_json::Value;
 

@@ -14,9 +14,12 @@ use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use mlcanary_controller::cli::crd_yaml;
 use mlcanary_controller::policy::{CanaryPolicy, ValidatedPolicy};
+use mlcanary_core::fixtures::TestPolicy;
+use mlcanary_core::render::{owned_routes, render_config};
+use mlcanary_core::weights::Weights;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use support::schema::{istio_schema, object_conforms, schema_in, yaml_documents};
+use support::schema::{conforms, istio_schema, object_conforms, schema_in, yaml_documents};
 
 fn istio_dir() -> PathBuf {
     support::repo_root().join("istio")
@@ -254,4 +257,22 @@ fn the_controller_deployment_is_locked_down_and_probed() {
     use clap::Parser;
     let argv = std::iter::once("mlcanary".to_owned()).chain(args);
     mlcanary_controller::cli::Cli::try_parse_from(argv).expect("the Deployment's args parse");
+}
+
+/// What the core renders (the owned routes, the plugin config) is what Istio's schemas accept.
+#[test]
+fn rendered_objects_validate_against_istio_schemas() {
+    let v = TestPolicy::fraud_model().validated();
+    let vs = serde_json::json!({"spec": {"hosts": ["fraud-model"],
+                             "http": owned_routes(&v, Weights::with_canary_bp(2500))}});
+    let schema = istio_schema("VirtualService", "v1");
+    conforms(&vs, &schema, "").unwrap();
+    // The checker is not vacuous: a misspelt field is caught.
+    let bad = serde_json::json!({"spec": {"http": [{"name": "x", "route": [{"destination": {"hots": "h"}}]}]}});
+    assert!(conforms(&bad, &schema, "").unwrap_err().contains("hots"));
+
+    let raw = render_config(&[(&v, Weights::with_canary_bp(2500))]).unwrap();
+    let wp =
+        serde_json::json!({"spec": {"pluginConfig": raw, "url": "oci://example/mlcanary:0.1"}});
+    conforms(&wp, &istio_schema("WasmPlugin", "v1alpha1"), "").unwrap();
 }

@@ -24,9 +24,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use mlcanary_controller::analysis::{evaluate, VariantWindow, Window};
 use mlcanary_controller::policy::{CanaryPolicySpec, CanaryPolicyStatus, Phase, ValidatedPolicy};
-use mlcanary_controller::rollout;
+use mlcanary_core::analysis::{evaluate, VariantWindow, Window};
+use mlcanary_core::rollout;
 
 /// The simulated traffic.
 #[derive(Debug, Clone, Copy)]
@@ -311,10 +311,10 @@ fn rollout_run(p: &ValidatedPolicy, rng: &mut Rng, canary_error_rate: f64, rps: 
         let verdicts = evaluate(p, &w);
         if verdicts
             .iter()
-            .any(|v| v.outcome == mlcanary_controller::analysis::Outcome::Inconclusive)
+            .any(|v| v.outcome == mlcanary_core::analysis::Outcome::Inconclusive)
             && !verdicts
                 .iter()
-                .any(|v| v.outcome == mlcanary_controller::analysis::Outcome::Fail)
+                .any(|v| v.outcome == mlcanary_core::analysis::Outcome::Fail)
         {
             pending = Some((status.canary_weight_bp, w));
         }

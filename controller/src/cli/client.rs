@@ -20,7 +20,7 @@ use thiserror::Error;
 
 use crate::policy::{CanaryPolicy, ValidatedPolicy};
 use crate::reconcile::command::{annotation_patch, applicable};
-use crate::rollout::Command;
+use mlcanary_core::rollout::Command;
 
 /// One policy as the HTTP API's `/api/policies` shows it: the server's own view type.
 pub use crate::ui::api::PolicyView;

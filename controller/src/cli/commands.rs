@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use super::client::{new_command_id, ClientError, HttpBackend, KubeBackend, PolicyView};
 use super::status::{detail, table};
 use super::CliError;
-use crate::rollout::Command;
+use mlcanary_core::rollout::Command;
 
 /// Where the policies are.
 #[derive(Debug, Clone, Default, Args)]

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use crate::analysis::{VariantWindow, Window};
 use crate::metrics::{unix_ms, MetricsError, MetricsSource, Reading};
 use crate::policy::ValidatedPolicy;
-use crate::render::RouteError;
 use crate::traffic::{DesiredTraffic, TrafficError, TrafficTarget};
-use crate::window::Mark;
+use mlcanary_core::analysis::{VariantWindow, Window};
+use mlcanary_core::render::RouteError;
+use mlcanary_core::window::Mark;
 
 /// Replays scripted results; once the script is used up, every fetch is "unreachable".
 #[derive(Default)]

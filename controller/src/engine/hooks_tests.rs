@@ -5,17 +5,18 @@ use std::time::{Duration, SystemTime};
 
 use super::fakes::{window, FakeSource, FakeTarget};
 use super::*;
-use crate::hooks::tests::{hook, HookServer};
+use crate::hooks::tests::HookServer;
 use crate::policy::{CanaryPolicy, Phase, WebhookSpec};
+use mlcanary_core::fixtures::webhook as hook;
 
 fn policy(hooks: Vec<WebhookSpec>) -> ValidatedPolicy {
-    let mut p = CanaryPolicy::test()
+    let p = CanaryPolicy::test()
         .steps(&[10, 50])
         .only_error_rate(0.01)
         .min_requests(50)
         .failure_threshold(2)
-        .deadline("10m");
-    p.0.spec.webhooks = hooks;
+        .deadline("10m")
+        .webhooks(hooks);
     p.validated()
 }
 
@@ -165,7 +166,7 @@ async fn a_refusing_confirm_promotion_hook_holds_until_it_answers_2xx() {
     assert_eq!(held.status.canary_weight_bp, 5000);
     assert!(held
         .events
-        .contains(&RolloutEvent::Held(crate::rollout::Hold::Webhook)));
+        .contains(&RolloutEvent::Held(mlcanary_core::rollout::Hold::Webhook)));
     let c = &held.status.conditions[0];
     assert_eq!(c.reason, "AwaitingPromotion");
     assert!(

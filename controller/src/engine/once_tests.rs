@@ -10,7 +10,7 @@ use crate::metrics::envoy::reading;
 use crate::metrics::exposition::parse;
 use crate::metrics::Reading;
 use crate::policy::CanaryPolicy;
-use crate::window::Mark;
+use mlcanary_core::window::Mark;
 
 /// An Envoy whose cumulative counters grow with simulated time: `rps` per variant, the canary
 /// failing `canary_errors_pm` per mille; read through the real Envoy source's differencing.

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 use super::fakes::{unreachable, window, FakeSource, FakeTarget};
 use super::*;
 use crate::policy::{CanaryPolicy, Phase};
-use crate::rollout::Hold;
+use mlcanary_core::rollout::Hold;
 
 fn policy() -> ValidatedPolicy {
     CanaryPolicy::test()

@@ -6,7 +6,7 @@
 //!   from `Pending` ([`crate::reconcile::plan::with_new_canary`]). `wait` reads the policy until its
 //!   status is about that version and terminal.
 //! - **server** (`--server URL`, e.g. a `mlcanary local --http` API): `start` is
-//!   `POST /api/policies/{name}/start` with `{"canary": VERSION}` ([`crate::rollout::Command::Start`]),
+//!   `POST /api/policies/{name}/start` with `{"canary": VERSION}` ([`mlcanary_core::rollout::Command::Start`]),
 //!   `wait` polls `GET /api/policies/{name}`.
 //!
 //! `wait` prints a progress line on stderr whenever the rollout changes and exits **0** promoted,

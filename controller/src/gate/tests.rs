@@ -8,6 +8,7 @@ use tower_test::mock;
 
 use super::cluster::{current_view, start_patch, with_client};
 use super::*;
+use crate::fixtures::AsResource;
 use crate::policy::{CanaryPolicy, CanaryPolicyStatus, VerdictStatus};
 
 const POLICY_PATH: &str = "/apis/mlcanary.io/v1alpha1/namespaces/ml/canarypolicies/fraud-model";
@@ -234,7 +235,7 @@ async fn http_start_posts_the_canary_and_wait_reads_the_policy() {
 }
 
 fn obj(spec_version: Option<&str>, status_version: Option<&str>, phase: Phase) -> CanaryPolicy {
-    let mut p = CanaryPolicy::test().0;
+    let mut p = CanaryPolicy::test().resource();
     p.spec.target.canary_version = spec_version.map(Into::into);
     p.status = Some(CanaryPolicyStatus {
         phase,
@@ -346,9 +347,9 @@ fn start_command_restarts_from_a_terminal_phase() {
         failed_checks: 2,
         ..Default::default()
     };
-    let out = crate::rollout::command(
+    let out = mlcanary_core::rollout::command(
         &done,
-        crate::rollout::Command::Start {
+        mlcanary_core::rollout::Command::Start {
             canary: "v3".into(),
         },
         t,
@@ -358,7 +359,7 @@ fn start_command_restarts_from_a_terminal_phase() {
     assert_eq!(out.status.canary_version.as_deref(), Some("v3"));
     assert_eq!(
         out.events,
-        vec![crate::rollout::RolloutEvent::Restarted {
+        vec![mlcanary_core::rollout::RolloutEvent::Restarted {
             canary: "v3".into()
         }]
     );

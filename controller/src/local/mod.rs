@@ -36,10 +36,10 @@ use crate::metrics::{EnvoySource, MetricsError, MetricsSource, PrometheusSource,
 use crate::policy::file::{load, FileError};
 use crate::policy::{CanaryPolicyStatus, Phase, ValidatedPolicy};
 use crate::traffic::envoy_files::{EnvoyFilesTarget, FilesError};
-use crate::weights::Weights;
-use crate::window::Mark;
 use bootstrap::{render_bootstrap, BootstrapSpec, Upstream};
 use envoy::{EnvoyChild, EnvoyError};
+use mlcanary_core::weights::Weights;
+use mlcanary_core::window::Mark;
 use report::{progress_line, StatusFile};
 
 /// Arguments of `mlcanary local`.

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::TickOutput;
 use crate::policy::{CanaryPolicyStatus, ValidatedPolicy};
-use crate::rollout::RolloutEvent;
 use crate::traffic::envoy_files::{write_atomic, FilesError};
+use mlcanary_core::rollout::RolloutEvent;
 
 /// The contents of `status.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -126,9 +126,9 @@ pub fn progress_line(time: &str, policy: &ValidatedPolicy, out: &TickOutput) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::{Outcome, Verdict};
     use crate::policy::{CanaryPolicy, Phase};
-    use crate::weights::Weights;
+    use mlcanary_core::analysis::{Outcome, Verdict};
+    use mlcanary_core::weights::Weights;
 
     #[test]
     fn line_shows_phase_weight_and_verdict_numbers() {
@@ -171,7 +171,9 @@ mod tests {
                 url: "u".into(),
                 reason: "refused".into(),
             }),
-            events: vec![RolloutEvent::Held(crate::rollout::Hold::NoConclusiveData)],
+            events: vec![RolloutEvent::Held(
+                mlcanary_core::rollout::Hold::NoConclusiveData,
+            )],
             ..out
         };
         let line = progress_line("T", &p, &held);

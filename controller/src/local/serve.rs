@@ -15,7 +15,7 @@ use crate::policy::ValidatedPolicy;
 use crate::server::{serve, Health, Metrics, ServerState};
 use crate::traffic::TrafficTarget;
 use crate::ui::{self, CommandRefused, CommandRequest, Ui};
-use crate::weights::Weights;
+use mlcanary_core::weights::Weights;
 
 /// The namespace a local policy is shown under.
 pub fn namespace(p: &ValidatedPolicy) -> &str {

@@ -17,7 +17,7 @@ use mlcanary_filter::stats::{
 };
 
 use super::exposition::parse;
-use crate::window::{Bucket, SegmentCounts, VariantWindow, Window};
+use mlcanary_core::window::{Bucket, SegmentCounts, VariantWindow, Window};
 
 /// Envoy's own uptime gauge: it only falls when the process restarts.
 pub const UPTIME: &str = "envoy_server_uptime";
@@ -137,7 +137,7 @@ impl Counters {
         c
     }
 
-    /// As persisted in a [`crate::window::Mark`]: exposition keys, zero series left out (an
+    /// As persisted in a [`mlcanary_core::window::Mark`]: exposition keys, zero series left out (an
     /// absent series reads 0).
     pub fn to_map(&self) -> BTreeMap<String, f64> {
         self.series

@@ -9,7 +9,7 @@ use super::counters::Counters;
 use super::exposition::{parse, Exposition};
 use super::{unix_ms, MetricsError, MetricsSource, Reading};
 use crate::policy::ValidatedPolicy;
-use crate::window::Mark;
+use mlcanary_core::window::Mark;
 
 /// Envoy admin scraper.
 #[derive(Debug)]

@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 use crate::policy::ValidatedPolicy;
-use crate::window::{Mark, Window};
+use mlcanary_core::window::{Mark, Window};
 
 pub use envoy::EnvoySource;
 pub use prometheus::PrometheusSource;

@@ -17,10 +17,10 @@ use prometheus_http_query::Client;
 
 use super::counters::{families, Counters};
 use super::{unix_ms, MetricsError, MetricsSource, Reading};
-use crate::analysis::resources::resource_query;
 use crate::policy::validate::CheckKind;
 use crate::policy::ValidatedPolicy;
-use crate::window::{Mark, Window};
+use mlcanary_core::analysis::resources::resource_query;
+use mlcanary_core::window::{Mark, Window};
 
 /// `{__name__=~"<families>",policy="p"}`: every series a window is made of, unaggregated (resets
 /// are found per pod). Policy names are validated to `[A-Za-z0-9_-]`: no escaping needed.

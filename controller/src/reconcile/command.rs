@@ -8,7 +8,7 @@
 //!     mlcanary.io/command-id: 18a3c2f0e1b2-4f2a   # new for every command
 //! ```
 //!
-//! and the reconciler applies [`crate::rollout::command`] **once per command id**: the id it handled
+//! and the reconciler applies [`mlcanary_core::rollout::command`] **once per command id**: the id it handled
 //! goes into `status.lastCommandId`, so the annotation can stay on the object (a relist, a restart or
 //! a later reconcile see the same id and do nothing). An annotation change is a watch event, so the
 //! command runs at once, without waiting for the analysis interval, and it runs no analysis.
@@ -30,9 +30,9 @@ use super::plan::{event_for, peers, starting_status, Event, EventType, Update};
 use super::{writer, Context, Error};
 use crate::engine::{desired_traffic, EngineError};
 use crate::policy::{CanaryPolicy, Phase, ValidatedPolicy};
-use crate::rollout::{self, Command};
 use crate::traffic::TrafficTarget;
-use crate::weights::Weights;
+use mlcanary_core::rollout::{self, Command};
+use mlcanary_core::weights::Weights;
 
 /// The command: `promote`, `abort`, `pause` or `resume`.
 pub const COMMAND_ANNOTATION: &str = "mlcanary.io/command";
@@ -214,11 +214,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::AsResource;
     use crate::policy::CanaryPolicyStatus;
     use std::collections::BTreeMap;
 
     fn with_command(cmd: &str, id: &str, status: CanaryPolicyStatus) -> CanaryPolicy {
-        let mut p = CanaryPolicy::test().0;
+        let mut p = CanaryPolicy::test().resource();
         p.metadata.annotations = Some(BTreeMap::from([
             (COMMAND_ANNOTATION.to_owned(), cmd.to_owned()),
             (COMMAND_ID_ANNOTATION.to_owned(), id.to_owned()),
@@ -250,7 +251,11 @@ mod tests {
         done.last_command_id = Some("c-1".into());
         assert_eq!(pending(&with_command("pause", "c-1", done)), None);
         assert_eq!(pending(&with_command("pause", " ", progressing())), None);
-        assert_eq!(pending(&CanaryPolicy::test().0), None, "no annotations");
+        assert_eq!(
+            pending(&CanaryPolicy::test().resource()),
+            None,
+            "no annotations"
+        );
     }
 
     #[test]

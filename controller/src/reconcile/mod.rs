@@ -40,7 +40,7 @@ use crate::policy::{CanaryPolicy, ValidatedPolicy};
 use crate::server::{Health, Metrics};
 use crate::traffic::TrafficTarget;
 use crate::ui::Ui;
-use crate::weights::Weights;
+use mlcanary_core::weights::Weights;
 use plan::{backoff_delay, peers, plan_invalid, plan_tick, starting_status, wait_before_tick};
 
 pub use run::{run, ControllerArgs, RunError};

@@ -11,8 +11,8 @@ use crate::engine::TickOutput;
 use crate::policy::{
     CanaryPolicy, CanaryPolicyStatus, Condition, Phase, ValidatedPolicy, ValidationError,
 };
-use crate::rollout::RolloutEvent;
-use crate::weights::Weights;
+use mlcanary_core::rollout::RolloutEvent;
+use mlcanary_core::weights::Weights;
 
 /// How long an invalid policy waits before it is looked at again. An edit of the spec triggers a
 /// reconcile at once through the watch, so this is only a safety net.
@@ -78,7 +78,7 @@ pub fn starting_status(obj: &CanaryPolicy) -> CanaryPolicyStatus {
 }
 
 /// A new rollout when `spec.target.canaryVersion` differs from the version the status is about
-/// (`mlcanary rollout start` patches it): back to `Pending` at 0 % ([`crate::rollout::restart`]).
+/// (`mlcanary rollout start` patches it): back to `Pending` at 0 % ([`mlcanary_core::rollout::restart`]).
 pub fn with_new_canary(
     obj: &CanaryPolicy,
     status: CanaryPolicyStatus,
@@ -86,7 +86,7 @@ pub fn with_new_canary(
 ) -> CanaryPolicyStatus {
     match &obj.spec.target.canary_version {
         Some(v) if status.canary_version.as_ref() != Some(v) => {
-            crate::rollout::restart(&status, v, now).status
+            mlcanary_core::rollout::restart(&status, v, now).status
         }
         _ => status,
     }
@@ -275,6 +275,7 @@ pub fn peers(all: &[Arc<CanaryPolicy>], obj: &CanaryPolicy) -> Vec<(ValidatedPol
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::AsResource;
 
     #[test]
     fn backoff_doubles_and_caps() {
@@ -299,7 +300,10 @@ mod tests {
 
     #[test]
     fn holds_emit_no_event_and_rollbacks_warn() {
-        assert!(event_for(&RolloutEvent::Held(crate::rollout::Hold::NoConclusiveData)).is_none());
+        assert!(event_for(&RolloutEvent::Held(
+            mlcanary_core::rollout::Hold::NoConclusiveData
+        ))
+        .is_none());
         let e = event_for(&RolloutEvent::RolledBack {
             from_bp: 2500,
             reason: "2 consecutive failed analyses".into(),
@@ -314,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_fixed_spec_starts_over_at_the_weight_in_effect() {
-        let mut p = CanaryPolicy::test().0;
+        let mut p = CanaryPolicy::test().resource();
         p.status = Some(CanaryPolicyStatus {
             phase: Phase::Failed,
             canary_weight_bp: 500,
@@ -331,7 +335,7 @@ mod tests {
 
     #[test]
     fn peers_share_the_plugin_and_namespace_only() {
-        let me = CanaryPolicy::test().0;
+        let me = CanaryPolicy::test().resource();
         let mut same_plugin = me.clone();
         same_plugin.metadata.name = Some("other".into());
         same_plugin.spec.target.model = Some("other-model".into());

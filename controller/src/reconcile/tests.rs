@@ -18,11 +18,12 @@ use tower_test::mock::{self, Handle};
 
 use super::plan::{backoff_delay, INVALID_RECHECK};
 use super::*;
-use crate::analysis::{VariantWindow, Window};
+use crate::fixtures::AsResource;
 use crate::metrics::MetricsError;
 use crate::policy::{CanaryPolicyStatus, Phase};
 use crate::server::{Health, Metrics};
 use crate::traffic::{DesiredTraffic, TrafficError};
+use mlcanary_core::analysis::{VariantWindow, Window};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
@@ -37,7 +38,7 @@ impl MetricsSource for FixedSource {
     async fn fetch(
         &mut self,
         _p: &ValidatedPolicy,
-        _since: Option<&crate::window::Mark>,
+        _since: Option<&mlcanary_core::window::Mark>,
         now: std::time::SystemTime,
     ) -> Result<crate::metrics::Reading, MetricsError> {
         self.fetches.fetch_add(1, Ordering::SeqCst);
@@ -47,7 +48,7 @@ impl MetricsSource for FixedSource {
         })?;
         Ok(crate::metrics::Reading {
             window: Some(window),
-            mark: crate::window::Mark {
+            mark: mlcanary_core::window::Mark {
                 at_ms: crate::metrics::unix_ms(now),
                 counters: Default::default(),
             },
@@ -132,7 +133,10 @@ fn context(window: Option<Window>, leading: bool) -> (Arc<TestContext>, ApiHandl
 
 /// The fixture policy with only the error-rate check, no pauses, at generation 3, with `status`.
 fn policy(status: Option<CanaryPolicyStatus>) -> CanaryPolicy {
-    let mut p = CanaryPolicy::test().only_error_rate(0.01).no_pauses().0;
+    let mut p = CanaryPolicy::test()
+        .only_error_rate(0.01)
+        .no_pauses()
+        .resource();
     p.metadata.generation = Some(3);
     p.metadata.uid = Some("uid-1".into());
     p.status = status;

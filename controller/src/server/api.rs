@@ -17,8 +17,8 @@ use http_body_util::Full;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::rollout::Command;
 use crate::ui::{assets, CommandRefused, Submit, Ui};
+use mlcanary_core::rollout::Command;
 
 fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
     let (status, text) = match serde_json::to_vec(body) {

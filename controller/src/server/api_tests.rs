@@ -9,8 +9,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::policy::{CanaryPolicy, CanaryPolicyStatus, Phase};
-use crate::rollout::{Command, RolloutEvent};
 use crate::ui::{apply_command, CommandRefused, CommandRequest};
+use mlcanary_core::rollout::{Command, RolloutEvent};
 
 /// A server on 127.0.0.1:0 with `ui`; also used by the metrics/health tests.
 pub(super) async fn start(ui: Ui) -> (std::net::SocketAddr, Arc<ServerState>) {

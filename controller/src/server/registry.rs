@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
 use crate::policy::{CanaryPolicyStatus, Phase};
-use crate::rollout::RolloutEvent;
+use mlcanary_core::rollout::RolloutEvent;
 
 /// Every phase, for the one-hot phase gauge (a dashboard shows the series that is 1).
 pub const PHASES: [(Phase, &str); 6] = [

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::api_tests;
 use super::*;
 use crate::policy::{CanaryPolicyStatus, Phase, VerdictStatus};
-use crate::rollout::RolloutEvent;
+use mlcanary_core::rollout::RolloutEvent;
 
 async fn start() -> (std::net::SocketAddr, Arc<ServerState>) {
     api_tests::start(Ui::new()).await

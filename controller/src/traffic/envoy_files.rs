@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use super::{DesiredTraffic, TrafficError, TrafficTarget};
-use crate::render::{check_routes, HttpRoute};
+use mlcanary_core::render::{check_routes, HttpRoute};
 
 /// Name of the route configuration the listener asks RDS for.
 pub const ROUTE_CONFIG_NAME: &str = "mlcanary";

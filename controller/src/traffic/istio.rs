@@ -3,7 +3,7 @@
 //!
 //! `spec.http` of a VirtualService is an atomic list for server-side apply, so applying only our routes
 //! would delete everyone else's. The writer therefore reads the current list, splices in the owned
-//! routes ([`crate::render::splice_routes`]) and applies the whole list with the `resourceVersion` it
+//! routes ([`mlcanary_core::render::splice_routes`]) and applies the whole list with the `resourceVersion` it
 //! read: a concurrent writer makes the apply fail with 409 Conflict, and the read–splice–apply is
 //! retried with exponential backoff, a bounded number of times.
 //!
@@ -18,7 +18,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::{DesiredTraffic, TrafficError, TrafficTarget};
-use crate::render::{check_routes, splice_routes};
+use mlcanary_core::render::{check_routes, splice_routes};
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "mlcanary";

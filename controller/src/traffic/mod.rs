@@ -9,7 +9,7 @@ use std::future::Future;
 use mlcanary_filter::config::RawConfig;
 use thiserror::Error;
 
-use crate::render::{HttpRoute, RouteError};
+use mlcanary_core::render::{HttpRoute, RouteError};
 
 pub use envoy_files::EnvoyFilesTarget;
 pub use istio::IstioTarget;

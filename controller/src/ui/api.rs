@@ -124,10 +124,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::analysis::{Outcome, Verdict};
     use crate::policy::{CanaryPolicy, CanaryPolicyStatus};
-    use crate::rollout::RolloutEvent;
     use crate::ui::history::HistoryStore;
+    use mlcanary_core::analysis::{Outcome, Verdict};
+    use mlcanary_core::rollout::RolloutEvent;
 
     #[test]
     fn the_views_follow_the_contract() {

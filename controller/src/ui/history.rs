@@ -11,9 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::analysis::Verdict;
 use crate::policy::{CanaryPolicyStatus, Phase, ValidatedPolicy};
-use crate::rollout::RolloutEvent;
+use mlcanary_core::analysis::Verdict;
+use mlcanary_core::rollout::RolloutEvent;
 
 /// Ticks kept per policy.
 pub const MAX_SAMPLES: usize = 2000;
@@ -258,8 +258,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::analysis::Outcome;
     use crate::policy::CanaryPolicy;
+    use mlcanary_core::analysis::Outcome;
 
     fn verdict(outcome: Outcome, canary: f64) -> Verdict {
         Verdict {
@@ -298,7 +298,7 @@ mod tests {
                     from_bp: 1000,
                     to_bp: 2500,
                 },
-                RolloutEvent::Held(crate::rollout::Hold::TimedPause),
+                RolloutEvent::Held(mlcanary_core::rollout::Hold::TimedPause),
             ],
             at(5),
         );

@@ -22,11 +22,11 @@ use std::time::SystemTime;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::analysis::Verdict;
 use crate::policy::{CanaryPolicyStatus, ValidatedPolicy};
-use crate::rollout::{self, Command, RolloutEvent, StepOutput};
 use api::{PolicyDetail, PolicyView};
 use history::HistoryStore;
+use mlcanary_core::analysis::Verdict;
+use mlcanary_core::rollout::{self, Command, RolloutEvent, StepOutput};
 
 /// Why a command was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]

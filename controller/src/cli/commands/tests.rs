@@ -15,6 +15,7 @@ use tower_test::mock::{self, Handle};
 
 use super::*;
 use crate::cli::{run, Cli};
+use crate::fixtures::AsResource;
 use crate::policy::{CanaryPolicy, CanaryPolicyStatus, Phase};
 use crate::reconcile::command::{
     pending, Pending, COMMAND_ANNOTATION, COMMAND_CANARY_ANNOTATION, COMMAND_ID_ANNOTATION,
@@ -262,7 +263,7 @@ fn kube_backend() -> (Backend, ApiHandle) {
 }
 
 fn policy(phase: Phase, bp: u32, step: Option<u32>) -> CanaryPolicy {
-    let mut p = CanaryPolicy::test().0;
+    let mut p = CanaryPolicy::test().resource();
     p.status = Some(CanaryPolicyStatus {
         phase,
         canary_weight_bp: bp,

@@ -2,7 +2,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
 use crate::policy::CanaryPolicy;
-use crate::window::{SegmentCounts, Window};
+use mlcanary_core::window::{SegmentCounts, Window};
 
 const FIXTURE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),

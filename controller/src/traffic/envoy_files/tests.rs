@@ -3,7 +3,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::engine::desired_traffic;
 use crate::policy::CanaryPolicy;
-use crate::weights::Weights;
+use mlcanary_core::weights::Weights;
 
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mlcanary-files-{tag}-{}", std::process::id()));

@@ -10,9 +10,9 @@ use tower_test::mock::{self, Handle};
 
 use super::*;
 use crate::policy::CanaryPolicy;
-use crate::render::{owned_routes, render_config, RouteError};
 use crate::traffic::{DesiredTraffic, TrafficError, TrafficTarget};
-use crate::weights::Weights;
+use mlcanary_core::render::{owned_routes, render_config, RouteError};
+use mlcanary_core::weights::Weights;
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 

@@ -4,7 +4,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::analysis::{Outcome, Verdict};
-use crate::policy::{AdaptiveSpec, CanaryPolicy, CanaryPolicyStatus, Phase};
+use crate::fixtures::TestPolicy;
+use crate::policy::{AdaptiveSpec, CanaryPolicyStatus, Phase};
 use crate::rollout::{step, Hold, RolloutEvent};
 
 fn t0() -> SystemTime {
@@ -13,13 +14,13 @@ fn t0() -> SystemTime {
 
 /// The fixture with only an error-rate check (max 1 %, minRequests 100) on the adaptive schedule.
 fn policy(a: AdaptiveSpec, failure_threshold: u32) -> ValidatedPolicy {
-    let mut p = CanaryPolicy::test()
+    let mut p = TestPolicy::fraud_model()
         .only_error_rate(0.01)
         .no_pauses()
         .min_requests(100)
         .failure_threshold(failure_threshold)
         .deadline("1h");
-    let s = &mut p.0.spec.schedule;
+    let s = &mut p.spec.schedule;
     s.steps = None;
     s.step_weight = None;
     s.max_weight = None;
@@ -64,19 +65,19 @@ fn defaults_validate_to_a_5_to_50_percent_schedule() {
 
 #[test]
 fn adaptive_excludes_fixed_steps_and_checks_its_fields() {
-    let mut p = CanaryPolicy::test().only_error_rate(0.01).no_pauses();
-    p.0.spec.schedule.adaptive = Some(AdaptiveSpec::default());
-    let e = ValidatedPolicy::try_from(&p.0).unwrap_err();
+    let mut p = TestPolicy::fraud_model().only_error_rate(0.01).no_pauses();
+    p.spec.schedule.adaptive = Some(AdaptiveSpec::default());
+    let e = p.validate().unwrap_err();
     assert!(e.field.starts_with("spec.schedule."), "{e}");
     assert!(e.reason.contains("adaptive"), "{e}");
     let bad = |a: AdaptiveSpec| {
-        let mut p = CanaryPolicy::test().only_error_rate(0.01).no_pauses();
-        let s = &mut p.0.spec.schedule;
+        let mut p = TestPolicy::fraud_model().only_error_rate(0.01).no_pauses();
+        let s = &mut p.spec.schedule;
         s.steps = None;
         s.step_weight = None;
         s.max_weight = None;
         s.adaptive = Some(a);
-        ValidatedPolicy::try_from(&p.0).unwrap_err().field
+        p.validate().unwrap_err().field
     };
     let f = "spec.schedule.adaptive";
     assert_eq!(

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::analysis::{Outcome, Verdict};
-use crate::policy::CanaryPolicy;
+use crate::fixtures::TestPolicy;
 
 fn t0() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
@@ -25,7 +25,7 @@ fn verdicts(o: Outcome) -> Vec<Verdict> {
 }
 
 fn policy() -> ValidatedPolicy {
-    CanaryPolicy::test()
+    TestPolicy::fraud_model()
         .steps(&[10, 50])
         .failure_threshold(2)
         .deadline("5m")
@@ -128,7 +128,7 @@ fn no_data_holds_until_the_deadline() {
 
 #[test]
 fn manual_gate_waits_for_promote() {
-    let p = CanaryPolicy::test()
+    let p = TestPolicy::fraud_model()
         .steps(&[10, 50])
         .manual_gate(true)
         .validated();
@@ -147,7 +147,7 @@ fn manual_gate_waits_for_promote() {
 
 #[test]
 fn pauses_timed_and_open_ended() {
-    let p = CanaryPolicy::test()
+    let p = TestPolicy::fraud_model()
         .steps(&[10, 20, 50])
         .pause(0, Some("1m"))
         .pause(1, None)
@@ -218,7 +218,7 @@ fn arb_policy() -> impl Strategy<Value = ValidatedPolicy> {
     )
         .prop_map(|(steps, threshold, gate)| {
             let steps: Vec<u32> = steps.into_iter().collect();
-            CanaryPolicy::test()
+            TestPolicy::fraud_model()
                 .steps(&steps)
                 .failure_threshold(threshold)
                 .manual_gate(gate)

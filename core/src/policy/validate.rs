@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use kube::ResourceExt;
 use mlcanary_filter::config::{
     RawConfig, RawMatch, RawPolicy, RawPredictions, RawRule, RawSegment, RawSticky,
 };
@@ -17,8 +16,8 @@ use mlcanary_filter::ConfigError;
 use thiserror::Error;
 
 use super::{
-    CanaryPolicy, CanaryPolicySpec, CheckSpec, PauseSpec, PositiveRateSpec, PredictionDriftSpec,
-    PredictionsSpec, SegmentDisparitySpec,
+    CanaryPolicySpec, CheckSpec, PauseSpec, PositiveRateSpec, PredictionDriftSpec, PredictionsSpec,
+    SegmentDisparitySpec,
 };
 
 /// Default consecutive failed analyses before rollback.
@@ -187,24 +186,9 @@ pub struct ValidatedPolicy {
     pub filter_template: RawPolicy,
     /// The adaptive schedule; `steps_bp` is then `[initial, max]` (the first and last weight).
     pub adaptive: Option<crate::rollout::adaptive::Adaptive>,
-    pub webhooks: Vec<crate::hooks::Webhook>,
+    pub webhooks: Vec<crate::rollout::webhooks::Webhook>,
     /// `spec.target.canaryVersion`.
     pub canary_version: Option<String>,
-}
-
-impl TryFrom<&CanaryPolicy> for ValidatedPolicy {
-    type Error = ValidationError;
-
-    fn try_from(p: &CanaryPolicy) -> Result<Self, Self::Error> {
-        let name = p
-            .metadata
-            .name
-            .as_deref()
-            .ok_or_else(|| invalid("metadata.name", "missing"))?;
-        let mut v = ValidatedPolicy::from_spec(name, &p.spec)?;
-        v.namespace = p.namespace();
-        Ok(v)
-    }
 }
 
 pub(crate) fn duration(field: &str, s: &str) -> Result<Duration, ValidationError> {

@@ -24,6 +24,7 @@
 
 pub mod adaptive;
 pub mod gates;
+pub mod webhooks;
 
 use std::time::{Duration, SystemTime};
 

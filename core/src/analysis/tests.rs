@@ -2,8 +2,8 @@ use proptest::prelude::*;
 
 use super::quantile::Bucket;
 use super::*;
+use crate::fixtures::TestPolicy;
 use crate::policy::validate::LatencyBound;
-use crate::policy::CanaryPolicy;
 
 fn w(requests: u64, errors: u64) -> VariantWindow {
     VariantWindow {
@@ -120,7 +120,7 @@ fn latency_table() {
 
 #[test]
 fn evaluate_runs_every_check_and_custom_needs_a_value() {
-    let p = CanaryPolicy::test().min_requests(100).validated();
+    let p = TestPolicy::fraud_model().min_requests(100).validated();
     let canary = hist(&[
         (10.0, 10.0),
         (50.0, 60.0),

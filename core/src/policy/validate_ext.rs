@@ -7,11 +7,11 @@ use std::time::Duration;
 use super::validate::{duration, invalid, CheckKind, ValidationError};
 use super::{CheckSpec, ScheduleSpec, WebhookSpec};
 use crate::analysis::resources::{Resource, ResourceCheck, DEFAULT_POD_SELECTOR};
-use crate::hooks::{HookKind, Webhook, DEFAULT_RETRIES, DEFAULT_TIMEOUT, MAX_RETRIES};
 use crate::rollout::adaptive::{
     Adaptive, DEFAULT_GROWTH_FACTOR, DEFAULT_MARGINAL_MARGIN, DEFAULT_MAX_STEP, DEFAULT_MAX_WEIGHT,
     DEFAULT_MIN_STEP, DEFAULT_SAMPLE_FACTOR, DEFAULT_WIDE_MARGIN,
 };
+use crate::rollout::webhooks::{HookKind, Webhook, DEFAULT_RETRIES, DEFAULT_TIMEOUT, MAX_RETRIES};
 
 fn percent(field: &str, v: u32) -> Result<u32, ValidationError> {
     if !(1..=100).contains(&v) {

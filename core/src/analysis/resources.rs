@@ -148,7 +148,7 @@ pub fn resource(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::CanaryPolicy;
+    use crate::fixtures::TestPolicy;
     use std::time::Duration;
 
     fn check(resource: Resource) -> ResourceCheck {
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn cpu_is_judged_per_request() {
-        let p = CanaryPolicy::test().min_requests(100).validated();
+        let p = TestPolicy::fraud_model().min_requests(100).validated();
         let c = check(Resource::Cpu);
         // Canary: 6 s over 200 requests = 0.03 s/req; stable 60 s over 3000 = 0.02: ratio 1.5.
         let v = resource(
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn no_values_low_traffic_or_zero_baseline_is_inconclusive() {
-        let p = CanaryPolicy::test().min_requests(100).validated();
+        let p = TestPolicy::fraud_model().min_requests(100).validated();
         let cpu = check(Resource::Cpu);
         let mem = check(Resource::Memory);
         let cases = [
@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn memory_is_judged_per_pod_without_a_request_minimum() {
-        let p = CanaryPolicy::test().min_requests(100).validated();
+        let p = TestPolicy::fraud_model().min_requests(100).validated();
         let m = check(Resource::Memory);
         let v = resource(
             "res",

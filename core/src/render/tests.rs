@@ -1,12 +1,12 @@
 use serde_json::json;
 
 use super::*;
-use crate::policy::CanaryPolicy;
+use crate::fixtures::TestPolicy;
 use crate::weights::Weights;
 
 #[test]
 fn filter_policy_lists_stable_then_canary_summing_to_10000() {
-    let v = CanaryPolicy::test().validated();
+    let v = TestPolicy::fraud_model().validated();
     let p = render_policy(&v, Weights::with_canary_bp(500));
     let w: Vec<(&str, u32)> = p
         .variants
@@ -26,7 +26,7 @@ fn filter_policy_lists_stable_then_canary_summing_to_10000() {
 
 #[test]
 fn shared_plugin_config_is_checked_across_policies() {
-    let a = CanaryPolicy::test().validated();
+    let a = TestPolicy::fraud_model().validated();
     let mut b = a.clone();
     b.name = "other".into();
     b.filter_template.name = "other".into();
@@ -45,7 +45,7 @@ fn shared_plugin_config_is_checked_across_policies() {
 
 #[test]
 fn routes_have_the_design_shape() {
-    let v = CanaryPolicy::test().validated();
+    let v = TestPolicy::fraud_model().validated();
     let routes = owned_routes(&v, Weights::with_canary_bp(500));
     assert_eq!(
         serde_json::to_value(&routes).unwrap(),
@@ -69,7 +69,7 @@ fn routes_have_the_design_shape() {
 
 #[test]
 fn bad_routes_are_refused() {
-    let v = CanaryPolicy::test().validated();
+    let v = TestPolicy::fraud_model().validated();
     let mut r = owned_routes(&v, Weights::with_canary_bp(500));
     r[2].route[1].weight = Some(0);
     r[2].route[0].weight = Some(0);
@@ -96,7 +96,7 @@ fn bad_routes_are_refused() {
 
 #[test]
 fn splice_keeps_foreign_routes_and_replaces_owned_ones() {
-    let v = CanaryPolicy::test().validated();
+    let v = TestPolicy::fraud_model().validated();
     let existing = vec![
         json!({"name": "mlcanary-fraud-model-canary", "route": []}),
         json!({"name": "health", "match": [{"uri": {"exact": "/health"}}], "route": []}),
@@ -119,25 +119,4 @@ fn splice_keeps_foreign_routes_and_replaces_owned_ones() {
         ]
     );
     assert_eq!(out[5]["route"][1]["weight"], 10);
-}
-
-/// The structural schema checker shared with the integration tests.
-#[path = "../../tests/support/schema.rs"]
-mod schema;
-use schema::{conforms, istio_schema};
-
-#[test]
-fn rendered_objects_validate_against_istio_schemas() {
-    let v = CanaryPolicy::test().validated();
-    let vs = json!({"spec": {"hosts": ["fraud-model"],
-                             "http": owned_routes(&v, Weights::with_canary_bp(2500))}});
-    let schema = istio_schema("VirtualService", "v1");
-    conforms(&vs, &schema, "").unwrap();
-    // The checker is not vacuous: a misspelt field is caught.
-    let bad = json!({"spec": {"http": [{"name": "x", "route": [{"destination": {"hots": "h"}}]}]}});
-    assert!(conforms(&bad, &schema, "").unwrap_err().contains("hots"));
-
-    let raw = render_config(&[(&v, Weights::with_canary_bp(2500))]).unwrap();
-    let wp = json!({"spec": {"pluginConfig": raw, "url": "oci://example/mlcanary:0.1"}});
-    conforms(&wp, &istio_schema("WasmPlugin", "v1alpha1"), "").unwrap();
 }

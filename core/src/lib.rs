@@ -1,0 +1,24 @@
+//! mlcanary's decisions, in plain code: every function here maps values to values, with no I/O, no
+//! clock and no async runtime, so each is tested natively and the controller's adapters stay thin.
+//!
+//! - [`policy`] — the `CanaryPolicy` model: the spec as written, the status, validation into a
+//!   [`policy::ValidatedPolicy`] with every default;
+//! - [`analysis`] — per-variant windows → per-check verdicts;
+//! - [`rollout`] — the state machine (schedule, adaptive steps, gates, webhooks, operator commands);
+//! - [`render`] — the filter config and VirtualService routes a state asks for; [`weights`];
+//! - [`window`] — the counts a judgement is made on, and the evidence kept between ticks.
+//!
+//! The arrows run one way: `mlcanary-filter` ← this crate ← the controller's CRD, adapters and
+//! loops. `tests/deps.rs` fails if an I/O crate ever becomes a dependency.
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+pub mod analysis;
+pub mod policy;
+pub mod render;
+pub mod rollout;
+pub mod weights;
+pub mod window;
+
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;

@@ -1,0 +1,410 @@
+//! A `CanaryPolicy` (`mlcanary.io/v1alpha1`) as plain data: the user-written [`CanaryPolicySpec`],
+//! the [`status`] the controller writes back, and [`validate`] into the typed [`ValidatedPolicy`]
+//! with every default filled. The kube resource wrapping them is the controller's `policy` module.
+//!
+//! Units, fixed once for every field below:
+//! - user-facing weights (`stepWeight`, `maxWeight`, `steps`) are whole **percent**;
+//! - the status weight (`canaryWeightBp`) and everything the controller computes are **basis
+//!   points** (1 bp = 0.01 %, 10000 bp = 100 %), the filter's unit, so nothing is lost in rounding
+//!   between the controller and the data plane;
+//! - durations are humantime strings (`30s`, `5m`, `1h 30m`).
+
+pub mod status;
+pub mod validate;
+pub mod validate_ext;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use status::{CanaryPolicyStatus, Condition, HistoryEntry, Phase, VerdictStatus};
+pub use validate::{ValidatedPolicy, ValidationError};
+
+/// Namespace of a policy that has none (a local policy file without `metadata.namespace`).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Spec of a canary rollout of one model behind one VirtualService.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryPolicySpec {
+    pub target: TargetSpec,
+    #[serde(default)]
+    pub routing: RoutingSpec,
+    pub schedule: ScheduleSpec,
+    pub analysis: AnalysisSpec,
+    /// Read prediction scores from the model's replies (needed by the `predictionDrift`,
+    /// `positiveRate` and `segmentDisparity` checks). Rendered into the filter's `predictions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<PredictionsSpec>,
+    /// With no conclusive analysis for this long (no traffic, no metrics), the rollout is rolled
+    /// back. Default `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<String>,
+    /// HTTP hooks called around the rollout (Flagger-style): gates (`preRollout`,
+    /// `confirmPromotion`) that must answer 2xx, and notifications (`step`, `rollback`, `event`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookSpec>,
+}
+
+/// One webhook: a POST of a JSON body (policy, phase, weight, step, verdicts) to `url`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// Unique among the policy's webhooks; named in conditions and logs.
+    pub name: String,
+    /// `preRollout` (gate before any traffic moves), `step` (after each weight change),
+    /// `confirmPromotion` (gate before promotion), `rollback` (after a rollback) or `event`
+    /// (every rollout event).
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// Per attempt (humantime). Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Extra attempts after a failed one (timeout, connection error, non-2xx), with exponential
+    /// backoff from 200 ms. Default 2, at most 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+}
+
+/// What is rolled out: the VirtualService whose routes the controller owns, the hosts the filter
+/// matches, the DestinationRule subsets and the WasmPlugin carrying the filter config.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSpec {
+    /// Name of the VirtualService (same namespace) whose mlcanary routes this policy owns.
+    pub virtual_service: String,
+    /// Hosts the filter matches requests on (`:authority` without port): short name, FQDN or `*`.
+    pub hosts: Vec<String>,
+    /// Route destination host; default: the first entry of `hosts` (which must then not be `*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_host: Option<String>,
+    /// DestinationRule subset (and filter variant name) of the baseline. Default `stable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_subset: Option<String>,
+    /// DestinationRule subset (and filter variant name) of the new model. Default `canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_subset: Option<String>,
+    /// Name of the WasmPlugin (same namespace) whose `pluginConfig` carries the filter config.
+    pub wasm_plugin: String,
+    /// TF Serving / KServe model name, to tell apart several policies on one host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The version (label or image) the canary subset runs. Changing it starts a new rollout from
+    /// `Pending` (what `mlcanary rollout start --canary` does); recorded in
+    /// `status.canaryVersion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_version: Option<String>,
+}
+
+/// How the filter picks a variant: rendered into the filter's policy config.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickySpec>,
+    /// User-attribute rules, first match wins, before the percentage split.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleSpec>,
+    /// Split stats by an allow-listed header value (low cardinality).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<SegmentSpec>,
+}
+
+/// Sticky assignment: the same key lands on the same variant on every replica.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StickySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// Hash salt; defaults to the policy name. Changing it reshuffles every user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// Give clients without a key a random id in `cookie`.
+    #[serde(default)]
+    pub assign_cookie: bool,
+}
+
+/// One user-attribute rule: a match and the variant (subset name) it sends to.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleSpec {
+    #[serde(rename = "match")]
+    pub match_: MatchSpec,
+    pub variant: String,
+}
+
+/// Exactly one of `header` / `cookie` / `query`, and one of `exact` / `prefix` / `regex` / `oneOf`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MatchSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<String>>,
+}
+
+/// Per-segment stats: header and its allowed values (others read `other`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentSpec {
+    pub header: String,
+    pub values: Vec<String>,
+}
+
+/// How the filter reads a score from each reply: TF Serving REST (`{"predictions": ...}`) or
+/// KServe v2 (`{"outputs": [...]}`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictionsSpec {
+    /// `auto` (default: TF Serving if the reply has `predictions`, else KServe v2), `tfserving` or
+    /// `kserve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Name of the output holding the score (a named TF Serving output or KServe tensor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Which class's probability is the score when an instance is a list of class scores
+    /// (default 1 for two classes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_index: Option<u32>,
+    /// A score at or above this is a positive prediction (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive_threshold: Option<f64>,
+    /// Replies longer than this are counted, not parsed (default 65536).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u32>,
+}
+
+/// The weight steps. Either `stepWeight` (+ `maxWeight`, default 50) or explicit `steps`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleSpec {
+    /// Analysis interval, e.g. `30s`: one analysis, and at most one step, per interval.
+    pub interval: String,
+    /// Percent added per step (1..=100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_weight: Option<u32>,
+    /// Last step's percent with `stepWeight` (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_weight: Option<u32>,
+    /// Explicit, strictly increasing percents, e.g. `[5, 10, 25, 50]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<u32>>,
+    /// Holds at given steps: with a duration the rollout stays there at least that long; without,
+    /// it pauses until an operator resumes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pauses: Vec<PauseSpec>,
+    /// After the last step passes, wait for an operator's `promote` before sending 100 % to canary.
+    #[serde(default)]
+    pub manual_gate: bool,
+    /// Instead of fixed steps, let the evidence set the next weight (see
+    /// [`crate::rollout::adaptive`]). Excludes `stepWeight`, `maxWeight`, `steps` and `pauses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveSpec>,
+}
+
+/// The adaptive schedule: grow faster while every check passes with a wide margin and enough
+/// samples, by the smallest step on a plain pass, hold while inconclusive, step back (never to 0)
+/// when a check passes only narrowly or fails below `failureThreshold`, roll back on a breach.
+/// Weights are whole percents.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdaptiveSpec {
+    /// First weight. Default `minStepWeight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_weight: Option<u32>,
+    /// Smallest change of weight (growth on a plain pass, least step back). Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_step_weight: Option<u32>,
+    /// Largest growth per interval. Default 25.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_step_weight: Option<u32>,
+    /// Highest weight before promotion (the last step). Default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_weight: Option<u32>,
+    /// On wide passes the weight is multiplied by this (within the step bounds). Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth_factor: Option<f64>,
+    /// A check's margin (headroom to its limit, 1 = nothing used, 0 = at the limit) at or above
+    /// which it counts as a wide pass. Default 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wide_margin: Option<f64>,
+    /// A passing check with a margin below this is marginal: step back. Default 0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marginal_margin: Option<f64>,
+    /// A wide pass also needs this many times the check's minimum sample. Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_factor: Option<f64>,
+}
+
+/// A hold at step `step` (0-based index into the steps).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseSpec {
+    pub step: u32,
+    /// How long to hold (humantime); absent: until resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+}
+
+/// How the canary is judged each interval.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisSpec {
+    /// Consecutive failed analyses before rollback. Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+    /// Requests per variant in the window below which a check is inconclusive. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    /// Significance level of the tests (0 < alpha ≤ 0.5). Default 0.02 (tuned with `judge-bench`:
+    /// a test runs every interval, so 0.05 rolls back too many healthy canaries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    pub checks: Vec<CheckSpec>,
+}
+
+/// One check: a name and exactly one kind.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<ErrorRateSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencySpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction_drift: Option<PredictionDriftSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive_rate: Option<PositiveRateSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_disparity: Option<SegmentDisparitySpec>,
+    /// CPU seconds per request of the canary's pods against stable's (Prometheus only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<ResourceSpec>,
+    /// Mean working-set memory per pod of the canary against stable's (Prometheus only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ResourceSpec>,
+}
+
+/// A resource check relative to stable, read from cAdvisor's container metrics joined to
+/// kube-state-metrics' `kube_pod_labels` by namespace and pod (see [`crate::analysis::resources`]).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceSpec {
+    /// Largest acceptable canary / stable ratio (≥ 1; 1.3 = 30 % more).
+    pub max_ratio_to_stable: f64,
+    /// Label matchers on `kube_pod_labels` selecting one variant's pods, with `{{variant}}` for
+    /// the subset name. Default `label_mlcanary_io_subset="{{variant}}"` (pods labelled
+    /// `mlcanary.io/subset: <subset>`, exported by kube-state-metrics'
+    /// `--metric-labels-allowlist=pods=[mlcanary.io/subset]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<String>,
+}
+
+/// Error rate (errors / requests) of the canary.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorRateSpec {
+    /// Largest acceptable error rate, a fraction (0.01 = 1 %).
+    pub max: f64,
+}
+
+/// A latency quantile of the canary, absolute or relative to stable.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencySpec {
+    /// e.g. 0.99.
+    pub quantile: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ratio_to_stable: Option<f64>,
+}
+
+/// A PromQL query (needs the Prometheus source) compared with a threshold.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomSpec {
+    /// PromQL with `{{policy}}` and `{{variant}}` placeholders; must return one number.
+    pub query: String,
+    /// The canary passes when `value <comparison> threshold`: one of `<`, `<=`, `>`, `>=`.
+    pub comparison: String,
+    pub threshold: f64,
+}
+
+/// The canary's score distribution against stable's: Population Stability Index over the score
+/// histogram's bins. Needs `spec.predictions`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictionDriftSpec {
+    /// Largest acceptable PSI (default 0.2, the usual "significant shift" mark; 0.1 is "some").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_psi: Option<f64>,
+    /// Scored predictions per variant in the window below which the check is inconclusive
+    /// (default 500: PSI of two samples of the same distribution is biased upwards by about
+    /// `bins / n`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<u64>,
+}
+
+/// The canary's positive-prediction rate against stable's. Exactly one bound. Needs
+/// `spec.predictions`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PositiveRateSpec {
+    /// Largest acceptable `|canary - stable| / stable` (0.2 = 20 % more or fewer positives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_relative_shift: Option<f64>,
+    /// Largest acceptable `|canary - stable|` in rate points (0.02 = two points).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_absolute_shift: Option<f64>,
+    /// Significance level of the two-sided test (default: `spec.analysis.alpha`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// Scored predictions per variant below which the check is inconclusive (default:
+    /// `spec.analysis.minRequests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<u64>,
+}
+
+/// Per segment (`spec.routing.segment`), the ratio of the canary's positive rate to stable's
+/// (the disparate-impact ratio between model versions) must stay within `[minRatio, maxRatio]`.
+/// Needs `spec.predictions` and `spec.routing.segment`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentDisparitySpec {
+    /// Default 0.8 (the "four-fifths rule").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ratio: Option<f64>,
+    /// Default 1.25 (= 1 / 0.8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ratio: Option<f64>,
+    /// Family-wise significance level over all segments (default: `spec.analysis.alpha`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// Scored predictions per variant in a segment below which that segment is inconclusive
+    /// (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples_per_segment: Option<u64>,
+}
+
+#[cfg(test)]
+mod prediction_tests;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,164 @@
+//! Webhooks (`spec.webhooks`), as Flagger has them: a POST of a JSON [`payload`] to each hook's URL.
+//!
+//! - gates — `preRollout` (before the first step: nothing moves until every one answers 2xx) and
+//!   `confirmPromotion` (before promotion: the rollout holds until every one answers 2xx); what a
+//!   refusal does to the rollout is [`super::gates`];
+//! - notifications — `step` (after each weight change, including steps back), `rollback` (after a
+//!   rollback) and `event` (after every rollout event but holds); a failing notification is logged
+//!   and changes nothing.
+//!
+//! Pure: which hooks a step calls ([`notifications`], [`HookKind::of_gate`]) and what they are sent
+//! ([`payload`]). The sender is the controller's.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::gates::Gate;
+use super::RolloutEvent;
+use crate::policy::{CanaryPolicyStatus, ValidatedPolicy, VerdictStatus, DEFAULT_NAMESPACE};
+
+/// Default timeout of one attempt.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default extra attempts.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// Most extra attempts a hook may ask for.
+pub const MAX_RETRIES: u32 = 10;
+
+/// When a hook is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    PreRollout,
+    Step,
+    ConfirmPromotion,
+    Rollback,
+    Event,
+}
+
+impl HookKind {
+    /// The spec's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::PreRollout => "preRollout",
+            HookKind::Step => "step",
+            HookKind::ConfirmPromotion => "confirmPromotion",
+            HookKind::Rollback => "rollback",
+            HookKind::Event => "event",
+        }
+    }
+
+    /// The spec's spelling → the kind.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            HookKind::PreRollout,
+            HookKind::Step,
+            HookKind::ConfirmPromotion,
+            HookKind::Rollback,
+            HookKind::Event,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// The hooks that decide `g`.
+    pub fn of_gate(g: Gate) -> Self {
+        match g {
+            Gate::PreRollout => HookKind::PreRollout,
+            Gate::ConfirmPromotion => HookKind::ConfirmPromotion,
+        }
+    }
+}
+
+/// A validated webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub name: String,
+    pub kind: HookKind,
+    pub url: String,
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+/// The event's name in payloads.
+pub fn event_name(e: &RolloutEvent) -> &'static str {
+    match e {
+        RolloutEvent::Started { .. } => "Started",
+        RolloutEvent::Advanced { .. } => "Advanced",
+        RolloutEvent::Held(_) => "Held",
+        RolloutEvent::AnalysisFailed { .. } => "AnalysisFailed",
+        RolloutEvent::Paused => "Paused",
+        RolloutEvent::Resumed => "Resumed",
+        RolloutEvent::Promoted { .. } => "Promoted",
+        RolloutEvent::Restarted { .. } => "Restarted",
+        RolloutEvent::RolledBack { .. } => "RolledBack",
+    }
+}
+
+/// Which notification hooks fire for one tick's events, in order, each with the event that fired
+/// it. `step` on every weight change, `rollback` on a rollback, `event` on every event but holds.
+pub fn notifications<'a>(
+    policy: &'a ValidatedPolicy,
+    events: &'a [RolloutEvent],
+) -> Vec<(&'a Webhook, &'a RolloutEvent)> {
+    let mut out = Vec::new();
+    for e in events {
+        for h in &policy.webhooks {
+            let fires = match h.kind {
+                HookKind::Step => {
+                    matches!(
+                        e,
+                        RolloutEvent::Started { .. } | RolloutEvent::Advanced { .. }
+                    )
+                }
+                HookKind::Rollback => matches!(e, RolloutEvent::RolledBack { .. }),
+                HookKind::Event => !matches!(e, RolloutEvent::Held(_)),
+                HookKind::PreRollout | HookKind::ConfirmPromotion => false,
+            };
+            if fires {
+                out.push((h, e));
+            }
+        }
+    }
+    out
+}
+
+/// The JSON body of a call: `{name, namespace, type, phase, canaryWeightBp, stepIndex, stepsBp,
+/// canaryVersion, event, message, verdicts}`. For a gate, `phase` / weight are the status before
+/// the gated step and `event` is the step the gate would allow (`Started` / `Promoted`).
+pub fn payload(
+    policy: &ValidatedPolicy,
+    kind: HookKind,
+    status: &CanaryPolicyStatus,
+    event: Option<&RolloutEvent>,
+    verdicts: &[VerdictStatus],
+) -> Value {
+    let message = match event {
+        Some(RolloutEvent::Started { to_bp }) => format!("first step at {to_bp} bp"),
+        Some(RolloutEvent::Advanced { from_bp, to_bp }) => {
+            format!("canary weight {from_bp} -> {to_bp} bp")
+        }
+        Some(RolloutEvent::Promoted { from_bp }) => format!("promotion from {from_bp} bp"),
+        Some(RolloutEvent::RolledBack { reason, .. }) => reason.clone(),
+        Some(RolloutEvent::AnalysisFailed { checks, .. }) => {
+            format!("failed checks: {}", checks.join(", "))
+        }
+        Some(RolloutEvent::Restarted { canary }) => format!("new rollout of {canary}"),
+        _ => String::new(),
+    };
+    json!({
+        "name": policy.name,
+        "namespace": policy.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+        "type": kind.as_str(),
+        "phase": status.phase,
+        "canaryWeightBp": status.canary_weight_bp,
+        "stepIndex": status.step_index,
+        "stepsBp": policy.steps_bp,
+        "canaryVersion": status.canary_version.as_deref().or(policy.canary_version.as_deref()),
+        "event": event.map(event_name),
+        "message": message,
+        "verdicts": verdicts,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,124 @@
+//! `mlcanary-core` stays plain code: no I/O crate among its dependencies (direct or not) and no
+//! filesystem, network, process or clock call in its sources.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Crates that do I/O or bring a runtime; none may be reachable from the core.
+const EXCLUDED: &[&str] = &[
+    "kube",
+    "kube-client",
+    "kube-runtime",
+    "k8s-openapi",
+    "tokio",
+    "reqwest",
+    "hyper",
+    "hyper-util",
+    "tower",
+    "rustls",
+    "mio",
+    "socket2",
+    "prometheus-http-query",
+    "tracing",
+];
+
+/// Every package reachable from `package` through normal (not dev, not build) dependencies, on
+/// this platform, as `cargo tree` resolves them from the lock file.
+fn normal_closure(package: &str) -> BTreeSet<String> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+            "-p",
+            package,
+        ])
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn no_io_crate_is_a_dependency() {
+    let deps = normal_closure("mlcanary-core");
+    assert!(
+        deps.contains("mlcanary-filter"),
+        "the closure is real: {deps:?}"
+    );
+    let bad: Vec<&&str> = EXCLUDED.iter().filter(|c| deps.contains(**c)).collect();
+    assert!(bad.is_empty(), "mlcanary-core depends on {bad:?}");
+    // The check can fail: the controller's closure has them.
+    let controller = normal_closure("mlcanary-controller");
+    assert!(controller.contains("kube") && controller.contains("tokio"));
+}
+
+/// The core's source files, tests and fixtures excepted (they may read fixture files).
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if name.ends_with(".rs")
+            && name != "tests.rs"
+            && !name.ends_with("_tests.rs")
+            && name != "fixtures.rs"
+        {
+            out.push(p);
+        }
+    }
+}
+
+/// The text of a file without its `#[cfg(test)] mod tests { .. }` tail.
+fn non_test_text(p: &Path) -> String {
+    let text = std::fs::read_to_string(p).unwrap();
+    match text.find("#[cfg(test)]\nmod tests {") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+fn src_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+#[test]
+fn no_filesystem_network_process_or_clock() {
+    let mut files = Vec::new();
+    sources(&src_dir(), &mut files);
+    assert!(files.len() > 10, "{files:?}");
+    for p in files {
+        let text = non_test_text(&p);
+        for banned in [
+            "std::fs",
+            "std::net",
+            "std::process",
+            "std::env",
+            "std::thread",
+            "SystemTime::now",
+            "Instant::now",
+        ] {
+            assert!(
+                !text.contains(banned),
+                "{} uses {banned}: the core takes values, the controller does I/O",
+                p.display()
+            );
+        }
+    }
+}
