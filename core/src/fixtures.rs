@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use crate::policy::{
-    validate::ValidatedPolicy, CanaryPolicySpec, CheckSpec, ErrorRateSpec, PauseSpec, StickySpec,
+    CanaryPolicySpec, CheckSpec, ErrorRateSpec, PauseSpec, StickySpec, ValidatedPolicy,
     ValidationError, WebhookSpec,
 };
 

@@ -1,5 +1,6 @@
-//! `mlcanary-core` stays plain code: no I/O crate among its dependencies (direct or not) and no
-//! filesystem, network, process or clock call in its sources.
+//! `mlcanary-core` stays plain code: no I/O crate among its dependencies (direct or not), no
+//! filesystem, network, process or clock call in its sources, and its modules import each other in
+//! one direction only.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -118,6 +119,63 @@ fn no_filesystem_network_process_or_clock() {
                 !text.contains(banned),
                 "{} uses {banned}: the core takes values, the controller does I/O",
                 p.display()
+            );
+        }
+    }
+}
+/// `crate::<module>` paths a file names (its own top-level module excluded).
+fn imports(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in text.match_indices("crate::") {
+        let rest = &text[i + "crate::".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.insert(name);
+        }
+    }
+    out
+}
+
+#[test]
+fn modules_import_in_one_direction() {
+    // Top-level module → the modules it may import: a strict order, so no circle is possible.
+    let order = [
+        "window", "weights", "policy", "analysis", "rollout", "render",
+    ];
+    let mut files = Vec::new();
+    sources(&src_dir(), &mut files);
+    for p in files {
+        let rel = p.strip_prefix(src_dir()).unwrap();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_owned();
+        if top == "lib" {
+            continue;
+        }
+        let rank = order
+            .iter()
+            .position(|m| *m == top)
+            .unwrap_or_else(|| panic!("{top}: add the module to the order in this test"));
+        for m in imports(&non_test_text(&p)) {
+            if m == top || m == "fixtures" {
+                continue;
+            }
+            let r = order
+                .iter()
+                .position(|o| *o == m)
+                .unwrap_or_else(|| panic!("{}: unknown module crate::{m}", rel.display()));
+            assert!(
+                r < rank,
+                "{} ({top}) imports crate::{m}: imports run {order:?}, left to right",
+                rel.display()
             );
         }
     }

@@ -8,9 +8,10 @@ pub mod send;
 use std::time::SystemTime;
 
 use mlcanary_core::analysis::Verdict;
+use mlcanary_core::policy::validated::Webhook;
 use mlcanary_core::policy::{CanaryPolicyStatus, ValidatedPolicy, VerdictStatus};
 use mlcanary_core::rollout::gates::{refuse, Gate};
-use mlcanary_core::rollout::webhooks::{notifications, payload, HookKind, Webhook};
+use mlcanary_core::rollout::webhooks::{notifications, payload};
 use mlcanary_core::rollout::{RolloutEvent, StepOutput};
 pub use send::{HookError, Sender};
 
@@ -44,7 +45,7 @@ impl Hooks {
         let Some(gate) = Gate::needed_by(&out) else {
             return out;
         };
-        let kind = HookKind::of_gate(gate);
+        let kind = gate.hook_kind();
         let hooks: Vec<&Webhook> = policy.webhooks.iter().filter(|h| h.kind == kind).collect();
         if hooks.is_empty() {
             return out;

@@ -17,9 +17,8 @@ use prometheus_http_query::Client;
 
 use super::counters::{families, Counters};
 use super::{unix_ms, MetricsError, MetricsSource, Reading};
-use crate::policy::validate::CheckKind;
+use crate::policy::validated::CheckKind;
 use crate::policy::ValidatedPolicy;
-use mlcanary_core::analysis::resources::resource_query;
 use mlcanary_core::window::{Mark, Window};
 
 /// `{__name__=~"<families>",policy="p"}`: every series a window is made of, unaggregated (resets
@@ -132,9 +131,12 @@ impl PrometheusSource {
                 let query = match &c.kind {
                     CheckKind::Custom { query, .. } => custom_query(query, &policy.name, variant),
                     // Resource checks ride in `custom` too: see `analysis::resources`.
-                    CheckKind::Resource(r) => {
-                        resource_query(r, policy.namespace.as_deref(), variant, policy.interval)
-                    }
+                    CheckKind::Resource(r) => resources::resource_query(
+                        r,
+                        policy.namespace.as_deref(),
+                        variant,
+                        policy.interval,
+                    ),
                     _ => continue,
                 };
                 let rows = self.vector(&query, at_ms).await?;
@@ -196,5 +198,6 @@ impl MetricsSource for PrometheusSource {
     }
 }
 
+mod resources;
 #[cfg(test)]
 mod tests;

@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::validate::{ValidatedPolicy, ValidationError};
 use super::CanaryPolicy;
+use super::{ValidatedPolicy, ValidationError};
 
 const API_VERSION: &str = "mlcanary.io/v1alpha1";
 const KIND: &str = "CanaryPolicy";

@@ -3,7 +3,7 @@ use std::time::Duration;
 use kube::CustomResourceExt;
 
 use super::file::{parse_policies, validate_policies, FileError};
-use super::validate::{CheckKind, LatencyBound, Pause};
+use super::validated::{CheckKind, LatencyBound, Pause};
 use super::*;
 use crate::fixtures::POLICY_FILE;
 

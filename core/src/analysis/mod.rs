@@ -31,7 +31,7 @@ pub mod quantile;
 pub mod resources;
 pub mod stats;
 
-use crate::policy::validate::{Check, CheckKind, LatencyBound, ValidatedPolicy};
+use crate::policy::validated::{Check, CheckKind, LatencyBound, ValidatedPolicy};
 use crate::policy::VerdictStatus;
 use quantile::{histogram_quantile, Bucket};
 

@@ -10,7 +10,7 @@
 
 use super::stats::two_proportion_two_sided;
 use super::{rate, Outcome, VariantWindow, Verdict};
-use crate::policy::validate::ShiftBound;
+use crate::policy::validated::ShiftBound;
 
 /// The shift of `pc` from `ps` in the bound's terms.
 pub fn shift(bound: ShiftBound, pc: f64, ps: f64) -> f64 {

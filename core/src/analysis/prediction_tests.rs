@@ -11,7 +11,7 @@ use super::drift::{bins, prediction_drift, psi};
 use super::positive_rate::positive_rate;
 use super::quantile::Bucket;
 use super::*;
-use crate::policy::validate::ShiftBound;
+use crate::policy::validated::ShiftBound;
 
 const INF: f64 = f64::INFINITY;
 

@@ -3,7 +3,7 @@ use proptest::prelude::*;
 use super::quantile::Bucket;
 use super::*;
 use crate::fixtures::TestPolicy;
-use crate::policy::validate::LatencyBound;
+use crate::policy::validated::LatencyBound;
 
 fn w(requests: u64, errors: u64) -> VariantWindow {
     VariantWindow {

@@ -12,12 +12,13 @@
 pub mod status;
 pub mod validate;
 pub mod validate_ext;
+pub mod validated;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use status::{CanaryPolicyStatus, Condition, HistoryEntry, Phase, VerdictStatus};
-pub use validate::{ValidatedPolicy, ValidationError};
+pub use validated::{ValidatedPolicy, ValidationError};
 
 /// Namespace of a policy that has none (a local policy file without `metadata.namespace`).
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -210,8 +211,8 @@ pub struct ScheduleSpec {
     /// After the last step passes, wait for an operator's `promote` before sending 100 % to canary.
     #[serde(default)]
     pub manual_gate: bool,
-    /// Instead of fixed steps, let the evidence set the next weight (see
-    /// [`crate::rollout::adaptive`]). Excludes `stepWeight`, `maxWeight`, `steps` and `pauses`.
+    /// Instead of fixed steps, let the evidence set the next weight (wide passes grow the step,
+    /// marginal ones hold it). Excludes `stepWeight`, `maxWeight`, `steps` and `pauses`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive: Option<AdaptiveSpec>,
 }
@@ -303,7 +304,7 @@ pub struct CheckSpec {
 }
 
 /// A resource check relative to stable, read from cAdvisor's container metrics joined to
-/// kube-state-metrics' `kube_pod_labels` by namespace and pod (see [`crate::analysis::resources`]).
+/// kube-state-metrics' `kube_pod_labels` by namespace and pod (see `analysis::resources`).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceSpec {

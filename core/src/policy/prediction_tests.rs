@@ -3,7 +3,7 @@
 
 use mlcanary_filter::predictions::Format;
 
-use super::validate::{CheckKind, ShiftBound, DEFAULT_DRIFT_MIN_SAMPLES};
+use super::validated::{CheckKind, ShiftBound, DEFAULT_DRIFT_MIN_SAMPLES};
 use super::*;
 use crate::render::render_config;
 use crate::weights::Weights;

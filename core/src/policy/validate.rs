@@ -7,188 +7,23 @@
 
 use std::time::Duration;
 
+use super::validated::*;
+use super::{
+    CanaryPolicySpec, CheckSpec, PauseSpec, PositiveRateSpec, PredictionDriftSpec, PredictionsSpec,
+    SegmentDisparitySpec,
+};
 use mlcanary_filter::config::{
     RawConfig, RawMatch, RawPolicy, RawPredictions, RawRule, RawSegment, RawSticky,
 };
 use mlcanary_filter::hash::BUCKETS;
 use mlcanary_filter::predictions::Format;
 use mlcanary_filter::ConfigError;
-use thiserror::Error;
-
-use super::{
-    CanaryPolicySpec, CheckSpec, PauseSpec, PositiveRateSpec, PredictionDriftSpec, PredictionsSpec,
-    SegmentDisparitySpec,
-};
-
-/// Default consecutive failed analyses before rollback.
-pub const DEFAULT_FAILURE_THRESHOLD: u32 = 2;
-/// Default requests per variant per window before any verdict.
-pub const DEFAULT_MIN_REQUESTS: u64 = 100;
-/// Default significance level of the tests. 0.02, not the textbook 0.05: each interval is a new
-/// test, and `judge-bench` (200 rps, 5 % canary, 30 s intervals, failureThreshold 2) shows 0.05
-/// rolling back ~11 % of healthy canaries within 10 minutes, 0.02 ~3 %, while still catching a
-/// canary with 3× stable's error rate in a median 60 s.
-pub const DEFAULT_ALPHA: f64 = 0.02;
-/// Default progress deadline.
-pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
-/// Default last step with `stepWeight`.
-pub const DEFAULT_MAX_WEIGHT: u32 = 50;
-/// Default PSI limit of `predictionDrift`: 0.2 is the conventional "significant shift" mark.
-pub const DEFAULT_MAX_PSI: f64 = 0.2;
-/// Default scored predictions per variant before `predictionDrift` judges: below this the PSI of
-/// two samples of one distribution is inflated by sampling noise (about `(bins - 1) / n`).
-pub const DEFAULT_DRIFT_MIN_SAMPLES: u64 = 500;
-/// Default lower bound of `segmentDisparity`'s ratio: the "four-fifths rule" of disparate impact.
-pub const DEFAULT_MIN_RATIO: f64 = 0.8;
-/// Default upper bound: the same rule read the other way (1 / 0.8).
-pub const DEFAULT_MAX_RATIO: f64 = 1.25;
-/// Default scored predictions per variant per segment before that segment is judged.
-pub const DEFAULT_MIN_SAMPLES_PER_SEGMENT: u64 = 100;
-
-/// A spec the controller refuses, with the path of the field at fault.
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
-#[error("{field}: {reason}")]
-pub struct ValidationError {
-    pub field: String,
-    pub reason: String,
-}
 
 pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ValidationError {
     ValidationError {
         field: field.into(),
         reason: reason.into(),
     }
-}
-
-/// A hold at one step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pause {
-    /// Stay at the step at least this long after reaching it.
-    For(Duration),
-    /// Stay until an operator resumes.
-    UntilResumed,
-}
-
-/// `value <op> threshold` passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Comparison {
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-impl Comparison {
-    pub fn holds(self, value: f64, threshold: f64) -> bool {
-        match self {
-            Comparison::Lt => value < threshold,
-            Comparison::Le => value <= threshold,
-            Comparison::Gt => value > threshold,
-            Comparison::Ge => value >= threshold,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Comparison::Lt => "<",
-            Comparison::Le => "<=",
-            Comparison::Gt => ">",
-            Comparison::Ge => ">=",
-        }
-    }
-}
-
-/// The latency bound: absolute, or relative to the stable variant's same quantile.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LatencyBound {
-    MaxMs(f64),
-    RatioToStable(f64),
-}
-
-/// How far the canary's positive rate may move from stable's.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ShiftBound {
-    /// `|canary - stable| / stable` at most this.
-    Relative(f64),
-    /// `|canary - stable|` at most this (rate points).
-    Absolute(f64),
-}
-
-/// A validated check kind.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CheckKind {
-    /// Canary error rate at most `max` (a fraction).
-    ErrorRate { max: f64 },
-    /// Canary latency quantile `quantile` (0..1) within `bound`.
-    Latency { quantile: f64, bound: LatencyBound },
-    /// A PromQL value compared with a threshold.
-    Custom {
-        query: String,
-        comparison: Comparison,
-        threshold: f64,
-    },
-    /// PSI between the canary's and stable's score histograms at most `max_psi`.
-    PredictionDrift {
-        max_psi: f64,
-        /// Scored predictions per variant before any verdict.
-        min_samples: u64,
-        /// Significance level of the homogeneity test that must back a failure.
-        alpha: f64,
-    },
-    /// The canary's positive rate within `bound` of stable's.
-    PositiveRate {
-        bound: ShiftBound,
-        alpha: f64,
-        min_samples: u64,
-    },
-    /// Per segment, canary positive rate / stable positive rate within `[min_ratio, max_ratio]`.
-    SegmentDisparity {
-        min_ratio: f64,
-        max_ratio: f64,
-        /// Family-wise over the segments judged (Bonferroni).
-        alpha: f64,
-        min_samples_per_segment: u64,
-    },
-    /// CPU per request or memory per pod of the canary's pods at most `max_ratio` × stable's.
-    Resource(crate::analysis::resources::ResourceCheck),
-}
-
-/// A named check.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Check {
-    pub name: String,
-    pub kind: CheckKind,
-}
-
-/// A policy the controller can act on: every field checked, defaults filled, weights in basis points.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ValidatedPolicy {
-    /// The CanaryPolicy's name: the filter policy name and the `policy` metric label.
-    pub name: String,
-    pub namespace: Option<String>,
-    pub virtual_service: String,
-    pub destination_host: String,
-    pub stable_subset: String,
-    pub canary_subset: String,
-    pub wasm_plugin: String,
-    pub interval: Duration,
-    /// Canary weight of each step in basis points: strictly increasing, each in 1..=10000.
-    pub steps_bp: Vec<u32>,
-    /// One entry per step.
-    pub pauses: Vec<Option<Pause>>,
-    pub manual_gate: bool,
-    pub failure_threshold: u32,
-    pub min_requests: u64,
-    pub alpha: f64,
-    pub checks: Vec<Check>,
-    pub progress_deadline: Duration,
-    /// The filter policy with both variants at weight 0; [`crate::render`] fills the weights.
-    pub filter_template: RawPolicy,
-    /// The adaptive schedule; `steps_bp` is then `[initial, max]` (the first and last weight).
-    pub adaptive: Option<crate::rollout::adaptive::Adaptive>,
-    pub webhooks: Vec<crate::rollout::webhooks::Webhook>,
-    /// `spec.target.canaryVersion`.
-    pub canary_version: Option<String>,
 }
 
 pub(crate) fn duration(field: &str, s: &str) -> Result<Duration, ValidationError> {

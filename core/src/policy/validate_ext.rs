@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use super::validate::{duration, invalid, CheckKind, ValidationError};
-use super::{CheckSpec, ScheduleSpec, WebhookSpec};
-use crate::analysis::resources::{Resource, ResourceCheck, DEFAULT_POD_SELECTOR};
-use crate::rollout::adaptive::{
-    Adaptive, DEFAULT_GROWTH_FACTOR, DEFAULT_MARGINAL_MARGIN, DEFAULT_MAX_STEP, DEFAULT_MAX_WEIGHT,
-    DEFAULT_MIN_STEP, DEFAULT_SAMPLE_FACTOR, DEFAULT_WIDE_MARGIN,
+use super::validate::{duration, invalid};
+use super::validated::{
+    Adaptive, CheckKind, HookKind, Resource, ResourceCheck, ValidationError, Webhook,
+    DEFAULT_ADAPTIVE_MAX_WEIGHT, DEFAULT_GROWTH_FACTOR, DEFAULT_MARGINAL_MARGIN, DEFAULT_MAX_STEP,
+    DEFAULT_MIN_STEP, DEFAULT_POD_SELECTOR, DEFAULT_RETRIES, DEFAULT_SAMPLE_FACTOR,
+    DEFAULT_TIMEOUT, DEFAULT_WIDE_MARGIN, MAX_RETRIES,
 };
-use crate::rollout::webhooks::{HookKind, Webhook, DEFAULT_RETRIES, DEFAULT_TIMEOUT, MAX_RETRIES};
+use super::{CheckSpec, ScheduleSpec, WebhookSpec};
 
 fn percent(field: &str, v: u32) -> Result<u32, ValidationError> {
     if !(1..=100).contains(&v) {
@@ -55,7 +55,7 @@ pub fn adaptive(s: &ScheduleSpec) -> Result<Option<Adaptive>, ValidationError> {
     }
     let max = percent(
         &format!("{f}.maxWeight"),
-        a.max_weight.unwrap_or(DEFAULT_MAX_WEIGHT),
+        a.max_weight.unwrap_or(DEFAULT_ADAPTIVE_MAX_WEIGHT),
     )?;
     let initial = percent(
         &format!("{f}.initialWeight"),

@@ -22,53 +22,10 @@
 //! Segment disparity has no single number in its verdict: it never counts as wide.
 
 use crate::analysis::{Outcome, Verdict};
-use crate::policy::validate::{Check, CheckKind, LatencyBound, ShiftBound, ValidatedPolicy};
+use crate::policy::validated::{
+    Adaptive, Check, CheckKind, LatencyBound, ShiftBound, ValidatedPolicy,
+};
 use crate::weights::Weights;
-
-/// Default growth factor on wide passes.
-pub const DEFAULT_GROWTH_FACTOR: f64 = 2.0;
-/// Default smallest step, percent.
-pub const DEFAULT_MIN_STEP: u32 = 5;
-/// Default largest step, percent.
-pub const DEFAULT_MAX_STEP: u32 = 25;
-/// Default highest weight before promotion, percent.
-pub const DEFAULT_MAX_WEIGHT: u32 = 50;
-/// Default margin of a wide pass.
-pub const DEFAULT_WIDE_MARGIN: f64 = 0.5;
-/// Default margin below which a pass is marginal.
-pub const DEFAULT_MARGINAL_MARGIN: f64 = 0.1;
-/// Default multiple of the minimum sample a wide pass needs.
-pub const DEFAULT_SAMPLE_FACTOR: f64 = 2.0;
-
-/// A validated adaptive schedule, weights in basis points.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Adaptive {
-    pub initial_bp: u32,
-    pub min_step_bp: u32,
-    pub max_step_bp: u32,
-    pub max_bp: u32,
-    pub growth_factor: f64,
-    pub wide_margin: f64,
-    pub marginal_margin: f64,
-    pub sample_factor: f64,
-}
-
-impl Adaptive {
-    /// The nominal steps: the first weight and the last (the policy's `steps_bp`, so "step
-    /// 1/2" reads "below the cap", "2/2" "at the cap").
-    pub fn steps_bp(&self) -> Vec<u32> {
-        if self.initial_bp >= self.max_bp {
-            vec![self.max_bp]
-        } else {
-            vec![self.initial_bp, self.max_bp]
-        }
-    }
-
-    /// The nominal step index of a weight.
-    pub fn step_index(&self, bp: u32) -> u32 {
-        u32::from(bp >= self.max_bp && self.initial_bp < self.max_bp)
-    }
-}
 
 /// What one interval's verdicts say, for the adaptive schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +48,7 @@ fn check_min_sample(check: &Check, policy: &ValidatedPolicy) -> u64 {
             ..
         } => *min_samples_per_segment,
         CheckKind::Resource(r) => {
-            if r.resource == crate::analysis::resources::Resource::Cpu {
+            if r.resource == crate::policy::validated::Resource::Cpu {
                 policy.min_requests
             } else {
                 0

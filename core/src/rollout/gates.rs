@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use super::{step, Hold, Next, RolloutEvent, StepOutput};
 use crate::analysis::Verdict;
+use crate::policy::validated::HookKind;
 use crate::policy::{CanaryPolicyStatus, Phase, ValidatedPolicy};
 
 /// A gate that must open before the rollout goes on.
@@ -31,6 +32,14 @@ impl Gate {
             RolloutEvent::Promoted { .. } => Some(Gate::ConfirmPromotion),
             _ => None,
         })
+    }
+
+    /// The webhooks that decide this gate.
+    pub fn hook_kind(self) -> HookKind {
+        match self {
+            Gate::PreRollout => HookKind::PreRollout,
+            Gate::ConfirmPromotion => HookKind::ConfirmPromotion,
+        }
     }
 }
 

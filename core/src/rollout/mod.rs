@@ -29,7 +29,7 @@ pub mod webhooks;
 use std::time::{Duration, SystemTime};
 
 use crate::analysis::{Outcome, Verdict};
-use crate::policy::validate::Pause;
+use crate::policy::validated::Pause;
 use crate::policy::{CanaryPolicyStatus, Condition, HistoryEntry, Phase, ValidatedPolicy};
 use crate::weights::Weights;
 
@@ -261,7 +261,7 @@ impl Next {
     }
 
     /// Adaptive schedule: move to `to_bp` (up or back), keeping the nominal step index.
-    fn adaptive_move(&mut self, a: &adaptive::Adaptive, to_bp: u32, reason: &str) {
+    fn adaptive_move(&mut self, a: &crate::policy::validated::Adaptive, to_bp: u32, reason: &str) {
         let from = self.s.canary_weight_bp;
         if from == to_bp {
             return;

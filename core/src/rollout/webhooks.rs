@@ -7,77 +7,14 @@
 //!   rollback) and `event` (after every rollout event but holds); a failing notification is logged
 //!   and changes nothing.
 //!
-//! Pure: which hooks a step calls ([`notifications`], [`HookKind::of_gate`]) and what they are sent
+//! Pure: which hooks a step calls ([`notifications`], [`Gate::hook_kind`](super::gates::Gate::hook_kind)) and what they are sent
 //! ([`payload`]). The sender is the controller's.
-
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::gates::Gate;
 use super::RolloutEvent;
+use crate::policy::validated::{HookKind, Webhook};
 use crate::policy::{CanaryPolicyStatus, ValidatedPolicy, VerdictStatus, DEFAULT_NAMESPACE};
-
-/// Default timeout of one attempt.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default extra attempts.
-pub const DEFAULT_RETRIES: u32 = 2;
-/// Most extra attempts a hook may ask for.
-pub const MAX_RETRIES: u32 = 10;
-
-/// When a hook is called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookKind {
-    PreRollout,
-    Step,
-    ConfirmPromotion,
-    Rollback,
-    Event,
-}
-
-impl HookKind {
-    /// The spec's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookKind::PreRollout => "preRollout",
-            HookKind::Step => "step",
-            HookKind::ConfirmPromotion => "confirmPromotion",
-            HookKind::Rollback => "rollback",
-            HookKind::Event => "event",
-        }
-    }
-
-    /// The spec's spelling → the kind.
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            HookKind::PreRollout,
-            HookKind::Step,
-            HookKind::ConfirmPromotion,
-            HookKind::Rollback,
-            HookKind::Event,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-
-    /// The hooks that decide `g`.
-    pub fn of_gate(g: Gate) -> Self {
-        match g {
-            Gate::PreRollout => HookKind::PreRollout,
-            Gate::ConfirmPromotion => HookKind::ConfirmPromotion,
-        }
-    }
-}
-
-/// A validated webhook.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Webhook {
-    pub name: String,
-    pub kind: HookKind,
-    pub url: String,
-    pub timeout: Duration,
-    pub retries: u32,
-}
 
 /// The event's name in payloads.
 pub fn event_name(e: &RolloutEvent) -> &'static str {
