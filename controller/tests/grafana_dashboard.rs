@@ -185,7 +185,10 @@ fn known_metrics() -> BTreeSet<String> {
         "ml",
         "p",
         &[
-            RolloutEvent::Promoted { from_bp: 500 },
+            RolloutEvent::Promoted {
+                from_bp: 500,
+                reason: "promoted by operator".into(),
+            },
             RolloutEvent::RolledBack {
                 from_bp: 500,
                 reason: "x".into(),

@@ -4,8 +4,10 @@
 //! - [`policy`] — the `CanaryPolicy` model: the spec as written, the status, validation into a
 //!   [`policy::ValidatedPolicy`] with every default;
 //! - [`analysis`] — per-variant windows → per-check verdicts;
-//! - [`rollout`] — the state machine (schedule, adaptive steps, gates, webhooks, operator commands);
+//! - [`rollout`] — the state machine (schedule, adaptive steps, gates, operator commands);
+//! - [`webhooks`] — which hooks a step calls and what they are sent;
 //! - [`render`] — the filter config and VirtualService routes a state asks for; [`weights`];
+//! - [`events`] — what a rollout event says, once for Events, the page, progress lines and webhooks;
 //! - [`window`] — the counts a judgement is made on, and the evidence kept between ticks.
 //!
 //! The arrows run one way: `mlcanary-filter` ← this crate ← the controller's CRD, adapters and
@@ -14,9 +16,11 @@
 #![forbid(unsafe_code)]
 
 pub mod analysis;
+pub mod events;
 pub mod policy;
 pub mod render;
 pub mod rollout;
+pub mod webhooks;
 pub mod weights;
 pub mod window;
 

@@ -611,7 +611,7 @@ T other Progressing canary=50.00% step=1/2 failed=0/2 | errors: inconclusive can
 T fraud-model Progressing canary=20.00% step=2/9 failed=0/2 | errors: pass canary=0.0000 stable=0.0000 limit=0.0100 n=40/400 | advanced 10.00% -> 20.00%
 T fraud-model Progressing canary=20.00% step=2/9 failed=0/2 | no data (query: failed to send request)
 T fraud-model Progressing canary=40.00% step=4/9 failed=0/2 | errors: inconclusive canary=- stable=0.0000 limit=0.0100 n=0/1490 | held (NoConclusiveData)
-T fraud-model RolledBack canary=0.00% failed=2/2 | errors: fail canary=0.2000 stable=0.0000 limit=0.0100 n=50/300 | ROLLED BACK from 40.00%: 2 consecutive failed analyses (failureThreshold 2): errors
+T fraud-model RolledBack canary=0.00% failed=2/2 | errors: fail canary=0.2000 stable=0.0000 limit=0.0100 n=50/300 | rolled back from 40.00%: 2 consecutive failed analyses (failureThreshold 2): errors
 ";
         let lines = progress_lines(out, "fraud-model");
         assert_eq!(lines.len(), 6);

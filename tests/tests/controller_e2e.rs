@@ -89,7 +89,7 @@ fn healthy_canary_is_promoted_step_by_step_and_traffic_follows() {
     let code = m.terminate().and_then(|s| s.code());
     assert_eq!(code, Some(0), "{}", m.output());
     let out = m.output();
-    assert!(out.contains("PROMOTED"), "{out}");
+    assert!(out.contains("promoted from"), "{out}");
     assert!(out.contains("errors: pass"), "{out}");
 }
 
@@ -112,7 +112,7 @@ fn breach_and_roll_back(rig: &mut Rig) {
     let code = m.terminate().and_then(|s| s.code());
     assert_eq!(code, Some(1), "{}", m.output());
     let out = m.output();
-    assert!(out.contains("ROLLED BACK"), "{out}");
+    assert!(out.contains("rolled back from"), "{out}");
     assert!(out.contains("errors: fail"), "{out}");
 }
 

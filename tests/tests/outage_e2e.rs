@@ -176,7 +176,7 @@ fn envoy_killed_mid_rollout_is_restarted_at_the_same_split_and_the_rollout_goes_
     assert!(out.contains("envoy exited; restarted (pid"), "{out}");
     assert_promoted_step_by_step(&mut m, &steps);
     let out = m.output();
-    assert!(!out.contains("ROLLED BACK"), "{out}");
+    assert!(!out.contains("rolled back from"), "{out}");
     // The restarted Envoy's counters start from zero: the first tick on it reads that as a reset
     // and judges the requests since the restart (a window, never a failure or a negative count).
     let after = &out[out.find("envoy exited; restarted").unwrap_or(0)..];
@@ -235,7 +235,7 @@ fn envoy_admin_unreachable_holds_with_no_data_until_envoy_answers() {
     let out = m.output();
     assert!(out.contains("no data (unreachable"), "{out}");
     assert!(
-        !out.contains("PROMOTED") && !out.contains("ROLLED BACK"),
+        !out.contains("promoted from") && !out.contains("rolled back from"),
         "{out}"
     );
 
@@ -311,7 +311,7 @@ fn prometheus_down_holds_without_promotion_or_rollback_and_resumes_when_back() {
     );
     assert_promoted_step_by_step(&mut m, &steps);
     let out = m.output();
-    assert!(!out.contains("ROLLED BACK"), "{out}");
+    assert!(!out.contains("rolled back from"), "{out}");
     assert_eq!(m.terminate().and_then(|s| s.code()), Some(0), "{out}");
 }
 
@@ -343,7 +343,7 @@ fn canary_upstream_down_is_rolled_back_and_stable_sees_no_error() {
     assert_eq!(weight(&rolled), Some(0));
     let out = m.output();
     assert!(
-        out.contains("ROLLED BACK") && out.contains("errors: fail"),
+        out.contains("rolled back from") && out.contains("errors: fail"),
         "{out}"
     );
     assert!(

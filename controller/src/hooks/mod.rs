@@ -1,5 +1,5 @@
 //! The engine's webhook adapter: gates called before the traffic is written, notifications after.
-//! Which hooks a step calls and what they are sent is [`mlcanary_core::rollout::webhooks`]; the
+//! Which hooks a step calls and what they are sent is [`mlcanary_core::webhooks`]; the
 //! HTTP sender is [`send::Sender`] (per attempt a timeout, then `retries` more attempts with
 //! exponential backoff).
 
@@ -11,8 +11,8 @@ use mlcanary_core::analysis::Verdict;
 use mlcanary_core::policy::validated::Webhook;
 use mlcanary_core::policy::{CanaryPolicyStatus, ValidatedPolicy, VerdictStatus};
 use mlcanary_core::rollout::gates::{refuse, Gate};
-use mlcanary_core::rollout::webhooks::{notifications, payload};
 use mlcanary_core::rollout::{RolloutEvent, StepOutput};
+use mlcanary_core::webhooks::{notifications, payload};
 pub use send::{HookError, Sender};
 
 /// The engine's webhook adapter: an HTTP client made on first use (policies without webhooks

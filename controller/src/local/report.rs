@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::TickOutput;
 use crate::policy::{CanaryPolicyStatus, ValidatedPolicy};
 use crate::traffic::envoy_files::{write_atomic, FilesError};
-use mlcanary_core::rollout::RolloutEvent;
+use mlcanary_core::events::{describe, percent};
 
 /// The contents of `status.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -50,10 +50,6 @@ impl StatusFile {
     }
 }
 
-fn pct(bp: u32) -> String {
-    format!("{:.2}%", f64::from(bp) / 100.0)
-}
-
 fn num(x: Option<f64>) -> String {
     x.map_or_else(|| "-".to_owned(), |x| format!("{x:.4}"))
 }
@@ -66,7 +62,7 @@ pub fn progress_line(time: &str, policy: &ValidatedPolicy, out: &TickOutput) -> 
         "{time} {} {:?} canary={}",
         policy.name,
         s.phase,
-        pct(s.canary_weight_bp)
+        percent(s.canary_weight_bp)
     );
     if let Some(i) = s.step_index {
         let _ = write!(line, " step={}/{}", i + 1, policy.steps_bp.len());
@@ -98,27 +94,7 @@ pub fn progress_line(time: &str, policy: &ValidatedPolicy, out: &TickOutput) -> 
         (None, None) => {}
     }
     for e in &out.events {
-        match e {
-            RolloutEvent::Started { to_bp } => {
-                let _ = write!(line, " | started at {}", pct(*to_bp));
-            }
-            RolloutEvent::Advanced { from_bp, to_bp } => {
-                let _ = write!(line, " | advanced {} -> {}", pct(*from_bp), pct(*to_bp));
-            }
-            RolloutEvent::Promoted { from_bp } => {
-                let _ = write!(line, " | PROMOTED from {}", pct(*from_bp));
-            }
-            RolloutEvent::RolledBack { from_bp, reason } => {
-                let _ = write!(line, " | ROLLED BACK from {}: {reason}", pct(*from_bp));
-            }
-            RolloutEvent::Held(h) => {
-                let _ = write!(line, " | held ({h:?})");
-            }
-            RolloutEvent::Restarted { canary } => {
-                let _ = write!(line, " | new rollout of {canary}");
-            }
-            RolloutEvent::AnalysisFailed { .. } | RolloutEvent::Paused | RolloutEvent::Resumed => {}
-        }
+        let _ = write!(line, " | {}", describe(e).message);
     }
     line
 }
@@ -128,6 +104,7 @@ mod tests {
     use super::*;
     use crate::policy::{CanaryPolicy, Phase};
     use mlcanary_core::analysis::{Outcome, Verdict};
+    use mlcanary_core::rollout::RolloutEvent;
     use mlcanary_core::weights::Weights;
 
     #[test]

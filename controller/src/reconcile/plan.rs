@@ -11,6 +11,7 @@ use crate::engine::TickOutput;
 use crate::policy::{
     CanaryPolicy, CanaryPolicyStatus, Condition, Phase, ValidatedPolicy, ValidationError,
 };
+use mlcanary_core::events::describe;
 use mlcanary_core::rollout::RolloutEvent;
 use mlcanary_core::weights::Weights;
 
@@ -154,75 +155,18 @@ pub fn plan_tick(obj: &CanaryPolicy, policy: &ValidatedPolicy, out: TickOutput) 
     }
 }
 
-fn pct(bp: u32) -> String {
-    format!("{}%", f64::from(bp) / 100.0)
-}
-
 /// The Kubernetes Event for a rollout event; holds are not news (they repeat every interval).
 pub fn event_for(e: &RolloutEvent) -> Option<Event> {
-    let ev = |type_, reason, action, note| Event {
-        type_,
-        reason,
-        action,
-        note,
-    };
-    Some(match e {
-        RolloutEvent::Started { to_bp } => ev(
-            EventType::Normal,
-            "Started",
-            "Progress",
-            format!("rollout started: canary at {}", pct(*to_bp)),
-        ),
-        RolloutEvent::Advanced { from_bp, to_bp } => ev(
-            EventType::Normal,
-            "Advanced",
-            "Progress",
-            format!("canary weight {} -> {}", pct(*from_bp), pct(*to_bp)),
-        ),
-        RolloutEvent::AnalysisFailed {
-            consecutive,
-            threshold,
-            checks,
-        } => ev(
-            EventType::Warning,
-            "AnalysisFailed",
-            "Analyze",
-            format!(
-                "failed checks: {} ({consecutive} of {threshold} before rollback)",
-                checks.join(", ")
-            ),
-        ),
-        RolloutEvent::Paused => ev(
-            EventType::Normal,
-            "Paused",
-            "Pause",
-            "rollout paused".into(),
-        ),
-        RolloutEvent::Resumed => ev(
-            EventType::Normal,
-            "Resumed",
-            "Resume",
-            "rollout resumed".into(),
-        ),
-        RolloutEvent::Promoted { from_bp } => ev(
-            EventType::Normal,
-            "Promoted",
-            "Promote",
-            format!("promoted: canary weight {} -> 100%", pct(*from_bp)),
-        ),
-        RolloutEvent::RolledBack { from_bp, reason } => ev(
-            EventType::Warning,
-            "RolledBack",
-            "Rollback",
-            format!("rolled back from {}: {reason}", pct(*from_bp)),
-        ),
-        RolloutEvent::Restarted { canary } => ev(
-            EventType::Normal,
-            "NewRollout",
-            "Start",
-            format!("new rollout of {canary} requested"),
-        ),
-        RolloutEvent::Held(_) => return None,
+    let d = describe(e);
+    d.kind.is_news().then(|| Event {
+        type_: if d.kind.is_warning() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: d.kind.reason(),
+        action: d.kind.action(),
+        note: d.message,
     })
 }
 
@@ -312,7 +256,7 @@ mod tests {
         assert_eq!(e.type_, EventType::Warning);
         assert_eq!(
             e.note,
-            "rolled back from 25%: 2 consecutive failed analyses"
+            "rolled back from 25.00%: 2 consecutive failed analyses"
         );
     }
 

@@ -257,7 +257,7 @@ async fn a_passing_analysis_steps_forward_writes_status_and_an_event() {
             assert_eq!(ev["type"], "Normal");
             assert_eq!(ev["reason"], "Advanced");
             assert_eq!(ev["action"], "Progress");
-            assert_eq!(ev["note"], "canary weight 5% -> 10%");
+            assert_eq!(ev["note"], "advanced 5.00% -> 10.00%");
             no_more_requests(&mut handle).await;
         })
     };
@@ -313,7 +313,7 @@ async fn failed_analyses_at_the_threshold_roll_back() {
                 rb["note"]
                     .as_str()
                     .unwrap()
-                    .starts_with("rolled back from 5%: 2 consecutive failed analyses"),
+                    .starts_with("rolled back from 5.00%: 2 consecutive failed analyses"),
                 "{rb}"
             );
             no_more_requests(&mut handle).await;
@@ -463,7 +463,7 @@ async fn an_operator_command_is_applied_once_at_once_without_an_analysis() {
             assert_eq!(status["observedGeneration"], 3);
             let ev = expect_event(&mut handle).await;
             assert_eq!(ev["reason"], "Promoted");
-            assert_eq!(ev["note"], "promoted: canary weight 5% -> 100%");
+            assert_eq!(ev["note"], "promoted from 5.00%: promoted by operator");
             no_more_requests(&mut handle).await;
             handle
         })

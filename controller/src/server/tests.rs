@@ -60,7 +60,14 @@ async fn metrics_are_scraped_in_prometheus_text_format() {
             reason: "x".into(),
         }],
     );
-    m.observe_events("ml", "churn", &[RolloutEvent::Promoted { from_bp: 5000 }]);
+    m.observe_events(
+        "ml",
+        "churn",
+        &[RolloutEvent::Promoted {
+            from_bp: 5000,
+            reason: "promoted by operator".into(),
+        }],
+    );
     m.observe_analysis("ml", "fraud-model", Duration::from_millis(30));
     m.error("kube");
 

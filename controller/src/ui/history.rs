@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::policy::{CanaryPolicyStatus, Phase, ValidatedPolicy};
 use mlcanary_core::analysis::Verdict;
+use mlcanary_core::events::{describe, Kind};
 use mlcanary_core::rollout::RolloutEvent;
 
 /// Ticks kept per policy.
@@ -42,25 +43,13 @@ pub struct Sample {
     pub verdicts: Vec<CheckSample>,
 }
 
-/// What happened, for the markers on the weight chart and the event list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum EventKind {
-    Started,
-    Advanced,
-    Promoted,
-    RolledBack,
-    Paused,
-    Resumed,
-    AnalysisFailed,
-}
-
 /// One rollout event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     #[serde(rename = "t")]
     pub t_ms: u64,
-    pub kind: EventKind,
+    /// Its serde form is the page's `kind` (`started`, `rolledBack`, …).
+    pub kind: Kind,
     pub message: String,
 }
 
@@ -89,55 +78,6 @@ pub fn epoch_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-fn pct(bp: u32) -> String {
-    format!("{:.2}%", f64::from(bp) / 100.0)
-}
-
-/// An event's kind and message; `None` for events the page does not show (holds).
-pub fn describe(e: &RolloutEvent, status: &CanaryPolicyStatus) -> Option<(EventKind, String)> {
-    Some(match e {
-        RolloutEvent::Started { to_bp } => {
-            (EventKind::Started, format!("started at {}", pct(*to_bp)))
-        }
-        RolloutEvent::Advanced { from_bp, to_bp } => (
-            EventKind::Advanced,
-            format!("advanced {} → {}", pct(*from_bp), pct(*to_bp)),
-        ),
-        RolloutEvent::Promoted { from_bp } => {
-            let why = status
-                .history
-                .last()
-                .map(|h| h.reason.as_str())
-                .unwrap_or("");
-            (
-                EventKind::Promoted,
-                format!("promoted from {}: {why}", pct(*from_bp)),
-            )
-        }
-        RolloutEvent::RolledBack { from_bp, reason } => (
-            EventKind::RolledBack,
-            format!("rolled back from {}: {reason}", pct(*from_bp)),
-        ),
-        RolloutEvent::Paused => (EventKind::Paused, "paused".to_owned()),
-        RolloutEvent::Resumed => (EventKind::Resumed, "resumed".to_owned()),
-        RolloutEvent::AnalysisFailed {
-            consecutive,
-            threshold,
-            checks,
-        } => (
-            EventKind::AnalysisFailed,
-            format!(
-                "analysis failed ({consecutive}/{threshold}): {}",
-                checks.join(", ")
-            ),
-        ),
-        RolloutEvent::Restarted { canary } => {
-            (EventKind::Started, format!("new rollout of {canary}"))
-        }
-        RolloutEvent::Held(_) => return None,
-    })
 }
 
 impl HistoryStore {
@@ -222,11 +162,12 @@ impl HistoryStore {
             r.samples.pop_front();
         }
         for e in events {
-            if let Some((kind, message)) = describe(e, status) {
+            let d = describe(e);
+            if d.kind.is_news() {
                 r.events.push_back(Event {
                     t_ms,
-                    kind,
-                    message,
+                    kind: d.kind,
+                    message: d.message,
                 });
             }
         }
@@ -310,8 +251,8 @@ mod tests {
         assert_eq!(r.samples[0].verdicts[0].verdict, "pass");
         assert_eq!(r.samples[0].verdicts[0].canary, Some(0.001));
         assert_eq!(r.events.len(), 1, "holds are not events");
-        assert_eq!(r.events[0].kind, EventKind::Advanced);
-        assert_eq!(r.events[0].message, "advanced 10.00% → 25.00%");
+        assert_eq!(r.events[0].kind, Kind::Advanced);
+        assert_eq!(r.events[0].message, "advanced 10.00% -> 25.00%");
         assert_eq!(r.updated, "2023-11-14T22:13:25Z");
     }
 
@@ -330,39 +271,6 @@ mod tests {
         assert_eq!(
             r.events.back().map(|e| e.t_ms),
             Some(epoch_ms(at(MAX_SAMPLES as u64 + 9)))
-        );
-    }
-
-    #[test]
-    fn rollback_and_promotion_say_why() {
-        let status = CanaryPolicyStatus {
-            history: vec![crate::policy::HistoryEntry {
-                time: "T".into(),
-                from_weight_bp: 5000,
-                to_weight_bp: 10_000,
-                reason: "every step passed its analysis".into(),
-            }],
-            ..Default::default()
-        };
-        assert_eq!(
-            describe(&RolloutEvent::Promoted { from_bp: 5000 }, &status),
-            Some((
-                EventKind::Promoted,
-                "promoted from 50.00%: every step passed its analysis".into()
-            ))
-        );
-        assert_eq!(
-            describe(
-                &RolloutEvent::RolledBack {
-                    from_bp: 2000,
-                    reason: "aborted by operator".into()
-                },
-                &status
-            ),
-            Some((
-                EventKind::RolledBack,
-                "rolled back from 20.00%: aborted by operator".into()
-            ))
         );
     }
 }

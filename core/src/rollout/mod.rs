@@ -24,7 +24,6 @@
 
 pub mod adaptive;
 pub mod gates;
-pub mod webhooks;
 
 use std::time::{Duration, SystemTime};
 
@@ -118,6 +117,7 @@ pub enum RolloutEvent {
     Resumed,
     Promoted {
         from_bp: u32,
+        reason: String,
     },
     /// A new rollout of `canary` was requested (`start`): back to `Pending` at 0 %.
     Restarted {
@@ -291,7 +291,10 @@ impl Next {
         self.weight(Weights::TOTAL_BP, reason);
         self.s.paused_until = None;
         self.phase(Phase::Promoted, "Promoted", reason.into());
-        self.events.push(RolloutEvent::Promoted { from_bp: from });
+        self.events.push(RolloutEvent::Promoted {
+            from_bp: from,
+            reason: reason.into(),
+        });
     }
 }
 

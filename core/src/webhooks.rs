@@ -2,34 +2,22 @@
 //!
 //! - gates — `preRollout` (before the first step: nothing moves until every one answers 2xx) and
 //!   `confirmPromotion` (before promotion: the rollout holds until every one answers 2xx); what a
-//!   refusal does to the rollout is [`super::gates`];
+//!   refusal does to the rollout is [`crate::rollout::gates`];
 //! - notifications — `step` (after each weight change, including steps back), `rollback` (after a
 //!   rollback) and `event` (after every rollout event but holds); a failing notification is logged
 //!   and changes nothing.
 //!
-//! Pure: which hooks a step calls ([`notifications`], [`Gate::hook_kind`](super::gates::Gate::hook_kind)) and what they are sent
-//! ([`payload`]). The sender is the controller's.
+//! Pure: which hooks a step calls ([`notifications`], [`Gate::hook_kind`]) and what they are sent
+//! ([`payload`], its `event` and `message` from [`crate::events`]). The sender is the controller's.
 
 use serde_json::{json, Value};
 
-use super::RolloutEvent;
+use crate::events::describe;
 use crate::policy::validated::{HookKind, Webhook};
 use crate::policy::{CanaryPolicyStatus, ValidatedPolicy, VerdictStatus, DEFAULT_NAMESPACE};
-
-/// The event's name in payloads.
-pub fn event_name(e: &RolloutEvent) -> &'static str {
-    match e {
-        RolloutEvent::Started { .. } => "Started",
-        RolloutEvent::Advanced { .. } => "Advanced",
-        RolloutEvent::Held(_) => "Held",
-        RolloutEvent::AnalysisFailed { .. } => "AnalysisFailed",
-        RolloutEvent::Paused => "Paused",
-        RolloutEvent::Resumed => "Resumed",
-        RolloutEvent::Promoted { .. } => "Promoted",
-        RolloutEvent::Restarted { .. } => "Restarted",
-        RolloutEvent::RolledBack { .. } => "RolledBack",
-    }
-}
+#[cfg(doc)]
+use crate::rollout::gates::Gate;
+use crate::rollout::RolloutEvent;
 
 /// Which notification hooks fire for one tick's events, in order, each with the event that fired
 /// it. `step` on every weight change, `rollback` on a rollback, `event` on every event but holds.
@@ -69,19 +57,7 @@ pub fn payload(
     event: Option<&RolloutEvent>,
     verdicts: &[VerdictStatus],
 ) -> Value {
-    let message = match event {
-        Some(RolloutEvent::Started { to_bp }) => format!("first step at {to_bp} bp"),
-        Some(RolloutEvent::Advanced { from_bp, to_bp }) => {
-            format!("canary weight {from_bp} -> {to_bp} bp")
-        }
-        Some(RolloutEvent::Promoted { from_bp }) => format!("promotion from {from_bp} bp"),
-        Some(RolloutEvent::RolledBack { reason, .. }) => reason.clone(),
-        Some(RolloutEvent::AnalysisFailed { checks, .. }) => {
-            format!("failed checks: {}", checks.join(", "))
-        }
-        Some(RolloutEvent::Restarted { canary }) => format!("new rollout of {canary}"),
-        _ => String::new(),
-    };
+    let described = event.map(describe);
     json!({
         "name": policy.name,
         "namespace": policy.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
@@ -91,8 +67,8 @@ pub fn payload(
         "stepIndex": status.step_index,
         "stepsBp": policy.steps_bp,
         "canaryVersion": status.canary_version.as_deref().or(policy.canary_version.as_deref()),
-        "event": event.map(event_name),
-        "message": message,
+        "event": described.as_ref().map(|d| d.kind.reason()),
+        "message": described.as_ref().map_or("", |d| d.message.as_str()),
         "verdicts": verdicts,
     })
 }

@@ -62,7 +62,7 @@ fn the_planner_fires_step_rollback_and_event_hooks() {
     let names = |events: &[RolloutEvent]| -> Vec<String> {
         notifications(&p, events)
             .iter()
-            .map(|(h, e)| format!("{}:{}", h.name, event_name(e)))
+            .map(|(h, e)| format!("{}:{}", h.name, describe(e).kind.reason()))
             .collect()
     };
     assert_eq!(
@@ -88,7 +88,10 @@ fn the_planner_fires_step_rollback_and_event_hooks() {
     );
     assert!(names(&[RolloutEvent::Held(crate::rollout::Hold::NoConclusiveData)]).is_empty());
     assert_eq!(
-        names(&[RolloutEvent::Promoted { from_bp: 5000 }]),
+        names(&[RolloutEvent::Promoted {
+            from_bp: 5000,
+            reason: "promoted by operator".into()
+        }]),
         ["e:Promoted"]
     );
 }
@@ -129,7 +132,7 @@ fn payload_carries_policy_step_and_verdicts() {
     assert_eq!(body["stepIndex"], 1);
     assert_eq!(body["canaryVersion"], "v2");
     assert_eq!(body["event"], "Advanced");
-    assert_eq!(body["message"], "canary weight 500 -> 1000 bp");
+    assert_eq!(body["message"], "advanced 5.00% -> 10.00%");
     assert_eq!(body["verdicts"][0]["name"], "errors");
     assert_eq!(body["verdicts"][0]["nCanary"], 120);
     assert!(body["stepsBp"].is_array());

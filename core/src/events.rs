@@ -1,0 +1,192 @@
+//! What a [`RolloutEvent`] says, written once: the Kubernetes Event (reason, action, type, note),
+//! the status page's event list, the local progress lines and the webhooks' `event` / `message`
+//! all read [`describe`].
+
+use serde::Serialize;
+
+use crate::rollout::RolloutEvent;
+
+/// The kind of an event: its CamelCase [`Kind::reason`] is the Kubernetes Event reason and the
+/// webhook `event`; the page shows it in camelCase (its serde form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Kind {
+    Started,
+    Advanced,
+    Held,
+    AnalysisFailed,
+    Paused,
+    Resumed,
+    Promoted,
+    Restarted,
+    RolledBack,
+}
+
+impl Kind {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Kind::Started => "Started",
+            Kind::Advanced => "Advanced",
+            Kind::Held => "Held",
+            Kind::AnalysisFailed => "AnalysisFailed",
+            Kind::Paused => "Paused",
+            Kind::Resumed => "Resumed",
+            Kind::Promoted => "Promoted",
+            Kind::Restarted => "Restarted",
+            Kind::RolledBack => "RolledBack",
+        }
+    }
+
+    /// What the controller did (the Kubernetes Event's `action`).
+    pub fn action(self) -> &'static str {
+        match self {
+            Kind::Started | Kind::Advanced | Kind::Held => "Progress",
+            Kind::AnalysisFailed => "Analyze",
+            Kind::Paused => "Pause",
+            Kind::Resumed => "Resume",
+            Kind::Promoted => "Promote",
+            Kind::Restarted => "Start",
+            Kind::RolledBack => "Rollback",
+        }
+    }
+
+    /// A failed analysis or a rollback warns; everything else is normal progress.
+    pub fn is_warning(self) -> bool {
+        matches!(self, Kind::AnalysisFailed | Kind::RolledBack)
+    }
+
+    /// Holds repeat every interval while they last: not news, so no Kubernetes Event, no page
+    /// entry and no `event` webhook (they still show in the progress line).
+    pub fn is_news(self) -> bool {
+        self != Kind::Held
+    }
+}
+
+/// One event, described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    pub kind: Kind,
+    /// One line for a person: `advanced 5.00% -> 10.00%`.
+    pub message: String,
+}
+
+/// A weight in basis points as a percentage with two decimals (the filter's resolution).
+pub fn percent(bp: u32) -> String {
+    format!("{:.2}%", f64::from(bp) / 100.0)
+}
+
+/// The one description of `e`.
+pub fn describe(e: &RolloutEvent) -> Description {
+    let (kind, message) = match e {
+        RolloutEvent::Started { to_bp } => {
+            (Kind::Started, format!("started at {}", percent(*to_bp)))
+        }
+        RolloutEvent::Advanced { from_bp, to_bp } => (
+            Kind::Advanced,
+            format!("advanced {} -> {}", percent(*from_bp), percent(*to_bp)),
+        ),
+        RolloutEvent::Held(h) => (Kind::Held, format!("held ({h:?})")),
+        RolloutEvent::AnalysisFailed {
+            consecutive,
+            threshold,
+            checks,
+        } => (
+            Kind::AnalysisFailed,
+            format!(
+                "analysis failed ({consecutive}/{threshold} before rollback): {}",
+                checks.join(", ")
+            ),
+        ),
+        RolloutEvent::Paused => (Kind::Paused, "paused".to_owned()),
+        RolloutEvent::Resumed => (Kind::Resumed, "resumed".to_owned()),
+        RolloutEvent::Promoted { from_bp, reason } => (
+            Kind::Promoted,
+            format!("promoted from {}: {reason}", percent(*from_bp)),
+        ),
+        RolloutEvent::Restarted { canary } => (Kind::Restarted, format!("new rollout of {canary}")),
+        RolloutEvent::RolledBack { from_bp, reason } => (
+            Kind::RolledBack,
+            format!("rolled back from {}: {reason}", percent(*from_bp)),
+        ),
+    };
+    Description { kind, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::Hold;
+
+    #[test]
+    fn every_event_has_one_description() {
+        let all = [
+            RolloutEvent::Started { to_bp: 500 },
+            RolloutEvent::Advanced {
+                from_bp: 500,
+                to_bp: 1000,
+            },
+            RolloutEvent::Held(Hold::NoConclusiveData),
+            RolloutEvent::AnalysisFailed {
+                consecutive: 1,
+                threshold: 2,
+                checks: vec!["errors".into(), "latency".into()],
+            },
+            RolloutEvent::Paused,
+            RolloutEvent::Resumed,
+            RolloutEvent::Promoted {
+                from_bp: 5000,
+                reason: "every step passed its analysis".into(),
+            },
+            RolloutEvent::Restarted {
+                canary: "v2".into(),
+            },
+            RolloutEvent::RolledBack {
+                from_bp: 2500,
+                reason: "2 consecutive failed analyses".into(),
+            },
+        ];
+        let d: Vec<Description> = all.iter().map(describe).collect();
+        let reasons: Vec<&str> = d.iter().map(|d| d.kind.reason()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "Started",
+                "Advanced",
+                "Held",
+                "AnalysisFailed",
+                "Paused",
+                "Resumed",
+                "Promoted",
+                "Restarted",
+                "RolledBack"
+            ]
+        );
+        assert_eq!(d[1].message, "advanced 5.00% -> 10.00%");
+        assert_eq!(d[2].message, "held (NoConclusiveData)");
+        assert_eq!(
+            d[3].message,
+            "analysis failed (1/2 before rollback): errors, latency"
+        );
+        assert_eq!(
+            d[6].message,
+            "promoted from 50.00%: every step passed its analysis"
+        );
+        assert_eq!(
+            d[8].message,
+            "rolled back from 25.00%: 2 consecutive failed analyses"
+        );
+        // Only holds are not news; only failures and rollbacks warn.
+        let quiet: Vec<Kind> = d.iter().map(|d| d.kind).filter(|k| !k.is_news()).collect();
+        assert_eq!(quiet, [Kind::Held]);
+        let warn: Vec<Kind> = d
+            .iter()
+            .map(|d| d.kind)
+            .filter(|k| k.is_warning())
+            .collect();
+        assert_eq!(warn, [Kind::AnalysisFailed, Kind::RolledBack]);
+        assert_eq!(
+            serde_json::to_value(Kind::RolledBack).unwrap(),
+            "rolledBack"
+        );
+    }
+}
