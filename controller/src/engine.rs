@@ -1,6 +1,8 @@
 //! One analysis interval of one policy, the same for the kube loop and the local loop: fetch the
-//! window, judge it, step the rollout, write the split if it changed. The loops only decide *when*
-//! to tick and where the status goes; everything a rollout does happens here.
+//! window, judge it, step the rollout, write the split if it changed — and an operator's command
+//! ([`Engine::command`]), written the same way. The loops only decide *when* to tick and where the
+//! status goes; everything a rollout does happens here, on the engine's [`Clock`], with its
+//! [`WebhookSender`].
 //!
 //! Rules kept in this one place:
 //! - a metrics error is **no data**: `None` verdicts go to [`rollout::step`], which holds (never
@@ -20,18 +22,19 @@
 //!   `--once` or newly elected controller judges exactly as one that never stopped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use mlcanary_filter::ConfigError;
 use thiserror::Error;
 
-use crate::hooks::Hooks;
+use crate::hooks::{Hooks, WebhookSender};
 use crate::metrics::{MetricsError, MetricsSource};
 use crate::policy::{CanaryPolicyStatus, ValidatedPolicy};
 use crate::traffic::{DesiredTraffic, TrafficError, TrafficTarget};
 use mlcanary_core::analysis::{evaluate, Outcome, Verdict};
-use mlcanary_core::render::{owned_routes, render_config};
-use mlcanary_core::rollout::{self, RolloutEvent};
+use mlcanary_core::render::desired_traffic;
+use mlcanary_core::rollout::{self, Command, NotApplicable, RolloutEvent};
 use mlcanary_core::weights::Weights;
 use mlcanary_core::window::{HeldWindow, Window};
 
@@ -50,7 +53,16 @@ pub enum EngineError {
     },
 }
 
-/// What one tick needs to know besides the I/O adapters.
+/// The engine's time, given to it like its adapters: neither loop reads the system clock itself,
+/// and tests fix every time written into a status.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(SystemTime::now)
+}
+
+/// What one tick or command needs to know besides the I/O adapters.
 #[derive(Debug, Clone, Copy)]
 pub struct TickInput<'a> {
     pub policy: &'a ValidatedPolicy,
@@ -59,39 +71,115 @@ pub struct TickInput<'a> {
     /// current weights: the filter config is one document for all of them. An entry named like
     /// `policy` is ignored.
     pub peers: &'a [(&'a ValidatedPolicy, Weights)],
-    pub now: SystemTime,
 }
 
-/// What one tick did.
+/// What one tick or command did.
 #[derive(Debug)]
 pub struct TickOutput {
+    /// The engine's clock when it ran (the time in the status and the history).
+    pub at: SystemTime,
     pub status: CanaryPolicyStatus,
     pub weights: Weights,
     pub events: Vec<RolloutEvent>,
-    /// This interval's verdicts; `None` when there was no data (or the phase needs none).
+    /// This interval's verdicts; `None` when there was no data (or the phase needs none, or it
+    /// was a command).
     pub verdicts: Option<Vec<Verdict>>,
     /// Why there was no data, when the source failed.
     pub no_data: Option<MetricsError>,
-    /// The target was written this tick.
+    /// The target was written.
     pub applied: bool,
 }
 
-/// Remembers what was last written per policy, so unchanged splits are not rewritten.
-#[derive(Debug, Default)]
+/// Why an operator command changed nothing.
+#[derive(Debug, Error)]
+pub enum CommandError {
+    /// It does not apply in the rollout's phase (the HTTP API answers 409, kube records an Event).
+    #[error(transparent)]
+    NotApplicable(#[from] NotApplicable),
+    /// Its split could not be written: the status stays as it was.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Steps policies and writes their traffic. Remembers what it last wrote per policy, so unchanged
+/// splits are not rewritten; every write of a policy's traffic — tick or command — goes through it.
 pub struct Engine {
     applied: HashMap<String, DesiredTraffic>,
     /// `spec.webhooks`: gates before the write, notifications after (see [`crate::hooks`]).
     hooks: Hooks,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("applied", &self.applied.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Engine {
-    pub fn new() -> Self {
-        Engine::default()
+    pub fn new(clock: Clock, webhooks: Arc<dyn WebhookSender>) -> Self {
+        Engine {
+            applied: HashMap::new(),
+            hooks: Hooks::new(webhooks),
+            clock,
+        }
     }
 
-    /// Forget what was written for `policy` (deleted policy, or force a rewrite next tick).
-    pub fn forget(&mut self, policy: &str) {
-        self.applied.remove(policy);
+    /// The engine's clock, for the loops' own times (progress lines, schedules).
+    pub fn now(&self) -> SystemTime {
+        (self.clock)()
+    }
+
+    /// Write `desired` unless it is what was last written for its policy; `true` when written.
+    async fn write<T: TrafficTarget>(
+        &mut self,
+        desired: DesiredTraffic,
+        target: &T,
+    ) -> Result<bool, EngineError> {
+        if self.applied.get(&desired.policy) == Some(&desired) {
+            return Ok(false);
+        }
+        target
+            .apply(&desired)
+            .await
+            .map_err(|source| EngineError::Apply {
+                policy: desired.policy.clone(),
+                source,
+            })?;
+        self.applied.insert(desired.policy.clone(), desired);
+        Ok(true)
+    }
+
+    /// An operator's command on `input.policy`, at once and without an analysis: refused when
+    /// it does not apply ([`rollout::applicable`]), else its split is written first — the status
+    /// must never claim a split that is not in effect — and the new status returned.
+    pub async fn command<T: TrafficTarget>(
+        &mut self,
+        input: TickInput<'_>,
+        cmd: Command,
+        target: &T,
+    ) -> Result<TickOutput, CommandError> {
+        let now = self.now();
+        let step = rollout::command(input.status, cmd, now)?;
+        let desired = render(input.policy, step.weights, input.peers)?;
+        let applied = self.write(desired, target).await?;
+        let mut status = step.status;
+        // As after a tick: an ended rollout carries no evidence (a held window at another weight
+        // is dropped by the next tick's `judge`).
+        if status.phase.is_terminal() {
+            status.evidence = None;
+        }
+        Ok(TickOutput {
+            at: now,
+            status,
+            weights: step.weights,
+            events: step.events,
+            verdicts: None,
+            no_data: None,
+            applied,
+        })
     }
 
     /// One analysis interval of `input.policy`.
@@ -106,16 +194,14 @@ impl Engine {
         T: TrafficTarget,
     {
         let policy = input.policy;
+        let now = self.now();
         let mut evidence = input.status.evidence.clone().unwrap_or_default();
         // Terminal phases need no window; Pending reads anyway so the first step's window has its
         // start mark.
         let (verdicts, no_data) = if input.status.phase.is_terminal() {
             (None, None)
         } else {
-            match source
-                .fetch(policy, evidence.mark.as_ref(), input.now)
-                .await
-            {
+            match source.fetch(policy, evidence.mark.as_ref(), now).await {
                 Ok(reading) => {
                     evidence.mark = Some(reading.mark);
                     match reading.window {
@@ -138,26 +224,14 @@ impl Engine {
                 Err(e) => (None, Some(e)),
             }
         };
-        let mut step = rollout::step(input.status, verdicts.as_deref(), policy, input.now);
+        let mut step = rollout::step(input.status, verdicts.as_deref(), policy, now);
         if !policy.webhooks.is_empty() {
             step = (self.hooks)
-                .gate(policy, input.status, verdicts.as_deref(), step, input.now)
+                .gate(policy, input.status, verdicts.as_deref(), step, now)
                 .await;
         }
-        let desired = desired_traffic(policy, step.weights, input.peers)?;
-        let applied = if self.applied.get(&policy.name) != Some(&desired) {
-            target
-                .apply(&desired)
-                .await
-                .map_err(|source| EngineError::Apply {
-                    policy: policy.name.clone(),
-                    source,
-                })?;
-            self.applied.insert(policy.name.clone(), desired);
-            true
-        } else {
-            false
-        };
+        let desired = render(policy, step.weights, input.peers)?;
+        let applied = self.write(desired, target).await?;
         if !policy.webhooks.is_empty() {
             self.hooks.notify(policy, &step, verdicts.as_deref()).await;
         }
@@ -166,6 +240,7 @@ impl Engine {
         // rollout carries nothing.
         status.evidence = (!status.phase.is_terminal() && !evidence.is_empty()).then_some(evidence);
         Ok(TickOutput {
+            at: now,
             status,
             weights: step.weights,
             events: step.events,
@@ -174,6 +249,18 @@ impl Engine {
             applied,
         })
     }
+}
+
+/// The core's rendering, its refusal named by policy.
+fn render(
+    policy: &ValidatedPolicy,
+    weights: Weights,
+    peers: &[(&ValidatedPolicy, Weights)],
+) -> Result<DesiredTraffic, EngineError> {
+    desired_traffic(policy, weights, peers).map_err(|source| EngineError::Render {
+        policy: policy.name.clone(),
+        source,
+    })
 }
 
 /// Judge `window` added to the window still held at the same weight; the sum stays held while the
@@ -196,37 +283,6 @@ fn judge(
     let open = verdicts.iter().any(|v| v.outcome == Outcome::Inconclusive);
     let held = (open && !failed).then_some(HeldWindow { weight_bp, window });
     (verdicts, held)
-}
-
-/// The routes and the whole filter config `policy` wants at `weights`, next to `peers`.
-pub fn desired_traffic(
-    policy: &ValidatedPolicy,
-    weights: Weights,
-    peers: &[(&ValidatedPolicy, Weights)],
-) -> Result<DesiredTraffic, EngineError> {
-    let mut all: Vec<(&ValidatedPolicy, Weights)> = peers
-        .iter()
-        .filter(|(p, _)| p.name != policy.name)
-        .copied()
-        .collect();
-    all.push((policy, weights));
-    // A stable order, so the same state always renders the same document.
-    all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    let plugin_config = render_config(&all).map_err(|source| EngineError::Render {
-        policy: policy.name.clone(),
-        source,
-    })?;
-    Ok(DesiredTraffic {
-        namespace: policy
-            .namespace
-            .clone()
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
-        policy: policy.name.clone(),
-        virtual_service: policy.virtual_service.clone(),
-        routes: owned_routes(policy, weights),
-        wasm_plugin: policy.wasm_plugin.clone(),
-        plugin_config,
-    })
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod local;
 pub mod metrics;
 pub mod policy;
 pub mod reconcile;
+pub mod record;
 pub mod server;
 pub mod tls;
 pub mod traffic;

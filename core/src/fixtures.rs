@@ -30,11 +30,20 @@ pub struct Metadata {
 impl TestPolicy {
     /// The fixture's first policy (`fraud-model`).
     pub fn fraud_model() -> TestPolicy {
+        Self::document(0)
+    }
+
+    /// The fixture's second policy (`churn-model`, on another host).
+    pub fn churn_model() -> TestPolicy {
+        Self::document(1)
+    }
+
+    fn document(i: usize) -> TestPolicy {
         let text = std::fs::read_to_string(POLICY_FILE).expect("fixture file");
-        let first = serde_yaml::Deserializer::from_str(&text)
-            .next()
+        let doc = serde_yaml::Deserializer::from_str(&text)
+            .nth(i)
             .expect("a document");
-        TestPolicy::deserialize(first).expect("fixture parses")
+        TestPolicy::deserialize(doc).expect("fixture parses")
     }
 }
 

@@ -19,7 +19,8 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::policy::{CanaryPolicy, ValidatedPolicy};
-use crate::reconcile::command::{annotation_patch, applicable};
+use crate::reconcile::command::annotation_patch;
+use mlcanary_core::rollout::applicable;
 use mlcanary_core::rollout::Command;
 
 /// One policy as the HTTP API's `/api/policies` shows it: the server's own view type.
@@ -269,9 +270,8 @@ impl KubeBackend {
         let (obj, api) = self.get_obj(name).await?;
         let ns = obj.namespace().unwrap_or_default();
         let phase = obj.status.as_ref().map(|s| s.phase).unwrap_or_default();
-        applicable(phase, &cmd).map_err(|why| {
-            ClientError::Refused(format!("{} refused for {ns}/{name}: {why}", cmd.name()))
-        })?;
+        applicable(phase, &cmd)
+            .map_err(|why| ClientError::Refused(format!("{ns}/{name}: {why}")))?;
         api.patch(
             name,
             &PatchParams::default(),

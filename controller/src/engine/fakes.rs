@@ -1,15 +1,21 @@
-//! In-memory adapters for engine tests: a source that replays scripted windows and a target that
-//! records every write.
+//! In-memory adapters for engine tests: a source that replays scripted windows, a target that
+//! records every write, a clock moved by hand and a webhook sender that records its calls.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::engine::{Clock, Engine};
+use crate::hooks::{HookError, WebhookSender};
 use crate::metrics::{unix_ms, MetricsError, MetricsSource, Reading};
 use crate::policy::ValidatedPolicy;
 use crate::traffic::{DesiredTraffic, TrafficError, TrafficTarget};
 use mlcanary_core::analysis::{VariantWindow, Window};
+use mlcanary_core::policy::validated::Webhook;
 use mlcanary_core::render::RouteError;
 use mlcanary_core::window::Mark;
 
@@ -109,4 +115,89 @@ impl TrafficTarget for FakeTarget {
         self.writes.lock().expect("lock").push(desired.clone());
         Ok(())
     }
+}
+
+/// A clock tests move by hand (shared by clones).
+#[derive(Clone)]
+pub struct ManualClock(Arc<Mutex<SystemTime>>);
+
+impl ManualClock {
+    pub fn at(t: SystemTime) -> Self {
+        ManualClock(Arc::new(Mutex::new(t)))
+    }
+
+    pub fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap()
+    }
+
+    pub fn set(&self, t: SystemTime) {
+        *self.0.lock().unwrap() = t;
+    }
+
+    pub fn advance(&self, d: std::time::Duration) {
+        let t = self.now() + d;
+        self.set(t);
+    }
+
+    pub fn clock(&self) -> Clock {
+        let c = self.clone();
+        Arc::new(move || c.now())
+    }
+}
+
+/// Records every webhook call (hook URL and body) and answers with scripted HTTP statuses, one per
+/// call, the last repeating (none: 200). Retries are the HTTP sender's, tested with it.
+#[derive(Default)]
+pub struct FakeSender {
+    pub answers: Mutex<VecDeque<u16>>,
+    pub calls: Mutex<Vec<(String, Value)>>,
+}
+
+impl FakeSender {
+    pub fn answering(statuses: &[u16]) -> Arc<Self> {
+        Arc::new(FakeSender {
+            answers: Mutex::new(statuses.iter().copied().collect()),
+            calls: Mutex::default(),
+        })
+    }
+
+    pub fn calls(&self) -> Vec<(String, Value)> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl WebhookSender for FakeSender {
+    fn send<'a>(
+        &'a self,
+        hook: &'a Webhook,
+        body: &'a Value,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((hook.url.clone(), body.clone()));
+        let status = {
+            let mut a = self.answers.lock().unwrap();
+            if a.len() > 1 {
+                a.pop_front().unwrap_or(200)
+            } else {
+                a.front().copied().unwrap_or(200)
+            }
+        };
+        Box::pin(async move {
+            if (200..300).contains(&status) {
+                Ok(())
+            } else {
+                Err(HookError::Status {
+                    status,
+                    attempts: 1,
+                })
+            }
+        })
+    }
+}
+
+/// An engine on `clock` whose webhooks go to `sender`.
+pub fn engine(clock: &ManualClock, sender: Arc<FakeSender>) -> Engine {
+    Engine::new(clock.clock(), sender)
 }

@@ -1,11 +1,11 @@
-//! The engine with webhooks: gates before the write, notifications after, against a real HTTP
-//! receiver on 127.0.0.1.
+//! The engine with webhooks: gates before the write, notifications after, against a fake sender
+//! that records each call (the HTTP sender's retries and timeouts are tested in `hooks`).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::fakes::{window, FakeSource, FakeTarget};
+use super::fakes::{engine, window, FakeSender, FakeSource, FakeTarget, ManualClock};
 use super::*;
-use crate::hooks::tests::HookServer;
 use crate::policy::{CanaryPolicy, Phase, WebhookSpec};
 use mlcanary_core::fixtures::webhook as hook;
 
@@ -22,21 +22,22 @@ fn policy(hooks: Vec<WebhookSpec>) -> ValidatedPolicy {
 
 struct Run {
     engine: Engine,
+    clock: ManualClock,
     source: FakeSource,
     target: FakeTarget,
     status: CanaryPolicyStatus,
-    now: SystemTime,
     policy: ValidatedPolicy,
 }
 
 impl Run {
-    fn new(policy: ValidatedPolicy) -> Self {
+    fn new(policy: ValidatedPolicy, sender: &Arc<FakeSender>) -> Self {
+        let clock = ManualClock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         Run {
-            engine: Engine::new(),
+            engine: engine(&clock, sender.clone()),
+            clock,
             source: FakeSource::default(),
             target: FakeTarget::default(),
             status: CanaryPolicyStatus::default(),
-            now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             policy,
         }
     }
@@ -48,7 +49,6 @@ impl Run {
             policy: &self.policy,
             status: &self.status,
             peers: &[],
-            now: self.now,
         };
         let out = self
             .engine
@@ -56,19 +56,18 @@ impl Run {
             .await
             .expect("tick");
         self.status = out.status.clone();
-        self.now += self.policy.interval;
+        self.clock.advance(self.policy.interval);
         out
     }
 }
 
 #[tokio::test]
 async fn a_refusing_pre_rollout_hook_stops_the_rollout_before_any_traffic_moves() {
-    let server = HookServer::start(vec![(500, 0)]);
-    let mut run = Run::new(policy(vec![hook(
-        "smoke-test",
-        "preRollout",
-        &format!("{}/pre", server.base),
-    )]));
+    let sender = FakeSender::answering(&[500]);
+    let mut run = Run::new(
+        policy(vec![hook("smoke-test", "preRollout", "http://hooks/pre")]),
+        &sender,
+    );
     let first = run.tick().await;
     assert_eq!(first.status.phase, Phase::Pending);
     assert_eq!(first.status.canary_weight_bp, 0);
@@ -89,10 +88,10 @@ async fn a_refusing_pre_rollout_hook_stops_the_rollout_before_any_traffic_moves(
         "the canary never got traffic: {:?}",
         run.target.canary_percents()
     );
-    let got = server.bodies();
-    assert_eq!(got.len(), 4, "two ticks × (1 + 1 retry)");
-    for (path, body) in &got {
-        assert_eq!(path, "/pre");
+    let got = sender.calls();
+    assert_eq!(got.len(), 2, "one call a tick");
+    for (url, body) in &got {
+        assert_eq!(url, "http://hooks/pre");
         assert_eq!(body["type"], "preRollout");
         assert_eq!(body["name"], "fraud-model");
         assert_eq!(body["phase"], "Pending");
@@ -102,14 +101,17 @@ async fn a_refusing_pre_rollout_hook_stops_the_rollout_before_any_traffic_moves(
 
 #[tokio::test]
 async fn gates_that_answer_2xx_let_the_rollout_through_and_notifications_follow_it() {
-    let server = HookServer::start(vec![(200, 0)]);
-    let url = |p: &str| format!("{}/{p}", server.base);
-    let mut run = Run::new(policy(vec![
-        hook("pre", "preRollout", &url("pre")),
-        hook("step", "step", &url("step")),
-        hook("confirm", "confirmPromotion", &url("confirm")),
-        hook("events", "event", &url("event")),
-    ]));
+    let sender = FakeSender::answering(&[200]);
+    let url = |p: &str| format!("http://hooks/{p}");
+    let mut run = Run::new(
+        policy(vec![
+            hook("pre", "preRollout", &url("pre")),
+            hook("step", "step", &url("step")),
+            hook("confirm", "confirmPromotion", &url("confirm")),
+            hook("events", "event", &url("event")),
+        ]),
+        &sender,
+    );
     let mut phases = Vec::new();
     for _ in 0..4 {
         let out = run.tick().await;
@@ -126,39 +128,38 @@ async fn gates_that_answer_2xx_let_the_rollout_through_and_notifications_follow_
             (Phase::Promoted, 10000)
         ]
     );
-    let calls: Vec<(String, String)> = server
-        .bodies()
+    let calls: Vec<(String, String)> = sender
+        .calls()
         .into_iter()
         .map(|(p, b)| (p, b["event"].as_str().unwrap_or("").to_owned()))
         .collect();
     let want: Vec<(String, String)> = [
-        ("/pre", "Started"),
-        ("/step", "Started"),
-        ("/event", "Started"),
-        ("/step", "Advanced"),
-        ("/event", "Advanced"),
-        ("/confirm", "Promoted"),
-        ("/event", "Promoted"),
+        ("http://hooks/pre", "Started"),
+        ("http://hooks/step", "Started"),
+        ("http://hooks/event", "Started"),
+        ("http://hooks/step", "Advanced"),
+        ("http://hooks/event", "Advanced"),
+        ("http://hooks/confirm", "Promoted"),
+        ("http://hooks/event", "Promoted"),
     ]
     .iter()
     .map(|(a, b)| (a.to_string(), b.to_string()))
     .collect();
     assert_eq!(calls, want);
     // The step notification carries the verdicts of the interval that earned it.
-    let advanced = &server.bodies()[3].1;
+    let advanced = &sender.calls()[3].1;
     assert_eq!(advanced["canaryWeightBp"], 5000);
     assert_eq!(advanced["verdicts"][0]["verdict"], "pass");
 }
 
 #[tokio::test]
 async fn a_refusing_confirm_promotion_hook_holds_until_it_answers_2xx() {
-    // Two attempts refused (one tick), then 200.
-    let server = HookServer::start(vec![(403, 0), (403, 0), (200, 0)]);
-    let mut run = Run::new(policy(vec![hook(
-        "approve",
-        "confirmPromotion",
-        &server.base,
-    )]));
+    // Refused once (one tick), then 200.
+    let sender = FakeSender::answering(&[403, 200]);
+    let mut run = Run::new(
+        policy(vec![hook("approve", "confirmPromotion", "http://hooks/")]),
+        &sender,
+    );
     run.tick().await; // 10 %
     run.tick().await; // 50 %, the last step
     let held = run.tick().await;
@@ -176,6 +177,6 @@ async fn a_refusing_confirm_promotion_hook_holds_until_it_answers_2xx() {
     );
     let promoted = run.tick().await;
     assert_eq!(promoted.status.phase, Phase::Promoted);
-    assert_eq!(server.bodies().len(), 3);
-    assert_eq!(server.bodies()[0].1["type"], "confirmPromotion");
+    assert_eq!(sender.calls().len(), 2);
+    assert_eq!(sender.calls()[0].1["type"], "confirmPromotion");
 }

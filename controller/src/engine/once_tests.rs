@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::fakes::FakeTarget;
+use super::fakes::{engine, FakeSender, FakeTarget, ManualClock};
 use super::*;
 use crate::metrics::envoy::reading;
 use crate::metrics::exposition::parse;
@@ -82,22 +82,24 @@ async fn run(canary_errors_pm: f64, restart_every_tick: bool) -> (Trace, CanaryP
         canary_errors_pm,
     };
     let target = FakeTarget::default();
-    let mut engine = Engine::new();
+    let clock = ManualClock::at(start);
+    let new_engine = || engine(&clock, Arc::new(FakeSender::default()));
+    let mut engine = new_engine();
     let mut source = envoy();
     let mut status = CanaryPolicyStatus::default();
     let mut trace = Trace::new();
     for i in 0..30u64 {
         if restart_every_tick {
-            engine = Engine::new();
+            engine = new_engine();
             source = envoy();
             let json = serde_json::to_string(&status).unwrap();
             status = serde_json::from_str(&json).unwrap();
         }
+        clock.set(start + Duration::from_secs(5 * i + 1));
         let input = TickInput {
             policy: &policy,
             status: &status,
             peers: &[],
-            now: start + Duration::from_secs(5 * i + 1),
         };
         let o = engine.tick(input, &mut source, &target).await.unwrap();
         record(&mut trace, &o);
@@ -147,13 +149,13 @@ async fn without_the_persisted_evidence_a_restarted_controller_would_judge_less(
             rps: 1.0,
             canary_errors_pm: 0.0,
         };
+        let clock = ManualClock::at(start + Duration::from_secs(5 * i + 1));
         let input = TickInput {
             policy: &policy,
             status: &status,
             peers: &[],
-            now: start + Duration::from_secs(5 * i + 1),
         };
-        let o = Engine::new()
+        let o = engine(&clock, Arc::new(FakeSender::default()))
             .tick(input, &mut source, &target)
             .await
             .unwrap();

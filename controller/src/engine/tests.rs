@@ -1,10 +1,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use super::fakes::{unreachable, window, FakeSource, FakeTarget};
+use super::fakes::{engine, unreachable, window, FakeSender, FakeSource, FakeTarget, ManualClock};
 use super::*;
 use crate::policy::{CanaryPolicy, Phase};
-use mlcanary_core::rollout::Hold;
+use mlcanary_core::rollout::{Command, Hold};
 
 fn policy() -> ValidatedPolicy {
     CanaryPolicy::test()
@@ -18,21 +18,22 @@ fn policy() -> ValidatedPolicy {
 
 struct Run {
     engine: Engine,
+    clock: ManualClock,
     source: FakeSource,
     target: FakeTarget,
     status: CanaryPolicyStatus,
-    now: SystemTime,
     policy: ValidatedPolicy,
 }
 
 impl Run {
     fn new() -> Self {
+        let clock = ManualClock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         Run {
-            engine: Engine::new(),
+            engine: engine(&clock, Arc::new(FakeSender::default())),
+            clock,
             source: FakeSource::default(),
             target: FakeTarget::default(),
             status: CanaryPolicyStatus::default(),
-            now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             policy: policy(),
         }
     }
@@ -42,7 +43,6 @@ impl Run {
             policy: &self.policy,
             status: &self.status,
             peers: &[],
-            now: self.now,
         };
         let out = self
             .engine
@@ -51,7 +51,7 @@ impl Run {
         if let Ok(o) = &out {
             self.status = o.status.clone();
         }
-        self.now += self.policy.interval;
+        self.clock.advance(self.policy.interval);
         out
     }
 }
@@ -152,31 +152,6 @@ async fn failed_write_keeps_the_old_status_and_is_retried() {
     assert_eq!(o.weights.canary_bp(), 1000);
 }
 
-#[test]
-fn desired_traffic_holds_every_peer_in_the_filter_config() {
-    let fraud = policy();
-    let text = std::fs::read_to_string(crate::fixtures::POLICY_FILE).unwrap();
-    let churn = crate::policy::file::validate_policies(&text).unwrap()[1]
-        .1
-        .clone();
-    let peers = [
-        (&churn, Weights::with_canary_bp(2000)),
-        // A stale entry for the policy itself is replaced by the new weights.
-        (&fraud, Weights::with_canary_bp(9000)),
-    ];
-    let d = desired_traffic(&fraud, Weights::with_canary_bp(500), &peers).unwrap();
-    let names: Vec<&str> = d
-        .plugin_config
-        .policies
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect();
-    assert_eq!(names, ["churn-model", "fraud-model"]);
-    let w = |i: usize| d.plugin_config.policies[i].variants[1].weight_bp;
-    assert_eq!((w(0), w(1)), (2000, 500));
-    assert_eq!(d.routes.len(), 3, "only the policy's own routes");
-}
-
 #[tokio::test]
 async fn inconclusive_evidence_accumulates_until_it_is_conclusive() {
     let mut r = Run::new();
@@ -214,4 +189,74 @@ async fn a_failure_is_judged_on_fresh_evidence_next_time() {
     let o = r.tick().await.unwrap();
     let v = &o.verdicts.as_ref().unwrap()[0];
     assert_eq!((v.outcome, v.n_canary), (Outcome::Pass, 1000));
+}
+
+#[tokio::test]
+async fn a_command_goes_through_the_engine_once_and_the_next_tick_does_not_rewrite() {
+    let mut r = Run::new();
+    r.source.push(Err(unreachable()));
+    r.tick().await.unwrap(); // Pending -> the first step, written.
+    assert_eq!(r.target.canary_percents(), [10]);
+    let input = TickInput {
+        policy: &r.policy,
+        status: &r.status,
+        peers: &[],
+    };
+    let done = r
+        .engine
+        .command(input, Command::Pause, &r.target)
+        .await
+        .unwrap();
+    assert_eq!(done.status.phase, Phase::Paused);
+    assert_eq!(done.at, r.clock.now(), "the engine's clock");
+    assert!(!done.applied, "the split did not change: nothing written");
+    r.status = done.status;
+    // Refused without a write: resume applies, pause does not.
+    let input = TickInput {
+        policy: &r.policy,
+        status: &r.status,
+        peers: &[],
+    };
+    let again = r.engine.command(input, Command::Pause, &r.target).await;
+    assert!(
+        matches!(again, Err(CommandError::NotApplicable(_))),
+        "{again:?}"
+    );
+    let input = TickInput {
+        policy: &r.policy,
+        status: &r.status,
+        peers: &[],
+    };
+    let aborted = r
+        .engine
+        .command(input, Command::Abort, &r.target)
+        .await
+        .unwrap();
+    assert!(aborted.applied);
+    assert_eq!(r.target.canary_percents(), [10, 0]);
+    r.status = aborted.status;
+    // The engine knows what the command wrote: the tick after it writes nothing new.
+    r.source.push(Err(unreachable()));
+    let o = r.tick().await.unwrap();
+    assert!(!o.applied);
+    assert_eq!(r.target.canary_percents(), [10, 0]);
+}
+
+#[tokio::test]
+async fn a_command_whose_split_cannot_be_written_changes_no_status() {
+    let mut r = Run::new();
+    r.source.push(Err(unreachable()));
+    r.tick().await.unwrap();
+    r.target.fail.store(true, Ordering::SeqCst);
+    let input = TickInput {
+        policy: &r.policy,
+        status: &r.status,
+        peers: &[],
+    };
+    let e = r.engine.command(input, Command::Promote, &r.target).await;
+    assert!(
+        matches!(e, Err(CommandError::Engine(EngineError::Apply { .. }))),
+        "{e:?}"
+    );
+    assert_eq!(r.target.canary_percents(), [10]);
 }

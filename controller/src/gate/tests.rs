@@ -353,7 +353,8 @@ fn start_command_restarts_from_a_terminal_phase() {
             canary: "v3".into(),
         },
         t,
-    );
+    )
+    .expect("start applies in any phase");
     assert_eq!(out.status.phase, Phase::Pending);
     assert_eq!(out.status.failed_checks, 0);
     assert_eq!(out.status.canary_version.as_deref(), Some("v3"));

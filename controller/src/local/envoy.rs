@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::bootstrap::LISTENER;
+use crate::traffic::envoy_files::bootstrap::LISTENER;
 
 /// How long Envoy gets to load the Wasm module and answer `/ready`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -15,7 +15,6 @@
 //! then exits with the code above. Ctrl-C / SIGTERM stop the loop and Envoy with it; before every
 //! policy has ended that is exit 130.
 
-pub mod bootstrap;
 pub mod envoy;
 pub mod lock;
 pub mod report;
@@ -25,19 +24,24 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use thiserror::Error;
 use tokio::time::Instant;
 
-use crate::engine::{desired_traffic, Engine, EngineError, TickInput};
+use crate::engine::{system_clock, Engine, EngineError, TickInput};
+use crate::hooks::HttpSender;
 use crate::metrics::{EnvoySource, MetricsError, MetricsSource, PrometheusSource, Reading};
 use crate::policy::file::{load, FileError};
 use crate::policy::{CanaryPolicyStatus, Phase, ValidatedPolicy};
-use crate::traffic::envoy_files::{EnvoyFilesTarget, FilesError};
-use bootstrap::{render_bootstrap, BootstrapSpec, Upstream};
+use crate::record::Recorder;
+use crate::server::ServerState;
+use crate::traffic::envoy_files::{EnvoyFilesTarget, FilesError, Upstream, BOOTSTRAP_FILE};
+use crate::ui::CommandRequest;
 use envoy::{EnvoyChild, EnvoyError};
+use mlcanary_core::render::desired_traffic;
 use mlcanary_core::weights::Weights;
 use mlcanary_core::window::Mark;
 use report::{progress_line, StatusFile};
@@ -182,8 +186,9 @@ struct Managed {
     due: Instant,
 }
 
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+/// `t` as RFC 3339 to the second, as progress lines and `status.json` show times.
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Everything checked before anything is written or started.
@@ -241,29 +246,41 @@ pub fn run(args: &LocalArgs, out: &mut impl Write) -> Result<Outcome, LocalError
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run_plan(args, plan, out))
+    rt.block_on(async {
+        let running = set_up(args, plan, out).await?;
+        run_loop(args, running, out).await
+    })
 }
 
-async fn run_plan(
-    args: &LocalArgs,
-    plan: Plan,
-    out: &mut impl Write,
-) -> Result<Outcome, LocalError> {
+/// Everything the loop works with once set up.
+struct Running {
+    managed: Vec<Managed>,
+    target: EnvoyFilesTarget,
+    child: Option<EnvoyChild>,
+    source: Source,
+    server: Arc<ServerState>,
+    recorder: Recorder,
+    commands: tokio::sync::mpsc::Receiver<CommandRequest>,
+    status_file: StatusFile,
+    status_path: PathBuf,
+    engine: Engine,
+    /// Held until the process ends.
+    _lock: lock::WorkdirLock,
+}
+
+/// Lock the work directory, resume `status.json`, write Envoy's files at every policy's current
+/// split, start Envoy (with `--envoy`), the metrics source and the status page.
+async fn set_up(args: &LocalArgs, plan: Plan, out: &mut impl Write) -> Result<Running, LocalError> {
     let dir = &args.workdir;
-    std::fs::create_dir_all(dir.join("ecds"))?;
-    std::fs::create_dir_all(dir.join("rds"))?;
+    std::fs::create_dir_all(dir)?;
     let dir = std::fs::canonicalize(dir)?;
-    // Before anything in the directory is read or written; held until the process ends.
-    let _lock = lock::WorkdirLock::acquire(&dir)?;
-    let (ecds, rds, status_path) = (
-        dir.join("ecds/ecds.yaml"),
-        dir.join("rds/rds.yaml"),
-        dir.join("status.json"),
-    );
+    // Before anything in the directory is read or written.
+    let lock = lock::WorkdirLock::acquire(&dir)?;
+    let status_path = dir.join("status.json");
     let previous = StatusFile::read(&status_path).unwrap_or_default();
     // An Envoy a killed mlcanary left running on this directory: replaced by ours (see envoy.rs).
     if let Some(pid) = previous.envoy_pid {
-        if envoy::stop_orphan(pid, &dir.join("envoy.yaml")) {
+        if envoy::stop_orphan(pid, &dir.join(BOOTSTRAP_FILE)) {
             writeln!(
                 out,
                 "mlcanary local: stopped envoy {pid} left by a previous run"
@@ -271,7 +288,7 @@ async fn run_plan(
         }
     }
     let start = Instant::now();
-    let mut managed: Vec<Managed> = plan
+    let managed: Vec<Managed> = plan
         .policies
         .into_iter()
         .map(|policy| Managed {
@@ -286,7 +303,7 @@ async fn run_plan(
         .collect();
 
     // The files Envoy needs at start-up: every policy at its current split.
-    let target = EnvoyFilesTarget::new(ecds.clone(), rds.clone(), plan.wasm);
+    let target = EnvoyFilesTarget::in_dir(&dir, plan.wasm)?;
     let current: Vec<(&ValidatedPolicy, Weights)> = managed
         .iter()
         .map(|m| {
@@ -297,21 +314,15 @@ async fn run_plan(
         })
         .collect();
     for (p, w) in &current {
-        target.write(&desired_traffic(p, *w, &current)?)?;
+        let desired = desired_traffic(p, *w, &current).map_err(|source| EngineError::Render {
+            policy: p.name.clone(),
+            source,
+        })?;
+        target.write(&desired)?;
     }
-    let bootstrap = dir.join("envoy.yaml");
-    crate::traffic::envoy_files::write_atomic(
-        &bootstrap,
-        &render_bootstrap(&BootstrapSpec {
-            listen: args.listen,
-            admin_port: args.admin_port,
-            ecds: &ecds,
-            rds: &rds,
-            upstreams: &plan.upstreams,
-        }),
-    )?;
+    let bootstrap = target.write_bootstrap(args.listen, args.admin_port, &plan.upstreams)?;
 
-    let mut child = match &args.envoy {
+    let child = match &args.envoy {
         Some(bin) => Some(EnvoyChild::start(bin, &bootstrap, &dir).await?),
         None => None,
     };
@@ -322,24 +333,25 @@ async fn run_plan(
     let listener = child
         .as_ref()
         .map_or_else(|| args.listen.to_string(), |c| c.listener.clone());
-    let mut source = match &args.prometheus {
+    let source = match &args.prometheus {
         Some(url) => Source::Prometheus(PrometheusSource::new(url)?),
         None => Source::Envoy(EnvoySource::new(&admin)?),
     };
-    let (ui, mut commands) = crate::ui::Ui::with_commands();
+    let engine = Engine::new(system_clock(), Arc::new(HttpSender::default()));
+    let (ui, commands) = crate::ui::Ui::with_commands();
     for m in &managed {
         ui.register(
             serve::namespace(&m.policy),
             &m.policy,
             &m.status,
-            SystemTime::now(),
+            engine.now(),
         );
     }
     let (http, server) = serve::start(args.http, ui).await?;
     server.health.set_ready(true);
     server.health.beat();
-    let mut status_file = StatusFile {
-        updated: now_rfc3339(),
+    let status_file = StatusFile {
+        updated: rfc3339(engine.now()),
         http: Some(format!("http://{http}/")),
         listener: Some(listener.clone()),
         admin: Some(admin.clone()),
@@ -359,67 +371,50 @@ async fn run_plan(
     )?;
     writeln!(out, "status page: http://{http}/")?;
     out.flush()?;
+    let recorder = Recorder {
+        ui: server.ui.clone(),
+        metrics: server.metrics.clone(),
+    };
+    Ok(Running {
+        managed,
+        target,
+        child,
+        source,
+        server,
+        recorder,
+        commands,
+        status_file,
+        status_path,
+        engine,
+        _lock: lock,
+    })
+}
 
-    let mut engine = Engine::new();
-    let mut signals = Signals::new()?;
-    loop {
-        let next = managed
+impl Running {
+    /// Rewrite `status.json` with every policy's status.
+    fn write_status(&mut self) -> Result<(), LocalError> {
+        self.status_file.updated = rfc3339(self.engine.now());
+        self.status_file.policies = self
+            .managed
             .iter()
-            .filter(|m| !m.status.phase.is_terminal())
-            .map(|m| m.due)
-            .min()
-            // Only with --watch: everything ended, idle until a signal.
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
-            Some(req) = commands.recv() => {
-                serve::handle_command(req, &mut managed, &target, &mut engine, &server, out).await?;
-                status_file.updated = now_rfc3339();
-                status_file.policies = managed
-                    .iter()
-                    .map(|m| (m.policy.name.clone(), m.status.clone()))
-                    .collect();
-                status_file.write(&status_path)?;
-                if managed.iter().all(|m| m.status.phase.is_terminal()) && !args.watch {
-                    return Ok(ended(&managed));
-                }
-                continue;
-            }
-            _ = signals.recv() => {
-                writeln!(out, "mlcanary local: stopping envoy")?;
-                out.flush()?;
-                return Ok(if managed.iter().all(|m| m.status.phase.is_terminal()) {
-                    ended(&managed)
-                } else {
-                    Outcome::Interrupted
-                });
-            }
-        }
-        if let Some(c) = child.as_mut() {
-            // Restarted on the same files, so at the same split; its counters start again from
-            // zero, which the next window reads as a reset (counts since the restart).
-            if c.keep_alive().await? {
-                writeln!(
-                    out,
-                    "{} envoy exited; restarted (pid {})",
-                    now_rfc3339(),
-                    c.pid()
-                )?;
-                status_file.envoy_pid = Some(c.pid());
-                status_file.admin = Some(c.admin.clone());
-                status_file.listener = Some(c.listener.clone());
-                if let Source::Envoy(_) = source {
-                    source = Source::Envoy(EnvoySource::new(&c.admin)?);
-                }
-            }
-        }
-        server.health.beat();
+            .map(|m| (m.policy.name.clone(), m.status.clone()))
+            .collect();
+        Ok(self.status_file.write(&self.status_path)?)
+    }
+
+    fn all_ended(&self) -> bool {
+        self.managed.iter().all(|m| m.status.phase.is_terminal())
+    }
+
+    /// Tick every policy that is due.
+    async fn tick_due(&mut self, out: &mut impl Write) -> Result<(), LocalError> {
         let now = Instant::now();
-        for i in 0..managed.len() {
-            if managed[i].due > now || managed[i].status.phase.is_terminal() {
+        for i in 0..self.managed.len() {
+            if self.managed[i].due > now || self.managed[i].status.phase.is_terminal() {
                 continue;
             }
-            let peers: Vec<(&ValidatedPolicy, Weights)> = managed
+            let peers: Vec<(&ValidatedPolicy, Weights)> = self
+                .managed
                 .iter()
                 .map(|m| {
                     (
@@ -428,51 +423,109 @@ async fn run_plan(
                     )
                 })
                 .collect();
-            let m = &managed[i];
+            let m = &self.managed[i];
             let input = TickInput {
                 policy: &m.policy,
                 status: &m.status,
                 peers: &peers,
-                now: SystemTime::now(),
             };
-            match engine.tick(input, &mut source, &target).await {
+            match self
+                .engine
+                .tick(input, &mut self.source, &self.target)
+                .await
+            {
                 Ok(o) => {
-                    writeln!(out, "{}", progress_line(&now_rfc3339(), &m.policy, &o))?;
-                    let ns = serve::namespace(&m.policy);
-                    let (ui, metrics) = (&server.ui, &server.metrics);
-                    ui.record(
-                        ns,
-                        &m.policy,
-                        &o.status,
-                        o.verdicts.as_deref(),
-                        &o.events,
-                        input.now,
-                    );
-                    metrics.observe_status(ns, &m.policy.name, &o.status);
-                    metrics.observe_events(ns, &m.policy.name, &o.events);
-                    let m = &mut managed[i];
-                    m.status = o.status;
+                    writeln!(out, "{}", progress_line(&rfc3339(o.at), &m.policy, &o))?;
+                    self.recorder
+                        .record(serve::namespace(&m.policy), &m.policy, &o);
+                    self.managed[i].status = o.status;
                 }
                 // A failed write keeps the old status; the next tick retries it.
-                Err(e) => writeln!(out, "{} {} write failed: {e}", now_rfc3339(), m.policy.name)?,
+                Err(e) => writeln!(
+                    out,
+                    "{} {} write failed: {e}",
+                    rfc3339(self.engine.now()),
+                    m.policy.name
+                )?,
             }
-            let m = &mut managed[i];
+            let m = &mut self.managed[i];
             m.due += m.policy.interval;
             if m.due < now {
                 // Fell behind (slow scrape): skip missed ticks rather than burst.
                 m.due = now + m.policy.interval;
             }
         }
-        out.flush()?;
-        status_file.updated = now_rfc3339();
-        status_file.policies = managed
+        Ok(())
+    }
+
+    /// Restart Envoy if it died: on the same files, so at the same split; its counters start
+    /// again from zero, which the next window reads as a reset (counts since the restart).
+    async fn keep_envoy_alive(&mut self, out: &mut impl Write) -> Result<(), LocalError> {
+        let Some(c) = self.child.as_mut() else {
+            return Ok(());
+        };
+        if c.keep_alive().await? {
+            writeln!(
+                out,
+                "{} envoy exited; restarted (pid {})",
+                rfc3339(self.engine.now()),
+                c.pid()
+            )?;
+            self.status_file.envoy_pid = Some(c.pid());
+            self.status_file.admin = Some(c.admin.clone());
+            self.status_file.listener = Some(c.listener.clone());
+            if let Source::Envoy(_) = self.source {
+                self.source = Source::Envoy(EnvoySource::new(&c.admin)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tick policies when due, apply commands as they come, stop on a signal or when every policy has
+/// ended (unless `--watch`).
+async fn run_loop(
+    args: &LocalArgs,
+    mut r: Running,
+    out: &mut impl Write,
+) -> Result<Outcome, LocalError> {
+    let mut signals = Signals::new()?;
+    loop {
+        let next = r
+            .managed
             .iter()
-            .map(|m| (m.policy.name.clone(), m.status.clone()))
-            .collect();
-        status_file.write(&status_path)?;
-        let all_ended = managed.iter().all(|m| m.status.phase.is_terminal());
-        if args.once || (all_ended && !args.watch) {
-            return Ok(ended(&managed));
+            .filter(|m| !m.status.phase.is_terminal())
+            .map(|m| m.due)
+            .min()
+            // Only with --watch: everything ended, idle until a signal.
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            Some(req) = r.commands.recv() => {
+                serve::handle_command(req, &mut r.managed, &r.target, &mut r.engine, &r.recorder, out).await?;
+                r.write_status()?;
+                if r.all_ended() && !args.watch {
+                    return Ok(ended(&r.managed));
+                }
+                continue;
+            }
+            _ = signals.recv() => {
+                writeln!(out, "mlcanary local: stopping envoy")?;
+                out.flush()?;
+                return Ok(if r.all_ended() {
+                    ended(&r.managed)
+                } else {
+                    Outcome::Interrupted
+                });
+            }
+        }
+        r.keep_envoy_alive(out).await?;
+        r.server.health.beat();
+        r.tick_due(out).await?;
+        out.flush()?;
+        r.write_status()?;
+        if args.once || (r.all_ended() && !args.watch) {
+            return Ok(ended(&r.managed));
         }
     }
 }

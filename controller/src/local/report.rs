@@ -111,6 +111,7 @@ mod tests {
     fn line_shows_phase_weight_and_verdict_numbers() {
         let p = CanaryPolicy::test().validated();
         let out = TickOutput {
+            at: std::time::SystemTime::UNIX_EPOCH,
             status: CanaryPolicyStatus {
                 phase: Phase::Progressing,
                 canary_weight_bp: 2500,
@@ -143,6 +144,7 @@ mod tests {
              canary=0.0010 stable=0.0000 limit=0.0100 n=120/480 | advanced 10.00% -> 25.00%"
         );
         let held = TickOutput {
+            at: std::time::SystemTime::UNIX_EPOCH,
             verdicts: None,
             no_data: Some(crate::metrics::MetricsError::Unreachable {
                 url: "u".into(),

@@ -5,16 +5,17 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use super::{LocalError, Managed};
-use crate::engine::{desired_traffic, Engine, DEFAULT_NAMESPACE};
+use super::{rfc3339, LocalError, Managed};
+use crate::engine::{CommandError, Engine, TickInput, DEFAULT_NAMESPACE};
 use crate::policy::ValidatedPolicy;
+use crate::record::Recorder;
 use crate::server::{serve, Health, Metrics, ServerState};
 use crate::traffic::TrafficTarget;
-use crate::ui::{self, CommandRefused, CommandRequest, Ui};
+use crate::ui::{CommandRefused, CommandRequest, Ui};
 use mlcanary_core::weights::Weights;
 
 /// The namespace a local policy is shown under.
@@ -44,30 +45,22 @@ pub async fn start(addr: SocketAddr, ui: Ui) -> Result<(SocketAddr, Arc<ServerSt
     Ok((bound, state))
 }
 
-/// Apply one operator command to the policy it names and answer the request: 404-like when no
-/// policy has that name, 409-like when it changes nothing, otherwise write the new split (as a
-/// tick would) and then take the new status.
+/// Apply one operator command to the policy it names and answer the request: refused when no
+/// policy has that name, when it does not apply, or when its split cannot be written; otherwise
+/// the engine wrote the new split and the policy takes the new status.
 pub(super) async fn handle_command<T: TrafficTarget>(
     req: CommandRequest,
     managed: &mut [Managed],
     target: &T,
     engine: &mut Engine,
-    state: &ServerState,
+    recorder: &Recorder,
     out: &mut impl Write,
 ) -> Result<(), LocalError> {
     let Some(i) = managed.iter().position(|m| m.policy.name == req.policy) else {
         let _ = req.reply.send(Err(CommandRefused::UnknownPolicy));
         return Ok(());
     };
-    let now = SystemTime::now();
     let name = req.command.name();
-    let step = match ui::apply_command(&managed[i].status, req.command, now) {
-        Ok(step) => step,
-        Err(refused) => {
-            let _ = req.reply.send(Err(refused));
-            return Ok(());
-        }
-    };
     let peers: Vec<(&ValidatedPolicy, Weights)> = managed
         .iter()
         .map(|m| {
@@ -78,44 +71,43 @@ pub(super) async fn handle_command<T: TrafficTarget>(
         })
         .collect();
     let policy = &managed[i].policy;
-    let written = match desired_traffic(policy, step.weights, &peers) {
-        Ok(desired) => target.apply(&desired).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+    let input = TickInput {
+        policy,
+        status: &managed[i].status,
+        peers: &peers,
     };
-    if let Err(why) = written {
-        writeln!(
-            out,
-            "{} {} {name} refused: {why}",
-            super::now_rfc3339(),
-            policy.name
-        )?;
-        let _ = req.reply.send(Err(CommandRefused::Failed(format!(
-            "writing the split: {why}"
-        ))));
-        return Ok(());
-    }
-    // The engine's memory of the last write is stale now: the next tick writes again.
-    engine.forget(&policy.name);
-    let ns = namespace(policy).to_owned();
-    state
-        .ui
-        .record(&ns, policy, &step.status, None, &step.events, now);
-    state
-        .metrics
-        .observe_status(&ns, &policy.name, &step.status);
-    state
-        .metrics
-        .observe_events(&ns, &policy.name, &step.events);
+    let done = match engine.command(input, req.command, target).await {
+        Ok(done) => done,
+        Err(CommandError::NotApplicable(e)) => {
+            let _ = req
+                .reply
+                .send(Err(CommandRefused::NotApplicable(e.to_string())));
+            return Ok(());
+        }
+        Err(CommandError::Engine(why)) => {
+            writeln!(
+                out,
+                "{} {} {name} refused: {why}",
+                rfc3339(engine.now()),
+                policy.name
+            )?;
+            let _ = req.reply.send(Err(CommandRefused::Failed(format!(
+                "writing the split: {why}"
+            ))));
+            return Ok(());
+        }
+    };
+    recorder.record(namespace(policy), policy, &done);
     writeln!(
         out,
         "{} {} {:?} canary={:.2}% | {name} by operator",
-        super::now_rfc3339(),
+        rfc3339(done.at),
         policy.name,
-        step.status.phase,
-        f64::from(step.status.canary_weight_bp) / 100.0
+        done.status.phase,
+        f64::from(done.status.canary_weight_bp) / 100.0
     )?;
     out.flush()?;
-    managed[i].status = step.status;
+    managed[i].status = done.status;
     let _ = req.reply.send(Ok(()));
     Ok(())
 }

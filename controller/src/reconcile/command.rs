@@ -8,7 +8,7 @@
 //!     mlcanary.io/command-id: 18a3c2f0e1b2-4f2a   # new for every command
 //! ```
 //!
-//! and the reconciler applies [`mlcanary_core::rollout::command`] **once per command id**: the id it handled
+//! and the reconciler applies it through the engine ([`crate::engine::Engine::command`]) **once per command id**: the id it handled
 //! goes into `status.lastCommandId`, so the annotation can stay on the object (a relist, a restart or
 //! a later reconcile see the same id and do nothing). An annotation change is a watch event, so the
 //! command runs at once, without waiting for the analysis interval, and it runs no analysis.
@@ -18,7 +18,6 @@
 //! is visible in `kubectl get -o yaml`.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -28,10 +27,10 @@ use serde_json::{json, Value};
 
 use super::plan::{event_for, peers, starting_status, Event, EventType, Update};
 use super::{writer, Context, Error};
-use crate::engine::{desired_traffic, EngineError};
-use crate::policy::{CanaryPolicy, Phase, ValidatedPolicy};
+use crate::engine::{CommandError, TickInput, TickOutput};
+use crate::policy::{CanaryPolicy, ValidatedPolicy};
 use crate::traffic::TrafficTarget;
-use mlcanary_core::rollout::{self, Command};
+use mlcanary_core::rollout::{Command, NotApplicable};
 use mlcanary_core::weights::Weights;
 
 /// The command: `promote`, `abort`, `pause` or `resume`.
@@ -40,24 +39,6 @@ pub const COMMAND_ANNOTATION: &str = "mlcanary.io/command";
 pub const COMMAND_ID_ANNOTATION: &str = "mlcanary.io/command-id";
 /// With `start`: the new canary (a version label or image).
 pub const COMMAND_CANARY_ANNOTATION: &str = "mlcanary.io/command-canary";
-
-/// Whether `cmd` would change a rollout in `phase`; the reason when it would not. The CLI refuses a
-/// command that does not apply (exit 1) before writing anything, as the HTTP API answers 409.
-pub fn applicable(phase: Phase, cmd: &Command) -> Result<(), String> {
-    match (phase, cmd) {
-        // A new rollout starts from any phase.
-        (_, Command::Start { .. }) => Ok(()),
-        (Phase::Promoted | Phase::RolledBack | Phase::Failed, _) => Err(format!(
-            "the rollout is {phase:?}: {} does not apply to a finished rollout",
-            cmd.name()
-        )),
-        (Phase::Paused, Command::Pause) => Err("the rollout is already paused".into()),
-        (Phase::Pending | Phase::Progressing, Command::Resume) => {
-            Err(format!("the rollout is {phase:?}, not paused"))
-        }
-        _ => Ok(()),
-    }
-}
 
 /// The JSON merge patch the CLI sends to `.../canarypolicies/{name}`. A `start` also sets its
 /// canary; any other command clears a previous `start`'s.
@@ -109,30 +90,34 @@ pub fn pending(obj: &CanaryPolicy) -> Option<Pending> {
     })
 }
 
-/// The decision for a pending command, as a value: the rollout's output with the id recorded, plus
-/// an Event when the command was ignored or unknown.
-pub fn plan_command(obj: &CanaryPolicy, pending: &Pending, now: SystemTime) -> (Update, Weights) {
-    let status = starting_status(obj);
-    let (mut next, rollout_events, extra) = match &pending.command {
-        Ok(cmd) => {
-            let out = rollout::command(&status, cmd.clone(), now);
-            let extra = out.events.is_empty().then(|| Event {
+/// What became of a pending command.
+#[derive(Debug)]
+pub enum Handled {
+    /// The engine applied it (its split is written).
+    Applied(Box<TickOutput>),
+    /// It does not apply in the rollout's phase.
+    NotApplicable(NotApplicable),
+    /// The annotation names no command (its text).
+    Unknown(String),
+}
+
+/// The update for a handled command, as a value: the new status (or the old one) with the id
+/// recorded, the rollout's Events, or one saying why the command was ignored.
+pub fn plan_command(obj: &CanaryPolicy, pending: &Pending, handled: &Handled) -> Update {
+    let (mut next, rollout_events, extra) = match handled {
+        Handled::Applied(out) => (out.status.clone(), out.events.clone(), None),
+        Handled::NotApplicable(e) => (
+            starting_status(obj),
+            Vec::new(),
+            Some(Event {
                 type_: EventType::Normal,
                 reason: "CommandIgnored",
                 action: "Command",
-                note: format!(
-                    "{} (id {}) ignored: {}",
-                    cmd.name(),
-                    pending.id,
-                    applicable(status.phase, cmd)
-                        .err()
-                        .unwrap_or_else(|| "nothing to do".into())
-                ),
-            });
-            (out.status, out.events, extra)
-        }
-        Err(raw) => (
-            status.clone(),
+                note: format!("{e} (id {})", pending.id),
+            }),
+        ),
+        Handled::Unknown(raw) => (
+            starting_status(obj),
             Vec::new(),
             Some(Event {
                 type_: EventType::Warning,
@@ -148,27 +133,24 @@ pub fn plan_command(obj: &CanaryPolicy, pending: &Pending, now: SystemTime) -> (
     };
     next.last_command_id = Some(pending.id.clone());
     next.observed_generation = obj.metadata.generation.or(next.observed_generation);
-    let weights = Weights::with_canary_bp(next.canary_weight_bp);
     let mut events: Vec<Event> = rollout_events.iter().filter_map(event_for).collect();
     events.extend(extra);
-    let update = Update {
+    Update {
         status: Some(next),
         events,
         rollout: rollout_events,
         requeue: std::time::Duration::ZERO,
-    };
-    (update, weights)
+    }
 }
 
-/// Apply the object's pending command, if any: write the new split first (the status must never
-/// claim a split that is not in effect), then the status with `lastCommandId` and the Events.
-/// `None` when there is no new command.
+/// Apply the object's pending command, if any, through the policy's engine (which writes the new
+/// split first: the status must never claim a split that is not in effect), then write the status
+/// with `lastCommandId` and the Events. `None` when there is no new command.
 pub async fn handle<M, T>(
     obj: &CanaryPolicy,
     policy: &ValidatedPolicy,
     ctx: &Arc<Context<M, T>>,
     api: &Api<CanaryPolicy>,
-    now: SystemTime,
 ) -> Result<Option<Action>, Error>
 where
     T: TrafficTarget,
@@ -179,35 +161,35 @@ where
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     tracing::info!(%namespace, policy = %name, id = %pending.id, command = ?pending.command, "operator command");
-    let (mut update, weights) = plan_command(obj, &pending, now);
-    let before = obj.status.as_ref().map_or(0, |s| s.canary_weight_bp);
-    if weights.canary_bp() != before {
-        let peers = peers(&ctx.store.state(), obj);
-        let peer_refs: Vec<(&ValidatedPolicy, Weights)> =
-            peers.iter().map(|(p, w)| (p, *w)).collect();
-        let desired = desired_traffic(policy, weights, &peer_refs)?;
-        ctx.target
-            .apply(&desired)
-            .await
-            .map_err(|source| EngineError::Apply {
-                policy: policy.name.clone(),
-                source,
-            })?;
-        // The engine's memory of the last write is stale now: the next tick rewrites.
-        let key = ObjectRef::from_obj(obj);
-        let engine = ctx.with_state(&key, |s| s.engine.clone());
-        engine.lock().await.forget(&policy.name);
-    }
+    let status = starting_status(obj);
+    let peers = peers(&ctx.store.state(), obj);
+    let peer_refs: Vec<(&ValidatedPolicy, Weights)> = peers.iter().map(|(p, w)| (p, *w)).collect();
+    let handled = match &pending.command {
+        Ok(cmd) => {
+            let input = TickInput {
+                policy,
+                status: &status,
+                peers: &peer_refs,
+            };
+            let engine = ctx.engine(&ObjectRef::from_obj(obj));
+            let mut engine = engine.lock().await;
+            match engine.command(input, cmd.clone(), &ctx.target).await {
+                Ok(out) => Handled::Applied(Box::new(out)),
+                Err(CommandError::NotApplicable(e)) => Handled::NotApplicable(e),
+                Err(CommandError::Engine(e)) => return Err(e.into()),
+            }
+        }
+        Err(raw) => Handled::Unknown(raw.clone()),
+    };
+    let mut update = plan_command(obj, &pending, &handled);
     update.requeue = policy.interval;
     let failed_events = writer::write(api, &ctx.recorder, obj, &update).await?;
     for _ in 0..failed_events {
         ctx.metrics.error("event");
     }
-    if let Some(status) = &update.status {
-        ctx.metrics.observe_status(&namespace, &name, status);
+    if let Handled::Applied(out) = &handled {
+        ctx.recorder().record(&namespace, policy, out);
     }
-    ctx.metrics
-        .observe_events(&namespace, &name, &update.rollout);
     Ok(Some(Action::requeue(update.requeue)))
 }
 
@@ -216,7 +198,10 @@ mod tests {
     use super::*;
     use crate::fixtures::AsResource;
     use crate::policy::CanaryPolicyStatus;
+    use crate::policy::Phase;
+    use mlcanary_core::rollout::{self, applicable};
     use std::collections::BTreeMap;
+    use std::time::SystemTime;
 
     fn with_command(cmd: &str, id: &str, status: CanaryPolicyStatus) -> CanaryPolicy {
         let mut p = CanaryPolicy::test().resource();
@@ -258,16 +243,32 @@ mod tests {
         );
     }
 
+    /// What the engine would have done with `p`'s command.
+    fn handled(p: &CanaryPolicy) -> Handled {
+        let cmd = pending(p).unwrap().command.unwrap();
+        match rollout::command(&starting_status(p), cmd, SystemTime::UNIX_EPOCH) {
+            Ok(step) => Handled::Applied(Box::new(TickOutput {
+                at: SystemTime::UNIX_EPOCH,
+                status: step.status,
+                weights: step.weights,
+                events: step.events,
+                verdicts: None,
+                no_data: None,
+                applied: true,
+            })),
+            Err(e) => Handled::NotApplicable(e),
+        }
+    }
+
     #[test]
     fn abort_rolls_back_and_records_the_id() {
         let p = with_command("abort", "c-2", progressing());
-        let (u, w) = plan_command(&p, &pending(&p).unwrap(), SystemTime::UNIX_EPOCH);
+        let u = plan_command(&p, &pending(&p).unwrap(), &handled(&p));
         let s = u.status.unwrap();
         assert_eq!(
             (s.phase, s.canary_weight_bp, s.last_command_id.as_deref()),
             (Phase::RolledBack, 0, Some("c-2"))
         );
-        assert_eq!(w.canary_bp(), 0);
         assert_eq!(u.events[0].reason, "RolledBack");
     }
 
@@ -276,21 +277,27 @@ mod tests {
         let mut s = progressing();
         s.phase = Phase::Promoted;
         let p = with_command("pause", "c-3", s);
-        let (u, _) = plan_command(&p, &pending(&p).unwrap(), SystemTime::UNIX_EPOCH);
+        let u = plan_command(&p, &pending(&p).unwrap(), &handled(&p));
         assert_eq!(u.status.unwrap().last_command_id.as_deref(), Some("c-3"));
         assert_eq!(u.events.len(), 1);
         assert_eq!(u.events[0].reason, "CommandIgnored");
         assert!(
-            u.events[0].note.contains("finished rollout"),
+            u.events[0].note.contains("Promoted (finished)"),
             "{:?}",
             u.events[0]
         );
 
         let p = with_command("promte", "c-4", progressing());
-        let (u, w) = plan_command(&p, &pending(&p).unwrap(), SystemTime::UNIX_EPOCH);
+        let u = plan_command(
+            &p,
+            &pending(&p).unwrap(),
+            &Handled::Unknown("promte".into()),
+        );
         assert_eq!(u.events[0].type_, EventType::Warning);
         assert_eq!(u.events[0].reason, "UnknownCommand");
-        assert_eq!(w.canary_bp(), 1000, "the split is untouched");
+        let s = u.status.unwrap();
+        assert_eq!(s.canary_weight_bp, 1000, "the split is untouched");
+        assert_eq!(s.last_command_id.as_deref(), Some("c-4"));
     }
 
     #[test]
@@ -307,7 +314,7 @@ mod tests {
             (Phase::RolledBack, Promote, false),
         ] {
             assert_eq!(applicable(phase, &cmd).is_ok(), ok, "{phase:?} {cmd:?}");
-            // Where the CLI would refuse, the state machine indeed changes nothing.
+            // What applies changes the rollout: it has an event.
             let s = CanaryPolicyStatus {
                 phase,
                 step_index: Some(0),
@@ -315,7 +322,11 @@ mod tests {
                 ..Default::default()
             };
             let out = rollout::command(&s, cmd.clone(), SystemTime::UNIX_EPOCH);
-            assert_eq!(!out.events.is_empty(), ok, "{phase:?} {cmd:?}");
+            assert_eq!(
+                out.map(|o| !o.events.is_empty()).unwrap_or(false),
+                ok,
+                "{phase:?} {cmd:?}"
+            );
         }
         for c in [Promote, Abort, Pause, Resume] {
             assert_eq!(Command::parse(c.name(), None), Some(c));

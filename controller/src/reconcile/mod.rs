@@ -28,15 +28,17 @@ use std::time::{Instant, SystemTime};
 
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::Recorder as EventRecorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::engine::{Engine, EngineError, TickInput};
+use crate::hooks::{HttpSender, WebhookSender};
 use crate::metrics::MetricsSource;
 use crate::policy::{CanaryPolicy, ValidatedPolicy};
+use crate::record::Recorder;
 use crate::server::{Health, Metrics};
 use crate::traffic::TrafficTarget;
 use crate::ui::Ui;
@@ -65,15 +67,14 @@ impl Error {
     }
 }
 
-/// A clock, injected so tests fix the times written into the status.
-pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+pub use crate::engine::Clock;
 
 /// Per-policy memory of the loop (never persisted: a restart ticks each policy once at once).
 #[derive(Default)]
 struct PolicyState {
     /// What the engine last wrote for this policy. One engine per policy: the controller never
     /// reconciles one object twice at once, so the lock is never contended.
-    engine: Arc<tokio::sync::Mutex<Engine>>,
+    engine: Option<Arc<tokio::sync::Mutex<Engine>>>,
     last_tick: Option<SystemTime>,
     failures: u32,
 }
@@ -81,7 +82,7 @@ struct PolicyState {
 /// The reconciler's only door to the world.
 pub struct Context<M, T> {
     pub client: kube::Client,
-    pub recorder: Recorder,
+    pub recorder: EventRecorder,
     /// Cloned per tick: sources are cheap handles (an HTTP client) and a clone needs no lock.
     pub source: M,
     pub target: T,
@@ -94,6 +95,8 @@ pub struct Context<M, T> {
     pub clock: Clock,
     /// The status page's history; fed after every tick.
     pub ui: Arc<Ui>,
+    /// Where the engines send `spec.webhooks` calls.
+    pub webhooks: Arc<dyn WebhookSender>,
     policies: Mutex<HashMap<ObjectRef<CanaryPolicy>, PolicyState>>,
 }
 
@@ -101,7 +104,7 @@ impl<M, T> Context<M, T> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: kube::Client,
-        recorder: Recorder,
+        recorder: EventRecorder,
         source: M,
         target: T,
         store: Store<CanaryPolicy>,
@@ -121,6 +124,7 @@ impl<M, T> Context<M, T> {
             leading,
             clock,
             ui: Arc::new(Ui::new()),
+            webhooks: Arc::new(HttpSender::default()),
             policies: Mutex::new(HashMap::new()),
         }
     }
@@ -129,6 +133,32 @@ impl<M, T> Context<M, T> {
     pub fn with_ui(mut self, ui: Arc<Ui>) -> Self {
         self.ui = ui;
         self
+    }
+
+    /// Send webhook calls to `sender` instead of over HTTP.
+    pub fn with_webhooks(mut self, sender: Arc<dyn WebhookSender>) -> Self {
+        self.webhooks = sender;
+        self
+    }
+
+    /// The history and metrics both paths feed after a tick or a command.
+    fn recorder(&self) -> Recorder {
+        Recorder {
+            ui: self.ui.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// The policy's engine, made on first use with the context's clock and webhook sender.
+    fn engine(&self, key: &ObjectRef<CanaryPolicy>) -> Arc<tokio::sync::Mutex<Engine>> {
+        self.with_state(key, |s| {
+            s.engine
+                .get_or_insert_with(|| {
+                    let engine = Engine::new(self.clock.clone(), self.webhooks.clone());
+                    Arc::new(tokio::sync::Mutex::new(engine))
+                })
+                .clone()
+        })
     }
 
     fn with_state<R>(
@@ -168,7 +198,7 @@ where
         }
         Ok(policy) => {
             // An operator's command (annotations) runs at once, outside the interval.
-            if let Some(action) = command::handle(&obj, &policy, &ctx, &api, now).await? {
+            if let Some(action) = command::handle(&obj, &policy, &ctx, &api).await? {
                 return Ok(action);
             }
             let last = ctx.with_state(&key, |s| s.last_tick);
@@ -179,7 +209,7 @@ where
             let peers = peers(&ctx.store.state(), &obj);
             let peer_refs: Vec<(&ValidatedPolicy, Weights)> =
                 peers.iter().map(|(p, w)| (p, *w)).collect();
-            let engine = ctx.with_state(&key, |s| s.engine.clone());
+            let engine = ctx.engine(&key);
             let mut source = ctx.source.clone();
             let started = Instant::now();
             let out = engine
@@ -190,7 +220,6 @@ where
                         policy: &policy,
                         status: &status,
                         peers: &peer_refs,
-                        now,
                     },
                     &mut source,
                     &ctx.target,
@@ -202,14 +231,7 @@ where
                 ctx.metrics.error(e.label());
                 tracing::info!(%namespace, policy = %name, error = %e, "no metrics: holding");
             }
-            ctx.ui.record(
-                &namespace,
-                &policy,
-                &out.status,
-                out.verdicts.as_deref(),
-                &out.events,
-                now,
-            );
+            ctx.recorder().record(&namespace, &policy, &out);
             (plan_tick(&obj, &policy, out), true)
         }
     };
@@ -218,11 +240,12 @@ where
     for _ in 0..failed_events {
         ctx.metrics.error("event");
     }
-    if let Some(status) = update.status.as_ref().or(obj.status.as_ref()) {
-        ctx.metrics.observe_status(&namespace, &name, status);
+    if !ticked {
+        // An invalid spec: the tick's recorder did not run, the metrics still show its phase.
+        if let Some(status) = update.status.as_ref().or(obj.status.as_ref()) {
+            ctx.metrics.observe_status(&namespace, &name, status);
+        }
     }
-    ctx.metrics
-        .observe_events(&namespace, &name, &update.rollout);
     ctx.with_state(&key, |s| {
         s.failures = 0;
         // Only a tick whose status was written counts: a failed write re-runs the analysis from

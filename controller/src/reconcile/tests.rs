@@ -521,7 +521,7 @@ async fn a_command_that_does_not_apply_is_recorded_and_explained() {
             assert_eq!(ev["reason"], "CommandIgnored");
             assert_eq!(
                 ev["note"],
-                "resume (id cmd-2) ignored: the rollout is Progressing, not paused"
+                "resume does not apply: the rollout is Progressing, not paused (id cmd-2)"
             );
             no_more_requests(&mut handle).await;
         })

@@ -9,7 +9,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::policy::{CanaryPolicy, CanaryPolicyStatus, Phase};
-use crate::ui::{apply_command, CommandRefused, CommandRequest};
+use crate::ui::{CommandRefused, CommandRequest};
+use mlcanary_core::rollout;
 use mlcanary_core::rollout::{Command, RolloutEvent};
 
 /// A server on 127.0.0.1:0 with `ui`; also used by the metrics/health tests.
@@ -129,9 +130,9 @@ async fn stand_in_loop(mut rx: tokio::sync::mpsc::Receiver<CommandRequest>) {
         let answer = if req.policy != "fraud-model" {
             Err(CommandRefused::UnknownPolicy)
         } else {
-            apply_command(&status, req.command, SystemTime::now()).map(|out| {
-                status = out.status;
-            })
+            rollout::command(&status, req.command, SystemTime::UNIX_EPOCH)
+                .map(|out| status = out.status)
+                .map_err(|e| CommandRefused::NotApplicable(e.to_string()))
         };
         let _ = req.reply.send(answer);
     }
@@ -150,7 +151,10 @@ async fn local_mode_applies_commands_and_refuses_what_does_not_apply() {
     assert_eq!(code, 202);
     let (code, body) = json(addr, "POST", "/api/policies/fraud-model/promote").await;
     assert_eq!(code, 409, "rolled back is terminal: {body}");
-    assert_eq!(body["error"], "promote does not apply in phase RolledBack");
+    assert_eq!(
+        body["error"],
+        "promote does not apply: the rollout is RolledBack (finished)"
+    );
     let (code, _) = json(addr, "POST", "/api/policies/churn/pause").await;
     assert_eq!(code, 404);
     let (code, body) = json(addr, "POST", "/api/policies/fraud-model/rollback").await;

@@ -1,4 +1,5 @@
-//! The local target: the two files a file-watching Envoy reads, rewritten atomically.
+//! The local target: the files of one file-watching Envoy in a work directory — its bootstrap
+//! (`envoy.yaml`, [`bootstrap`]) and the two xDS files it watches — each written atomically.
 //!
 //! - **ECDS** (`ecds.yaml`): a `DiscoveryResponse` holding one `TypedExtensionConfig` named
 //!   `mlcanary` — the Wasm filter with the whole filter config (every policy) as a `StringValue`.
@@ -24,6 +25,10 @@ use std::sync::Mutex;
 use mlcanary_filter::config::RawConfig;
 use serde_json::{json, Value};
 use thiserror::Error;
+
+pub mod bootstrap;
+
+pub use bootstrap::Upstream;
 
 use super::{DesiredTraffic, TrafficError, TrafficTarget};
 use mlcanary_core::render::{check_routes, HttpRoute};
@@ -194,7 +199,10 @@ struct State {
     routes: BTreeMap<String, PolicyRoutes>,
 }
 
-/// Writes the ECDS and RDS files of one local Envoy.
+/// The bootstrap's name in the work directory.
+pub const BOOTSTRAP_FILE: &str = "envoy.yaml";
+
+/// Writes the bootstrap, ECDS and RDS files of one local Envoy.
 #[derive(Debug)]
 pub struct EnvoyFilesTarget {
     ecds: PathBuf,
@@ -213,6 +221,47 @@ impl EnvoyFilesTarget {
             wasm,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// The files of work directory `dir`: `ecds/ecds.yaml`, `rds/rds.yaml` (directories created
+    /// here: Envoy watches a directory per file) and [`BOOTSTRAP_FILE`].
+    pub fn in_dir(dir: &Path, wasm: PathBuf) -> Result<Self, FilesError> {
+        for sub in ["ecds", "rds"] {
+            fs::create_dir_all(dir.join(sub)).map_err(|source| FilesError::Io {
+                path: dir.join(sub).display().to_string(),
+                source,
+            })?;
+        }
+        Ok(Self::new(
+            dir.join("ecds/ecds.yaml"),
+            dir.join("rds/rds.yaml"),
+            wasm,
+        ))
+    }
+
+    /// Write the bootstrap next to the xDS directories: Envoy listening on `listen`, admin on
+    /// 127.0.0.1:`admin_port`, one cluster per upstream. Returns its path.
+    pub fn write_bootstrap(
+        &self,
+        listen: std::net::SocketAddr,
+        admin_port: u16,
+        upstreams: &[Upstream],
+    ) -> Result<PathBuf, FilesError> {
+        let dir = self
+            .ecds
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| Path::new("."));
+        let path = dir.join(BOOTSTRAP_FILE);
+        let text = bootstrap::render_bootstrap(&bootstrap::BootstrapSpec {
+            listen,
+            admin_port,
+            ecds: &self.ecds,
+            rds: &self.rds,
+            upstreams,
+        });
+        write_atomic(&path, &text)?;
+        Ok(path)
     }
 
     pub fn ecds_path(&self) -> &Path {

@@ -1,4 +1,4 @@
-//! Where the split goes: targets behind one trait. The desired state is a value
+//! Where the split goes: targets behind one trait. The desired state is a value the core renders
 //! ([`DesiredTraffic`]); a target only writes it.
 
 pub mod envoy_files;
@@ -6,26 +6,13 @@ pub mod istio;
 
 use std::future::Future;
 
-use mlcanary_filter::config::RawConfig;
 use thiserror::Error;
 
-use mlcanary_core::render::{HttpRoute, RouteError};
+pub use mlcanary_core::render::DesiredTraffic;
+use mlcanary_core::render::RouteError;
 
 pub use envoy_files::EnvoyFilesTarget;
 pub use istio::IstioTarget;
-
-/// What one policy wants written.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DesiredTraffic {
-    pub namespace: String,
-    /// The policy that owns `routes` (route names `mlcanary-<policy>-*`).
-    pub policy: String,
-    pub virtual_service: String,
-    pub routes: Vec<HttpRoute>,
-    pub wasm_plugin: String,
-    /// The whole filter config of every policy sharing `wasm_plugin`.
-    pub plugin_config: RawConfig,
-}
 
 /// Why a write failed.
 #[derive(Debug, Error)]

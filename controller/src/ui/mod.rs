@@ -26,7 +26,7 @@ use crate::policy::{CanaryPolicyStatus, ValidatedPolicy};
 use api::{PolicyDetail, PolicyView};
 use history::HistoryStore;
 use mlcanary_core::analysis::Verdict;
-use mlcanary_core::rollout::{self, Command, RolloutEvent, StepOutput};
+use mlcanary_core::rollout::{Command, RolloutEvent};
 
 /// Why a command was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,24 +37,6 @@ pub enum CommandRefused {
     NotApplicable(String),
     /// The loop could not apply it (e.g. writing the traffic split failed).
     Failed(String),
-}
-
-/// [`rollout::command`], refused when it would change nothing: the API answers 409 then rather than
-/// pretend it did something.
-pub fn apply_command(
-    status: &CanaryPolicyStatus,
-    cmd: Command,
-    now: SystemTime,
-) -> Result<StepOutput, CommandRefused> {
-    let name = cmd.name();
-    let out = rollout::command(status, cmd, now);
-    if out.events.is_empty() {
-        return Err(CommandRefused::NotApplicable(format!(
-            "{name} does not apply in phase {:?}",
-            status.phase
-        )));
-    }
-    Ok(out)
 }
 
 /// One command on its way to the loop, with where to send the answer.
@@ -171,7 +153,6 @@ impl Ui {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Phase;
 
     #[test]
     fn commands_parse_by_name_and_round_trip() {
@@ -186,33 +167,6 @@ mod tests {
         assert_eq!(Command::parse("Promote", None), None);
         assert_eq!(Command::parse("rollback", None), None);
         assert_eq!(Command::parse("", None), None);
-    }
-
-    #[test]
-    fn a_command_that_changes_nothing_is_refused() {
-        let now = SystemTime::UNIX_EPOCH;
-        let progressing = CanaryPolicyStatus {
-            phase: Phase::Progressing,
-            canary_weight_bp: 1000,
-            step_index: Some(0),
-            ..Default::default()
-        };
-        assert!(matches!(
-            apply_command(&progressing, Command::Resume, now),
-            Err(CommandRefused::NotApplicable(_))
-        ));
-        let paused = apply_command(&progressing, Command::Pause, now).expect("pause applies");
-        assert_eq!(paused.status.phase, Phase::Paused);
-        assert!(apply_command(&paused.status, Command::Pause, now).is_err());
-        let aborted = apply_command(&progressing, Command::Abort, now).expect("abort applies");
-        assert_eq!(aborted.status.phase, Phase::RolledBack);
-        assert_eq!(aborted.status.canary_weight_bp, 0);
-        assert_eq!(
-            apply_command(&aborted.status, Command::Promote, now).err(),
-            Some(CommandRefused::NotApplicable(
-                "promote does not apply in phase RolledBack".into()
-            ))
-        );
     }
 
     #[tokio::test]

@@ -120,3 +120,25 @@ fn splice_keeps_foreign_routes_and_replaces_owned_ones() {
     );
     assert_eq!(out[5]["route"][1]["weight"], 10);
 }
+
+#[test]
+fn desired_traffic_holds_every_peer_in_the_filter_config() {
+    let fraud = TestPolicy::fraud_model().validated();
+    let churn = TestPolicy::churn_model().validated();
+    let peers = [
+        (&churn, Weights::with_canary_bp(2000)),
+        // A stale entry for the policy itself is replaced by the new weights.
+        (&fraud, Weights::with_canary_bp(9000)),
+    ];
+    let d = desired_traffic(&fraud, Weights::with_canary_bp(500), &peers).unwrap();
+    let names: Vec<&str> = d
+        .plugin_config
+        .policies
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["churn-model", "fraud-model"]);
+    let w = |i: usize| d.plugin_config.policies[i].variants[1].weight_bp;
+    assert_eq!((w(0), w(1)), (2000, 500));
+    assert_eq!(d.routes.len(), 3, "only the policy's own routes");
+}

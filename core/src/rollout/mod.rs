@@ -418,23 +418,56 @@ pub fn step(
     n.done()
 }
 
-/// Apply an operator's command. Terminal phases ignore every command.
-pub fn command(status: &CanaryPolicyStatus, cmd: Command, now: SystemTime) -> StepOutput {
+/// Why a command was refused: it would change nothing in the rollout's phase.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{command} does not apply: {reason}")]
+pub struct NotApplicable {
+    pub command: &'static str,
+    pub phase: Phase,
+    pub reason: String,
+}
+
+/// The one rule for whether `cmd` changes a rollout in `phase`. The CLI checks it before it writes
+/// anything, the HTTP API answers 409 with it, the reconciler records it in an Event.
+pub fn applicable(phase: Phase, cmd: &Command) -> Result<(), NotApplicable> {
+    let refuse = |reason: String| {
+        Err(NotApplicable {
+            command: cmd.name(),
+            phase,
+            reason,
+        })
+    };
+    match (phase, cmd) {
+        // A new rollout starts from any phase.
+        (_, Command::Start { .. }) => Ok(()),
+        (Phase::Promoted | Phase::RolledBack | Phase::Failed, _) => {
+            refuse(format!("the rollout is {phase:?} (finished)"))
+        }
+        (Phase::Paused, Command::Pause) => refuse("the rollout is already paused".into()),
+        (Phase::Pending | Phase::Progressing, Command::Resume) => {
+            refuse(format!("the rollout is {phase:?}, not paused"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Apply an operator's command, if it [`applicable`].
+pub fn command(
+    status: &CanaryPolicyStatus,
+    cmd: Command,
+    now: SystemTime,
+) -> Result<StepOutput, NotApplicable> {
+    applicable(status.phase, &cmd)?;
     let mut n = Next::new(status, now);
-    if let Command::Start { canary } = &cmd {
-        return restart(status, canary, now);
-    }
-    if n.s.phase.is_terminal() {
-        return n.done();
-    }
     match cmd {
+        Command::Start { canary } => return Ok(restart(status, &canary, now)),
         Command::Promote => n.promote("promoted by operator"),
         Command::Abort => n.roll_back("aborted by operator".into()),
-        Command::Pause if n.s.phase != Phase::Paused => {
+        Command::Pause => {
             n.phase(Phase::Paused, "Paused", "paused by operator".into());
             n.events.push(RolloutEvent::Paused);
         }
-        Command::Resume if n.s.phase == Phase::Paused => {
+        Command::Resume => {
             // Time spent paused does not count against the progress deadline.
             n.s.last_progress_time = Some(rfc3339(now));
             n.s.paused_until = None;
@@ -446,9 +479,8 @@ pub fn command(status: &CanaryPolicyStatus, cmd: Command, now: SystemTime) -> St
             n.phase(next, "Resumed", "resumed by operator".into());
             n.events.push(RolloutEvent::Resumed);
         }
-        Command::Pause | Command::Resume | Command::Start { .. } => {}
     }
-    n.done()
+    Ok(n.done())
 }
 
 /// A new rollout of `canary` from any phase: `Pending` at 0 % (the first tick then enters the

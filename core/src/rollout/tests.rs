@@ -138,7 +138,7 @@ fn manual_gate_waits_for_promote() {
         (Phase::Progressing, 5000)
     );
     assert_eq!(r[3].events, vec![RolloutEvent::Held(Hold::ManualGate)]);
-    let c = command(&r[3].status, Command::Promote, t0());
+    let c = command(&r[3].status, Command::Promote, t0()).unwrap();
     assert_eq!(
         (c.status.phase, c.weights),
         (Phase::Promoted, Weights::ALL_CANARY)
@@ -167,7 +167,8 @@ fn pauses_timed_and_open_ended() {
         &r[3].status,
         Command::Resume,
         t0() + Duration::from_secs(120),
-    );
+    )
+    .unwrap();
     assert_eq!(resumed.status.phase, Phase::Progressing);
     let next = step(
         &resumed.status,
@@ -182,18 +183,29 @@ fn pauses_timed_and_open_ended() {
 fn commands() {
     let p = policy();
     let started = step(&CanaryPolicyStatus::default(), None, &p, t0()).status;
-    let aborted = command(&started, Command::Abort, t0());
+    let aborted = command(&started, Command::Abort, t0()).unwrap();
     assert_eq!(
         (aborted.status.phase, aborted.weights),
         (Phase::RolledBack, Weights::ALL_STABLE)
     );
+    let refused = command(&aborted.status, Command::Promote, t0()).unwrap_err();
     assert_eq!(
-        command(&aborted.status, Command::Promote, t0())
-            .status
-            .phase,
-        Phase::RolledBack
+        refused.to_string(),
+        "promote does not apply: the rollout is RolledBack (finished)"
     );
-    let paused = command(&started, Command::Pause, t0());
+    let paused = command(&started, Command::Pause, t0()).unwrap();
+    assert!(command(&paused.status, Command::Pause, t0()).is_err());
+    assert!(command(&started, Command::Resume, t0()).is_err());
+    // A new rollout starts from any phase, finished ones included.
+    let again = command(
+        &aborted.status,
+        Command::Start {
+            canary: "v3".into(),
+        },
+        t0(),
+    )
+    .unwrap();
+    assert_eq!(again.status.phase, Phase::Pending);
     assert_eq!(paused.status.phase, Phase::Paused);
     // Paused: no deadline, but failures still roll back.
     let late = t0() + Duration::from_secs(3600);

@@ -413,7 +413,7 @@ async fn a_cluster_command_that_does_not_apply_is_refused_before_any_write() {
     assert_eq!(e.exit_code(), 1);
     assert_eq!(
         e.to_string(),
-        "promote refused for ml/fraud-model: the rollout is RolledBack: promote does not apply to a finished rollout"
+        "ml/fraud-model: promote does not apply: the rollout is RolledBack (finished)"
     );
     assert!(out.is_empty());
 }

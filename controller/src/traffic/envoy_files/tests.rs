@@ -1,8 +1,8 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::engine::desired_traffic;
 use crate::policy::CanaryPolicy;
+use mlcanary_core::render::desired_traffic;
 use mlcanary_core::weights::Weights;
 
 fn tmpdir(tag: &str) -> PathBuf {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::traffic::envoy_files::{FILTER_NAME, ROUTE_CONFIG_NAME, WASM_TYPE_URL};
+use super::{FILTER_NAME, ROUTE_CONFIG_NAME, WASM_TYPE_URL};
 
 /// Envoy's `node.id` / `node.cluster` (file-based xDS refuses to start without them).
 pub const NODE: &str = "mlcanary-local";

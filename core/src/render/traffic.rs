@@ -1,0 +1,50 @@
+//! Everything one policy wants written, as one value: its routes and the whole filter config of
+//! the policies it shares a WasmPlugin (or a local Envoy) with.
+
+use mlcanary_filter::config::RawConfig;
+use mlcanary_filter::ConfigError;
+
+use super::{owned_routes, render_config, HttpRoute};
+use crate::policy::{ValidatedPolicy, DEFAULT_NAMESPACE};
+use crate::weights::Weights;
+
+/// What one policy wants written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredTraffic {
+    pub namespace: String,
+    /// The policy that owns `routes` (route names `mlcanary-<policy>-*`).
+    pub policy: String,
+    pub virtual_service: String,
+    pub routes: Vec<HttpRoute>,
+    pub wasm_plugin: String,
+    /// The whole filter config of every policy sharing `wasm_plugin`.
+    pub plugin_config: RawConfig,
+}
+
+/// The routes and the whole filter config `policy` wants at `weights`, next to `peers`.
+pub fn desired_traffic(
+    policy: &ValidatedPolicy,
+    weights: Weights,
+    peers: &[(&ValidatedPolicy, Weights)],
+) -> Result<DesiredTraffic, ConfigError> {
+    let mut all: Vec<(&ValidatedPolicy, Weights)> = peers
+        .iter()
+        .filter(|(p, _)| p.name != policy.name)
+        .copied()
+        .collect();
+    all.push((policy, weights));
+    // A stable order, so the same state always renders the same document.
+    all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let plugin_config = render_config(&all)?;
+    Ok(DesiredTraffic {
+        namespace: policy
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+        policy: policy.name.clone(),
+        virtual_service: policy.virtual_service.clone(),
+        routes: owned_routes(policy, weights),
+        wasm_plugin: policy.wasm_plugin.clone(),
+        plugin_config,
+    })
+}
