@@ -13,9 +13,8 @@ use thiserror::Error;
 
 use crate::cli::client::ClientError;
 use crate::cli::commands::{run_command, run_status, CommandArgs, StatusArgs};
-use crate::gate::{
-    run_start, run_wait, GateError, RolloutCmd, WaitArgs, WaitOutcome, WAIT_EXIT_CODES,
-};
+use crate::exit::Exit;
+use crate::gate::{run_start, run_wait, GateError, RolloutCmd, WaitArgs, WaitOutcome};
 use crate::local::{LocalArgs, LocalError, Outcome as LocalOutcome};
 use crate::policy::file::{load, FileError};
 use crate::policy::CanaryPolicy;
@@ -29,18 +28,9 @@ pub mod commands;
 pub mod status;
 
 /// How scripts tell outcomes apart (shown by `--help`).
-pub const EXIT_CODES: &str = "\
-Exit codes:
-  0  done
-  1  refused: the command does not apply to the rollout now (or a rollback, for `local`)
-  2  bad usage or input (arguments, policy file, URL)
-  3  cannot reach the cluster or the --server
-  4  no such policy
-  5  `local`: another mlcanary local holds the --workdir lock";
-
 /// Canary deployments for ML models on Istio / Envoy.
 #[derive(Debug, Parser)]
-#[command(name = "mlcanary", version, after_help = EXIT_CODES)]
+#[command(name = "mlcanary", version, after_help = crate::exit::help())]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -73,19 +63,19 @@ pub enum Command {
     Crd,
     /// Show rollouts: phase, canary weight, step, failed checks, last verdicts and a progress bar
     /// of the steps. From the cluster, or a running server with --server.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = crate::exit::help())]
     Status(StatusArgs),
     /// Send all traffic to the canary now (also the way through a manual gate).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = crate::exit::help())]
     Promote(CommandArgs),
     /// Roll back now: all traffic to stable.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = crate::exit::help())]
     Abort(CommandArgs),
     /// Hold the rollout at its weight (analyses still run and can still roll it back).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = crate::exit::help())]
     Pause(CommandArgs),
     /// Continue a paused rollout.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = crate::exit::help())]
     Resume(CommandArgs),
     /// Pipeline gate: begin a rollout (`rollout start POLICY --canary VERSION`).
     Rollout {
@@ -94,7 +84,7 @@ pub enum Command {
     },
     /// Pipeline gate: follow a rollout to its end, progress on stderr. Exit 0 promoted, 1 rolled
     /// back, 2 timeout or other.
-    #[command(after_help = WAIT_EXIT_CODES)]
+    #[command(after_help = crate::exit::help())]
     Wait(WaitArgs),
 }
 
@@ -128,16 +118,15 @@ pub enum CliError {
 }
 
 impl CliError {
-    /// The process exit code ([`EXIT_CODES`]): 2 for input the user must fix, 3 unreachable, 4 not
-    /// found, 130 for a signal, 1 otherwise.
+    /// The process exit code, from the one table ([`crate::exit::Exit`]).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::NotImplemented(_) | CliError::Usage(_) => 2,
+            CliError::NotImplemented(_) | CliError::Usage(_) => Exit::BadInput.code(),
             CliError::Client(e) => e.exit_code(),
             CliError::Gate(e) => e.exit_code(),
             CliError::Local(e) => e.exit_code(),
-            CliError::Interrupted => 130,
-            _ => 1,
+            CliError::Interrupted => Exit::Interrupted.code(),
+            _ => Exit::Failed.code(),
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod exit;
 pub mod gate;
 pub mod hooks;
 pub mod leader;

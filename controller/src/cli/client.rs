@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::exit::Exit;
 use crate::policy::{CanaryPolicy, ValidatedPolicy};
 use crate::reconcile::command::annotation_patch;
 use mlcanary_core::rollout::applicable;
@@ -47,10 +48,10 @@ impl ClientError {
     /// 1 refused / not applicable, 2 bad input, 3 unreachable, 4 not found.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ClientError::Refused(_) => 1,
-            ClientError::BadInput(_) => 2,
-            ClientError::Unreachable { .. } => 3,
-            ClientError::NotFound(_) => 4,
+            ClientError::Refused(_) => Exit::Refused.code(),
+            ClientError::BadInput(_) => Exit::BadInput.code(),
+            ClientError::Unreachable { .. } => Exit::Unreachable.code(),
+            ClientError::NotFound(_) => Exit::NotFound.code(),
         }
     }
 }

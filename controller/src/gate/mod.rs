@@ -24,14 +24,8 @@ use thiserror::Error;
 
 use crate::cli::client::{ClientError, PolicyView};
 use crate::cli::commands::Connection;
+use crate::exit::Exit;
 use crate::policy::Phase;
-
-/// Exit codes of `mlcanary wait` (shown by `--help`).
-pub const WAIT_EXIT_CODES: &str = "\
-Exit codes:
-  0  the rollout was promoted
-  1  the rollout was rolled back
-  2  timeout, or anything else (invalid policy, not found, unreachable)";
 
 /// `mlcanary rollout ...`.
 #[derive(Debug, Clone, Subcommand)]
@@ -79,9 +73,9 @@ pub enum WaitOutcome {
 impl WaitOutcome {
     pub fn exit_code(self) -> u8 {
         match self {
-            WaitOutcome::Promoted => 0,
-            WaitOutcome::RolledBack => 1,
-            WaitOutcome::Failed => 2,
+            WaitOutcome::Promoted => Exit::Done.code(),
+            WaitOutcome::RolledBack => Exit::RolledBack.code(),
+            WaitOutcome::Failed => Exit::NotFinished.code(),
         }
     }
 
@@ -122,7 +116,7 @@ impl GateError {
         match self {
             GateError::Client(e) => e.exit_code(),
             GateError::Ended { outcome, .. } => outcome.exit_code(),
-            GateError::Timeout { .. } | GateError::Io(_) => 2,
+            GateError::Timeout { .. } | GateError::Io(_) => Exit::NotFinished.code(),
         }
     }
 }

@@ -32,6 +32,7 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::engine::{system_clock, Engine, EngineError, TickInput};
+use crate::exit::Exit;
 use crate::hooks::HttpSender;
 use crate::metrics::{EnvoySource, MetricsError, MetricsSource, PrometheusSource, Reading};
 use crate::policy::file::{load, FileError};
@@ -115,9 +116,9 @@ impl LocalError {
     /// 2 for input the user must fix (nothing was applied), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            LocalError::Policy(_) | LocalError::Usage(_) => 2,
-            LocalError::Locked(lock::LockError::Held { .. }) => 5,
-            _ => 1,
+            LocalError::Policy(_) | LocalError::Usage(_) => Exit::BadInput.code(),
+            LocalError::Locked(lock::LockError::Held { .. }) => Exit::Locked.code(),
+            _ => Exit::Failed.code(),
         }
     }
 }
@@ -136,9 +137,9 @@ pub enum Outcome {
 impl Outcome {
     pub fn exit_code(self) -> u8 {
         match self {
-            Outcome::Done => 0,
-            Outcome::RolledBack => 1,
-            Outcome::Interrupted => 130,
+            Outcome::Done => Exit::Done.code(),
+            Outcome::RolledBack => Exit::RolledBack.code(),
+            Outcome::Interrupted => Exit::Interrupted.code(),
         }
     }
 }
