@@ -14,8 +14,8 @@ use thiserror::Error;
 use crate::cli::client::ClientError;
 use crate::cli::commands::{run_command, run_status, CommandArgs, StatusArgs};
 use crate::exit::Exit;
-use crate::gate::{run_start, run_wait, GateError, RolloutCmd, WaitArgs, WaitOutcome};
 use crate::local::{LocalArgs, LocalError, Outcome as LocalOutcome};
+use crate::pipeline::{run_start, run_wait, PipelineError, RolloutCmd, WaitArgs, WaitOutcome};
 use crate::policy::file::{load, FileError};
 use crate::policy::CanaryPolicy;
 use crate::reconcile::{ControllerArgs, RunError};
@@ -114,7 +114,7 @@ pub enum CliError {
     #[error("cannot encode JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("{0}")]
-    Gate(#[from] GateError),
+    Gate(#[from] PipelineError),
 }
 
 impl CliError {
@@ -156,7 +156,7 @@ pub fn run(cmd: &Command, out: &mut impl Write) -> Result<(), CliError> {
         } => Ok(run_start(args, out)?),
         Command::Wait(args) => match run_wait(args)? {
             WaitOutcome::Promoted => Ok(()),
-            outcome => Err(GateError::Ended {
+            outcome => Err(PipelineError::Ended {
                 policy: args.policy.clone(),
                 outcome,
             }

@@ -11,11 +11,11 @@
 pub mod cli;
 pub mod engine;
 pub mod exit;
-pub mod gate;
 pub mod hooks;
 pub mod leader;
 pub mod local;
 pub mod metrics;
+pub mod pipeline;
 pub mod policy;
 pub mod reconcile;
 pub mod record;

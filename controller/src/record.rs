@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use crate::engine::TickOutput;
 use crate::policy::ValidatedPolicy;
-use crate::server::Metrics;
+use crate::server::ControllerMetrics;
 use crate::ui::Ui;
 
 /// Feeds the history and the controller's metrics; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Recorder {
     pub ui: Arc<Ui>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<ControllerMetrics>,
 }
 
 impl Recorder {

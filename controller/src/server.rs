@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 
 use crate::ui::Ui;
 pub use health::Health;
-pub use registry::Metrics;
+pub use registry::ControllerMetrics;
 
 /// The OpenMetrics text content type `prometheus-client` writes.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -33,7 +33,7 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 /// What the endpoint serves from.
 #[derive(Debug)]
 pub struct ServerState {
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<ControllerMetrics>,
     pub health: Arc<Health>,
     /// The status page's data (and, locally, the way to the loop for commands).
     pub ui: Arc<Ui>,

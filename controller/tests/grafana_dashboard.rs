@@ -1,7 +1,7 @@
 //! `deploy/grafana/dashboard.json` queries only metrics that exist: every PromQL expression in it
 //! (panel targets and template variables) is scanned for metric names, and each must be one the
 //! filter defines (`mlcanary_filter::stats`) or the controller's `/metrics` registry exposes
-//! (`mlcanary_controller::server::Metrics`, encoded after it has seen a status). Histogram series
+//! (`mlcanary_controller::server::ControllerMetrics`, encoded after it has seen a status). Histogram series
 //! (`_bucket`, `_sum`, `_count`) count as their family.
 
 mod support;
@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use mlcanary_controller::policy::{CanaryPolicyStatus, Phase, VerdictStatus};
-use mlcanary_controller::server::Metrics;
+use mlcanary_controller::server::ControllerMetrics;
 use mlcanary_core::rollout::RolloutEvent;
 use mlcanary_filter::stats;
 use serde_json::Value;
@@ -167,7 +167,7 @@ fn known_metrics() -> BTreeSet<String> {
     ]
     .map(str::to_owned)
     .into();
-    let m = Metrics::new();
+    let m = ControllerMetrics::new();
     let status = CanaryPolicyStatus {
         phase: Phase::Progressing,
         canary_weight_bp: 500,

@@ -4,7 +4,7 @@
 //! - [`policy`] — the `CanaryPolicy` model: the spec as written, the status, validation into a
 //!   [`policy::ValidatedPolicy`] with every default;
 //! - [`analysis`] — per-variant windows → per-check verdicts;
-//! - [`rollout`] — the state machine (schedule, adaptive steps, gates, operator commands);
+//! - [`rollout`] — the state machine (schedule, adaptive steps, the manual gate, webhook gates, operator commands);
 //! - [`webhooks`] — which hooks a step calls and what they are sent;
 //! - [`render`] — the filter config and VirtualService routes a state asks for; [`weights`];
 //! - [`events`] — what a rollout event says, once for Events, the page, progress lines and webhooks;

@@ -2,12 +2,12 @@
 //!
 //! - gates — `preRollout` (before the first step: nothing moves until every one answers 2xx) and
 //!   `confirmPromotion` (before promotion: the rollout holds until every one answers 2xx); what a
-//!   refusal does to the rollout is [`crate::rollout::gates`];
+//!   refusal does to the rollout is [`crate::rollout::webhook_gates`];
 //! - notifications — `step` (after each weight change, including steps back), `rollback` (after a
 //!   rollback) and `event` (after every rollout event but holds); a failing notification is logged
 //!   and changes nothing.
 //!
-//! Pure: which hooks a step calls ([`notifications`], [`Gate::hook_kind`]) and what they are sent
+//! Pure: which hooks a step calls ([`notifications`], [`WebhookGate::hook_kind`]) and what they are sent
 //! ([`payload`], its `event` and `message` from [`crate::events`]). The sender is the controller's.
 
 use serde_json::{json, Value};
@@ -16,7 +16,7 @@ use crate::events::describe;
 use crate::policy::validated::{HookKind, Webhook};
 use crate::policy::{CanaryPolicyStatus, ValidatedPolicy, VerdictStatus, DEFAULT_NAMESPACE};
 #[cfg(doc)]
-use crate::rollout::gates::Gate;
+use crate::rollout::webhook_gates::WebhookGate;
 use crate::rollout::RolloutEvent;
 
 /// Which notification hooks fire for one tick's events, in order, each with the event that fired

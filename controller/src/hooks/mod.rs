@@ -1,4 +1,5 @@
-//! The engine's webhook adapter: gates called before the traffic is written, notifications after.
+//! The engine's webhook adapter: webhook gates called before the traffic is written,
+//! notifications after.
 //! Which hooks a step calls and what they are sent is [`mlcanary_core::webhooks`]; calls go
 //! through a [`WebhookSender`], in production [`HttpSender`] over [`send::Sender`] (per attempt a
 //! timeout, then `retries` more attempts with exponential backoff).
@@ -14,7 +15,7 @@ use serde_json::Value;
 use mlcanary_core::analysis::Verdict;
 use mlcanary_core::policy::validated::Webhook;
 use mlcanary_core::policy::{CanaryPolicyStatus, ValidatedPolicy, VerdictStatus};
-use mlcanary_core::rollout::gates::{refuse, Gate};
+use mlcanary_core::rollout::webhook_gates::{refuse, WebhookGate};
 use mlcanary_core::rollout::{RolloutEvent, StepOutput};
 use mlcanary_core::webhooks::{notifications, payload};
 pub use send::{HookError, Sender};
@@ -75,7 +76,7 @@ impl Hooks {
         out: StepOutput,
         now: SystemTime,
     ) -> StepOutput {
-        let Some(gate) = Gate::needed_by(&out) else {
+        let Some(gate) = WebhookGate::needed_by(&out) else {
             return out;
         };
         let kind = gate.hook_kind();

@@ -13,7 +13,7 @@ use super::{rfc3339, LocalError, Managed};
 use crate::engine::{CommandError, Engine, TickInput, DEFAULT_NAMESPACE};
 use crate::policy::ValidatedPolicy;
 use crate::record::Recorder;
-use crate::server::{serve, Health, Metrics, ServerState};
+use crate::server::{serve, ControllerMetrics, Health, ServerState};
 use crate::traffic::TrafficTarget;
 use crate::ui::{CommandRefused, CommandRequest, Ui};
 use mlcanary_core::weights::Weights;
@@ -31,7 +31,7 @@ pub async fn start(addr: SocketAddr, ui: Ui) -> Result<(SocketAddr, Arc<ServerSt
         .map_err(|e| LocalError::Usage(format!("--http {addr}: cannot listen: {e}")))?;
     let bound = listener.local_addr()?;
     let state = Arc::new(ServerState {
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new(ControllerMetrics::new()),
         // Local ticks beat at every policy's interval; a loop silent for an hour is wedged.
         health: Arc::new(Health::new(Duration::from_secs(3600))),
         ui: Arc::new(ui),

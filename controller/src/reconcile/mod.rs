@@ -39,7 +39,7 @@ use crate::hooks::{HttpSender, WebhookSender};
 use crate::metrics::MetricsSource;
 use crate::policy::{CanaryPolicy, ValidatedPolicy};
 use crate::record::Recorder;
-use crate::server::{Health, Metrics};
+use crate::server::{ControllerMetrics, Health};
 use crate::traffic::TrafficTarget;
 use crate::ui::Ui;
 use mlcanary_core::weights::Weights;
@@ -88,7 +88,7 @@ pub struct Context<M, T> {
     pub target: T,
     /// Every CanaryPolicy, to find the peers sharing a WasmPlugin.
     pub store: Store<CanaryPolicy>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<ControllerMetrics>,
     pub health: Arc<Health>,
     /// `true` while this replica holds the lease; a reconcile of a non-leader writes nothing.
     pub leading: watch::Receiver<bool>,
@@ -108,7 +108,7 @@ impl<M, T> Context<M, T> {
         source: M,
         target: T,
         store: Store<CanaryPolicy>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ControllerMetrics>,
         health: Arc<Health>,
         leading: watch::Receiver<bool>,
         clock: Clock,

@@ -21,7 +21,7 @@ use super::{error_policy, reconcile, Context};
 use crate::leader::{Elector, Timing};
 use crate::metrics::{MetricsError, PrometheusSource};
 use crate::policy::CanaryPolicy;
-use crate::server::{serve, Health, Metrics, ServerState};
+use crate::server::{serve, ControllerMetrics, Health, ServerState};
 use crate::traffic::IstioTarget;
 use crate::ui::Ui;
 
@@ -91,7 +91,7 @@ async fn run_async(args: &ControllerArgs) -> Result<(), RunError> {
     let me = identity(args)?;
     let client = Client::try_default().await?;
     let source = PrometheusSource::new(&args.prometheus)?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(ControllerMetrics::new());
     let timing = Timing::default();
     // Live while the lease loop (every replica) or a reconcile beat within three renew periods.
     let health = Arc::new(Health::new(timing.renew_every * 3 + timing.lease_duration));

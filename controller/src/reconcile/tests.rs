@@ -1,5 +1,5 @@
 //! The reconciler against a mocked API server (`tower_test::mock::pair`): every request it sends is
-//! checked — verb, path, query and body of the status apply and of the Event POSTs. Metrics and
+//! checked — verb, path, query and body of the status apply and of the Event POSTs. ControllerMetrics and
 //! traffic go through in-memory fakes (the Istio target has its own mocked-API tests).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +21,7 @@ use super::*;
 use crate::fixtures::AsResource;
 use crate::metrics::MetricsError;
 use crate::policy::{CanaryPolicyStatus, Phase};
-use crate::server::{Health, Metrics};
+use crate::server::{ControllerMetrics, Health};
 use crate::traffic::{DesiredTraffic, TrafficError};
 use mlcanary_core::analysis::{VariantWindow, Window};
 
@@ -123,7 +123,7 @@ fn context(window: Option<Window>, leading: bool) -> (Arc<TestContext>, ApiHandl
         },
         RecordingTarget::default(),
         store,
-        Arc::new(Metrics::new()),
+        Arc::new(ControllerMetrics::new()),
         Arc::new(Health::new(Duration::from_secs(30))),
         rx,
         Arc::new(now),

@@ -18,7 +18,7 @@ pub(super) async fn start(ui: Ui) -> (std::net::SocketAddr, Arc<ServerState>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = Arc::new(ServerState {
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new(ControllerMetrics::new()),
         health: Arc::new(Health::new(Duration::from_secs(30))),
         ui: Arc::new(ui),
     });

@@ -1,4 +1,4 @@
-//! The controller's own metrics: one [`Metrics`] the loops update after each tick and the server
+//! The controller's own metrics: one [`ControllerMetrics`] the loops update after each tick and the server
 //! encodes on scrape.
 //!
 //! Names start `mlcanary_controller_` so they never mix with the filter's `mlcanary_*` stats that
@@ -76,7 +76,7 @@ fn analysis_histogram() -> Histogram {
 }
 
 /// The controller's metrics; cheap to share behind an `Arc`, updated from any task.
-pub struct Metrics {
+pub struct ControllerMetrics {
     registry: Registry,
     phase: Family<PhaseLabels, Gauge>,
     canary_weight_bp: Family<PolicyLabels, Gauge>,
@@ -88,21 +88,21 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
 }
 
-impl Default for Metrics {
+impl Default for ControllerMetrics {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl fmt::Debug for Metrics {
+impl fmt::Debug for ControllerMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
+        f.debug_struct("ControllerMetrics").finish_non_exhaustive()
     }
 }
 
-impl Metrics {
+impl ControllerMetrics {
     pub fn new() -> Self {
-        let mut m = Metrics {
+        let mut m = ControllerMetrics {
             registry: Registry::with_prefix("mlcanary_controller"),
             phase: Family::default(),
             canary_weight_bp: Family::default(),

@@ -122,7 +122,7 @@ async fn metrics_are_scraped_in_prometheus_text_format() {
 #[test]
 fn only_get_and_head_are_served() {
     let state = ServerState {
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new(ControllerMetrics::new()),
         health: Arc::new(Health::new(Duration::from_secs(1))),
         ui: Arc::new(Ui::new()),
     };

@@ -20,10 +20,10 @@
 //! of another canary version, from any phase: back to `Pending` at 0 %).
 //!
 //! With `spec.schedule.adaptive` the weights between the first and the last come from
-//! [`adaptive`] instead of the fixed list; gates that webhooks refuse are in [`gates`].
+//! [`adaptive`] instead of the fixed list; gates that webhooks refuse are in [`webhook_gates`].
 
 pub mod adaptive;
-pub mod gates;
+pub mod webhook_gates;
 
 use std::time::{Duration, SystemTime};
 

@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::fixtures::{webhook as hook, TestPolicy};
 use crate::policy::{Phase, WebhookSpec};
-use crate::rollout::gates::{refuse, Gate};
+use crate::rollout::webhook_gates::{refuse, WebhookGate};
 
 fn policy_with(hooks: Vec<WebhookSpec>) -> ValidatedPolicy {
     TestPolicy::fraud_model()
@@ -148,7 +148,7 @@ fn pure_gate_refusals() {
         None,
         &p,
         t,
-        Gate::PreRollout,
+        WebhookGate::PreRollout,
         "smoke",
         "answered 500",
     );
@@ -163,7 +163,7 @@ fn pure_gate_refusals() {
         None,
         &p,
         t,
-        Gate::PreRollout,
+        WebhookGate::PreRollout,
         "smoke",
         "answered 500",
     );

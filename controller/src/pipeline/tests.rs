@@ -64,7 +64,7 @@ fn outcomes_and_exit_codes() {
         Some(2)
     );
     assert_eq!(WaitOutcome::of(Phase::Paused), None);
-    let t = GateError::Timeout {
+    let t = PipelineError::Timeout {
         policy: "p".into(),
         phase: None,
         after: Duration::from_secs(1),
@@ -130,7 +130,7 @@ async fn wait_times_out_and_stops_on_a_missing_policy() {
     assert!(
         matches!(
             e,
-            GateError::Timeout {
+            PipelineError::Timeout {
                 phase: Some(Phase::Progressing),
                 ..
             }
@@ -152,7 +152,7 @@ async fn wait_times_out_and_stops_on_a_missing_policy() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(e, GateError::Client(ClientError::NotFound(_))));
+    assert!(matches!(e, PipelineError::Client(ClientError::NotFound(_))));
 }
 
 #[test]

@@ -17,19 +17,19 @@ use crate::policy::{CanaryPolicyStatus, Phase, ValidatedPolicy};
 
 /// A gate that must open before the rollout goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gate {
+pub enum WebhookGate {
     /// Before the first step.
     PreRollout,
     /// Before promotion.
     ConfirmPromotion,
 }
 
-impl Gate {
+impl WebhookGate {
     /// The gate the step `out` (computed from a status) must pass, if any.
-    pub fn needed_by(out: &StepOutput) -> Option<Gate> {
+    pub fn needed_by(out: &StepOutput) -> Option<WebhookGate> {
         out.events.iter().find_map(|e| match e {
-            RolloutEvent::Started { .. } => Some(Gate::PreRollout),
-            RolloutEvent::Promoted { .. } => Some(Gate::ConfirmPromotion),
+            RolloutEvent::Started { .. } => Some(WebhookGate::PreRollout),
+            RolloutEvent::Promoted { .. } => Some(WebhookGate::ConfirmPromotion),
             _ => None,
         })
     }
@@ -37,8 +37,8 @@ impl Gate {
     /// The webhooks that decide this gate.
     pub fn hook_kind(self) -> HookKind {
         match self {
-            Gate::PreRollout => HookKind::PreRollout,
-            Gate::ConfirmPromotion => HookKind::ConfirmPromotion,
+            WebhookGate::PreRollout => HookKind::PreRollout,
+            WebhookGate::ConfirmPromotion => HookKind::ConfirmPromotion,
         }
     }
 }
@@ -49,12 +49,12 @@ pub fn refuse(
     verdicts: Option<&[Verdict]>,
     policy: &ValidatedPolicy,
     now: SystemTime,
-    gate: Gate,
+    gate: WebhookGate,
     hook: &str,
     reason: &str,
 ) -> StepOutput {
     match gate {
-        Gate::PreRollout => {
+        WebhookGate::PreRollout => {
             let mut n = Next::new(status, now);
             n.s.failed_checks += 1;
             let checks = vec![format!("webhook {hook}")];
@@ -78,7 +78,7 @@ pub fn refuse(
             }
             n.done()
         }
-        Gate::ConfirmPromotion => {
+        WebhookGate::ConfirmPromotion => {
             // The same interval, with the promotion held as at a manual gate.
             let mut gated = policy.clone();
             gated.manual_gate = true;

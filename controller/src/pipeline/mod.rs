@@ -92,7 +92,7 @@ impl WaitOutcome {
 
 /// Why a gate command failed.
 #[derive(Debug, Error)]
-pub enum GateError {
+pub enum PipelineError {
     #[error("{0}")]
     Client(#[from] ClientError),
     #[error("timed out after {} waiting for {policy} (last phase {phase:?})", humantime::format_duration(*.after))]
@@ -110,13 +110,13 @@ pub enum GateError {
     Io(#[from] std::io::Error),
 }
 
-impl GateError {
+impl PipelineError {
     /// `wait`'s codes; `start` keeps the client's (2 bad input, 3 unreachable, 4 not found).
     pub fn exit_code(&self) -> u8 {
         match self {
-            GateError::Client(e) => e.exit_code(),
-            GateError::Ended { outcome, .. } => outcome.exit_code(),
-            GateError::Timeout { .. } | GateError::Io(_) => Exit::NotFinished.code(),
+            PipelineError::Client(e) => e.exit_code(),
+            PipelineError::Ended { outcome, .. } => outcome.exit_code(),
+            PipelineError::Timeout { .. } | PipelineError::Io(_) => Exit::NotFinished.code(),
         }
     }
 }
@@ -165,7 +165,7 @@ pub async fn wait_for<W: Watch>(
     timeout: Duration,
     poll: Duration,
     progress: &mut impl Write,
-) -> Result<WaitOutcome, GateError> {
+) -> Result<WaitOutcome, PipelineError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last_line = String::new();
     let mut phase = None;
@@ -189,7 +189,7 @@ pub async fn wait_for<W: Watch>(
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            return Err(GateError::Timeout {
+            return Err(PipelineError::Timeout {
                 policy: policy.to_owned(),
                 phase,
                 after: timeout,
@@ -199,14 +199,14 @@ pub async fn wait_for<W: Watch>(
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, GateError> {
+fn runtime() -> Result<tokio::runtime::Runtime, PipelineError> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }
 
 /// `mlcanary rollout start`: a line on `out` when the rollout was requested.
-pub fn run_start(args: &StartArgs, out: &mut impl Write) -> Result<(), GateError> {
+pub fn run_start(args: &StartArgs, out: &mut impl Write) -> Result<(), PipelineError> {
     if args.canary.trim().is_empty() {
         return Err(ClientError::BadInput("--canary must not be empty".into()).into());
     }
@@ -228,7 +228,7 @@ pub fn run_start(args: &StartArgs, out: &mut impl Write) -> Result<(), GateError
 }
 
 /// `mlcanary wait`: progress on stderr, the outcome as the result.
-pub fn run_wait(args: &WaitArgs) -> Result<WaitOutcome, GateError> {
+pub fn run_wait(args: &WaitArgs) -> Result<WaitOutcome, PipelineError> {
     let mut err = std::io::stderr();
     runtime()?.block_on(async {
         match &args.connection.server {
