@@ -11,6 +11,7 @@
 
 pub mod status;
 pub mod validate;
+mod validate_checks;
 pub mod validate_ext;
 pub mod validated;
 
