@@ -1,7 +1,7 @@
 //! The `CanaryPolicy` custom resource (`mlcanary.io/v1alpha1`): kube's wrapper around the core
 //! model. The spec, the status and their validation are [`mlcanary_core::policy`]; this module adds
 //! the resource (metadata, printer columns, the CRD), its validation into a [`ValidatedPolicy`]
-//! (name and namespace from the metadata), and reading policies from YAML files ([`file`]).
+//! (name and namespace from the metadata), and reading policies from YAML files ([`file`](mod@file)).
 
 pub mod file;
 
