@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use clap::Args;
 use futures::StreamExt;
@@ -150,7 +149,7 @@ async fn run_async(args: &ControllerArgs) -> Result<(), RunError> {
             metrics,
             health,
             lead_rx.clone(),
-            Arc::new(SystemTime::now),
+            crate::engine::system_clock(),
         )
         .with_ui(ui),
     );
