@@ -128,3 +128,14 @@ pub fn webhook(name: &str, type_: &str, url: &str) -> WebhookSpec {
         retries: Some(1),
     }
 }
+
+/// The fixture with one error-rate check, no pauses, threshold 2, and `hooks`: the policy the
+/// webhook tests (pure and HTTP) share.
+pub fn with_webhooks(hooks: Vec<WebhookSpec>) -> ValidatedPolicy {
+    TestPolicy::fraud_model()
+        .only_error_rate(0.01)
+        .no_pauses()
+        .failure_threshold(2)
+        .webhooks(hooks)
+        .validated()
+}

@@ -56,6 +56,18 @@ impl Run {
     }
 }
 
+impl Run {
+    /// `cmd` on the run's policy at its status (the status is not taken: the caller decides).
+    async fn command(&mut self, cmd: Command) -> Result<TickOutput, CommandError> {
+        let input = TickInput {
+            policy: &self.policy,
+            status: &self.status,
+            peers: &[],
+        };
+        self.engine.command(input, cmd, &self.target).await
+    }
+}
+
 #[tokio::test]
 async fn healthy_canary_advances_step_by_step_and_is_promoted() {
     let mut r = Run::new();
@@ -197,41 +209,18 @@ async fn a_command_goes_through_the_engine_once_and_the_next_tick_does_not_rewri
     r.source.push(Err(unreachable()));
     r.tick().await.unwrap(); // Pending -> the first step, written.
     assert_eq!(r.target.canary_percents(), [10]);
-    let input = TickInput {
-        policy: &r.policy,
-        status: &r.status,
-        peers: &[],
-    };
-    let done = r
-        .engine
-        .command(input, Command::Pause, &r.target)
-        .await
-        .unwrap();
+    let done = r.command(Command::Pause).await.unwrap();
     assert_eq!(done.status.phase, Phase::Paused);
     assert_eq!(done.at, r.clock.now(), "the engine's clock");
     assert!(!done.applied, "the split did not change: nothing written");
     r.status = done.status;
     // Refused without a write: resume applies, pause does not.
-    let input = TickInput {
-        policy: &r.policy,
-        status: &r.status,
-        peers: &[],
-    };
-    let again = r.engine.command(input, Command::Pause, &r.target).await;
+    let again = r.command(Command::Pause).await;
     assert!(
         matches!(again, Err(CommandError::NotApplicable(_))),
         "{again:?}"
     );
-    let input = TickInput {
-        policy: &r.policy,
-        status: &r.status,
-        peers: &[],
-    };
-    let aborted = r
-        .engine
-        .command(input, Command::Abort, &r.target)
-        .await
-        .unwrap();
+    let aborted = r.command(Command::Abort).await.unwrap();
     assert!(aborted.applied);
     assert_eq!(r.target.canary_percents(), [10, 0]);
     r.status = aborted.status;
@@ -248,12 +237,7 @@ async fn a_command_whose_split_cannot_be_written_changes_no_status() {
     r.source.push(Err(unreachable()));
     r.tick().await.unwrap();
     r.target.fail.store(true, Ordering::SeqCst);
-    let input = TickInput {
-        policy: &r.policy,
-        status: &r.status,
-        peers: &[],
-    };
-    let e = r.engine.command(input, Command::Promote, &r.target).await;
+    let e = r.command(Command::Promote).await;
     assert!(
         matches!(e, Err(CommandError::Engine(EngineError::Apply { .. }))),
         "{e:?}"

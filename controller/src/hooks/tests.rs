@@ -5,8 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::*;
-use crate::policy::{CanaryPolicy, WebhookSpec};
-use mlcanary_core::fixtures::webhook as hook;
+use mlcanary_core::fixtures::{webhook as hook, with_webhooks as policy_with};
 
 /// A webhook receiver on 127.0.0.1: answers the scripted `(status, delay)` per request (the last
 /// one repeats) and records each request's path and JSON body. Stops after `max` requests or when
@@ -62,15 +61,6 @@ impl Drop for HookServer {
             let _ = t.join();
         }
     }
-}
-
-fn policy_with(hooks: Vec<WebhookSpec>) -> ValidatedPolicy {
-    CanaryPolicy::test()
-        .only_error_rate(0.01)
-        .no_pauses()
-        .failure_threshold(2)
-        .webhooks(hooks)
-        .validated()
 }
 
 #[test]

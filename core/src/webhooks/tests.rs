@@ -1,18 +1,9 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::fixtures::{webhook as hook, TestPolicy};
+use crate::fixtures::{webhook as hook, with_webhooks as policy_with, TestPolicy};
 use crate::policy::{Phase, WebhookSpec};
 use crate::rollout::webhook_gates::{refuse, WebhookGate};
-
-fn policy_with(hooks: Vec<WebhookSpec>) -> ValidatedPolicy {
-    TestPolicy::fraud_model()
-        .only_error_rate(0.01)
-        .no_pauses()
-        .failure_threshold(2)
-        .webhooks(hooks)
-        .validated()
-}
 
 #[test]
 fn webhooks_validate_with_field_names() {
