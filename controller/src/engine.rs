@@ -38,8 +38,6 @@ use mlcanary_core::rollout::{self, Command, NotApplicable, RolloutEvent};
 use mlcanary_core::weights::Weights;
 use mlcanary_core::window::{HeldWindow, Window};
 
-pub use mlcanary_core::policy::DEFAULT_NAMESPACE;
-
 /// Why a tick wrote nothing and changed no status.
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -251,8 +249,8 @@ impl Engine {
     }
 }
 
-/// The core's rendering, its refusal named by policy.
-fn render(
+/// The core's rendering ([`desired_traffic`]), its refusal named by policy.
+pub fn render(
     policy: &ValidatedPolicy,
     weights: Weights,
     peers: &[(&ValidatedPolicy, Weights)],

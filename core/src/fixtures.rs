@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::policy::validated::{Resource, ResourceCheck, DEFAULT_POD_SELECTOR};
+
 use crate::policy::{
     CanaryPolicySpec, CheckSpec, ErrorRateSpec, PauseSpec, StickySpec, ValidatedPolicy,
     ValidationError, WebhookSpec,
@@ -138,4 +140,13 @@ pub fn with_webhooks(hooks: Vec<WebhookSpec>) -> ValidatedPolicy {
         .failure_threshold(2)
         .webhooks(hooks)
         .validated()
+}
+
+/// A resource check with the default pod selector and a 1.3× limit (the query and verdict tests).
+pub fn resource_check(resource: Resource) -> ResourceCheck {
+    ResourceCheck {
+        resource,
+        max_ratio: 1.3,
+        pod_selector: DEFAULT_POD_SELECTOR.to_owned(),
+    }
 }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::events::describe;
 use crate::policy::validated::{HookKind, Webhook};
-use crate::policy::{CanaryPolicyStatus, ValidatedPolicy, VerdictStatus, DEFAULT_NAMESPACE};
+use crate::policy::{CanaryPolicyStatus, ValidatedPolicy, VerdictStatus};
 #[cfg(doc)]
 use crate::rollout::webhook_gates::WebhookGate;
 use crate::rollout::RolloutEvent;
@@ -60,7 +60,7 @@ pub fn payload(
     let described = event.map(describe);
     json!({
         "name": policy.name,
-        "namespace": policy.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+        "namespace": policy.namespace_or_default(),
         "type": kind.as_str(),
         "phase": status.phase,
         "canaryWeightBp": status.canary_weight_bp,

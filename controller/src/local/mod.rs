@@ -31,7 +31,7 @@ use clap::Args;
 use thiserror::Error;
 use tokio::time::Instant;
 
-use crate::engine::{system_clock, Engine, EngineError, TickInput};
+use crate::engine::{render, system_clock, Engine, EngineError, TickInput};
 use crate::exit::Exit;
 use crate::hooks::HttpSender;
 use crate::metrics::{EnvoySource, MetricsError, MetricsSource, PrometheusSource, Reading};
@@ -42,7 +42,6 @@ use crate::server::ServerState;
 use crate::traffic::envoy_files::{EnvoyFilesTarget, FilesError, Upstream, BOOTSTRAP_FILE};
 use crate::ui::CommandRequest;
 use envoy::{EnvoyChild, EnvoyError};
-use mlcanary_core::render::desired_traffic;
 use mlcanary_core::weights::Weights;
 use mlcanary_core::window::Mark;
 use report::{progress_line, StatusFile};
@@ -180,6 +179,20 @@ impl MetricsSource for Source {
     }
 }
 
+/// Every policy at the weight its status says: the peers a tick, a command or start-up renders
+/// one filter config with.
+fn at_current_weights(managed: &[Managed]) -> Vec<(&ValidatedPolicy, Weights)> {
+    managed
+        .iter()
+        .map(|m| {
+            (
+                &m.policy,
+                Weights::with_canary_bp(m.status.canary_weight_bp),
+            )
+        })
+        .collect()
+}
+
 /// One policy under the loop.
 struct Managed {
     policy: ValidatedPolicy,
@@ -305,21 +318,9 @@ async fn set_up(args: &LocalArgs, plan: Plan, out: &mut impl Write) -> Result<Ru
 
     // The files Envoy needs at start-up: every policy at its current split.
     let target = EnvoyFilesTarget::in_dir(&dir, plan.wasm)?;
-    let current: Vec<(&ValidatedPolicy, Weights)> = managed
-        .iter()
-        .map(|m| {
-            (
-                &m.policy,
-                Weights::with_canary_bp(m.status.canary_weight_bp),
-            )
-        })
-        .collect();
+    let current = at_current_weights(&managed);
     for (p, w) in &current {
-        let desired = desired_traffic(p, *w, &current).map_err(|source| EngineError::Render {
-            policy: p.name.clone(),
-            source,
-        })?;
-        target.write(&desired)?;
+        target.write(&render(p, *w, &current)?)?;
     }
     let bootstrap = target.write_bootstrap(args.listen, args.admin_port, &plan.upstreams)?;
 
@@ -342,7 +343,7 @@ async fn set_up(args: &LocalArgs, plan: Plan, out: &mut impl Write) -> Result<Ru
     let (ui, commands) = crate::ui::Ui::with_commands();
     for m in &managed {
         ui.register(
-            serve::namespace(&m.policy),
+            m.policy.namespace_or_default(),
             &m.policy,
             &m.status,
             engine.now(),
@@ -414,16 +415,7 @@ impl Running {
             if self.managed[i].due > now || self.managed[i].status.phase.is_terminal() {
                 continue;
             }
-            let peers: Vec<(&ValidatedPolicy, Weights)> = self
-                .managed
-                .iter()
-                .map(|m| {
-                    (
-                        &m.policy,
-                        Weights::with_canary_bp(m.status.canary_weight_bp),
-                    )
-                })
-                .collect();
+            let peers = at_current_weights(&self.managed);
             let m = &self.managed[i];
             let input = TickInput {
                 policy: &m.policy,
@@ -438,7 +430,7 @@ impl Running {
                 Ok(o) => {
                     writeln!(out, "{}", progress_line(&rfc3339(o.at), &m.policy, &o))?;
                     self.recorder
-                        .record(serve::namespace(&m.policy), &m.policy, &o);
+                        .record(m.policy.namespace_or_default(), &m.policy, &o);
                     self.managed[i].status = o.status;
                 }
                 // A failed write keeps the old status; the next tick retries it.

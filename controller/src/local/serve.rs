@@ -10,18 +10,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use super::{rfc3339, LocalError, Managed};
-use crate::engine::{CommandError, Engine, TickInput, DEFAULT_NAMESPACE};
-use crate::policy::ValidatedPolicy;
+use crate::engine::{CommandError, Engine, TickInput};
 use crate::record::Recorder;
 use crate::server::{serve, ControllerMetrics, Health, ServerState};
 use crate::traffic::TrafficTarget;
 use crate::ui::{CommandRefused, CommandRequest, Ui};
-use mlcanary_core::weights::Weights;
-
-/// The namespace a local policy is shown under.
-pub fn namespace(p: &ValidatedPolicy) -> &str {
-    p.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
-}
 
 /// Bind `addr` and serve the page, the API, `/healthz`, `/readyz` and `/metrics` in the background.
 /// Returns the bound address (the real port when `addr` has port 0) and the shared state.
@@ -61,15 +54,7 @@ pub(super) async fn handle_command<T: TrafficTarget>(
         return Ok(());
     };
     let name = req.command.name();
-    let peers: Vec<(&ValidatedPolicy, Weights)> = managed
-        .iter()
-        .map(|m| {
-            (
-                &m.policy,
-                Weights::with_canary_bp(m.status.canary_weight_bp),
-            )
-        })
-        .collect();
+    let peers = super::at_current_weights(managed);
     let policy = &managed[i].policy;
     let input = TickInput {
         policy,
@@ -97,7 +82,7 @@ pub(super) async fn handle_command<T: TrafficTarget>(
             return Ok(());
         }
     };
-    recorder.record(namespace(policy), policy, &done);
+    recorder.record(policy.namespace_or_default(), policy, &done);
     writeln!(
         out,
         "{} {} {:?} canary={:.2}% | {name} by operator",

@@ -8,9 +8,9 @@
 //!     mlcanary.io/command-id: 18a3c2f0e1b2-4f2a   # new for every command
 //! ```
 //!
-//! and the reconciler applies it through the engine ([`crate::engine::Engine::command`]) **once per command id**: the id it handled
-//! goes into `status.lastCommandId`, so the annotation can stay on the object (a relist, a restart or
-//! a later reconcile see the same id and do nothing). An annotation change is a watch event, so the
+//! and the reconciler applies it through the engine ([`crate::engine::Engine::command`]) **once
+//! per command id**: the id it handled goes into `status.lastCommandId`, so the annotation can stay
+//! on the object (a relist, a restart or a later reconcile see the same id and do nothing). An annotation change is a watch event, so the
 //! command runs at once, without waiting for the analysis interval, and it runs no analysis.
 //!
 //! Annotations rather than a status write by the CLI or a subresource: the user's RBAC needs only

@@ -95,16 +95,7 @@ pub fn resource(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::TestPolicy;
-    use crate::policy::validated::DEFAULT_POD_SELECTOR;
-
-    fn check(resource: Resource) -> ResourceCheck {
-        ResourceCheck {
-            resource,
-            max_ratio: 1.3,
-            pod_selector: DEFAULT_POD_SELECTOR.to_owned(),
-        }
-    }
+    use crate::fixtures::{resource_check as check, TestPolicy};
 
     fn window(requests: u64, value: Option<f64>) -> VariantWindow {
         let mut w = VariantWindow {

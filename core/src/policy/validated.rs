@@ -170,6 +170,16 @@ pub struct ValidatedPolicy {
     pub canary_version: Option<String>,
 }
 
+impl ValidatedPolicy {
+    /// The policy's namespace, [`DEFAULT_NAMESPACE`](super::DEFAULT_NAMESPACE) when it has none
+    /// (a local policy file without `metadata.namespace`).
+    pub fn namespace_or_default(&self) -> &str {
+        self.namespace
+            .as_deref()
+            .unwrap_or(super::DEFAULT_NAMESPACE)
+    }
+}
+
 /// Default `podSelector`.
 pub const DEFAULT_POD_SELECTOR: &str = r#"label_mlcanary_io_subset="{{variant}}""#;
 

@@ -5,7 +5,7 @@ use mlcanary_filter::config::RawConfig;
 use mlcanary_filter::ConfigError;
 
 use super::{owned_routes, render_config, HttpRoute};
-use crate::policy::{ValidatedPolicy, DEFAULT_NAMESPACE};
+use crate::policy::ValidatedPolicy;
 use crate::weights::Weights;
 
 /// What one policy wants written.
@@ -37,10 +37,7 @@ pub fn desired_traffic(
     all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let plugin_config = render_config(&all)?;
     Ok(DesiredTraffic {
-        namespace: policy
-            .namespace
-            .clone()
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+        namespace: policy.namespace_or_default().to_owned(),
         policy: policy.name.clone(),
         virtual_service: policy.virtual_service.clone(),
         routes: owned_routes(policy, weights),

@@ -45,15 +45,7 @@ pub fn resource_query(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mlcanary_core::policy::validated::DEFAULT_POD_SELECTOR;
-
-    fn check(resource: Resource) -> ResourceCheck {
-        ResourceCheck {
-            resource,
-            max_ratio: 1.3,
-            pod_selector: DEFAULT_POD_SELECTOR.to_owned(),
-        }
-    }
+    use mlcanary_core::fixtures::resource_check as check;
 
     #[test]
     fn cpu_query_joins_pods_by_subset_label() {
