@@ -5,6 +5,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup-test.sh
+# One full run from a clean tree gains nothing from incremental caches; they doubled target/.
+export CARGO_INCREMENTAL=0
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -39,3 +41,5 @@ bash scripts/fuzz.sh --seconds 10
 step "hash and decision vectors compiled to wasm32, run under Node"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   cargo test --target wasm32-unknown-unknown -p mlcanary-filter --no-default-features --test vectors
+
+step "done: target/ holds $(du -sh target 2>/dev/null | cut -f1)"
