@@ -12,14 +12,13 @@
 //!   policy (so the first tick after a start always writes, and a failed write is retried next tick);
 //! - when the write fails the new status is **not** returned: the status must never claim a split
 //!   that is not in effect. The caller keeps the old status and ticks again;
-//! - while an analysis is inconclusive (and nothing failed) its window is kept and the next
-//!   interval's is added to it, until the evidence is conclusive or the weight changes: low traffic
-//!   delays a verdict but never prevents one. (Each look is a fresh test on more data, so the
-//!   false-alarm rate over many looks is above a single test's alpha; the minimum samples and the
-//!   progress deadline bound how many looks there are.)
-//! - everything carried from one tick to the next — where the next window starts and the held
-//!   window — lives in the status ([`mlcanary_core::window::Evidence`]), not in the engine: a restarted,
-//!   `--once` or newly elected controller judges exactly as one that never stopped.
+//! - every interval's window is added to the rollout's evidence (summed per canary weight, kept
+//!   across steps) and the judge looks at all of it: its tests are anytime-valid, so looking every
+//!   interval does not inflate their error rates, and low traffic delays a verdict but never
+//!   prevents one;
+//! - everything carried from one tick to the next — where the next window starts and the
+//!   evidence — lives in the status ([`mlcanary_core::window::Evidence`]), not in the engine: a
+//!   restarted, `--once` or newly elected controller judges exactly as one that never stopped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,11 +31,11 @@ use crate::hooks::{Hooks, WebhookSender};
 use crate::metrics::{MetricsError, MetricsSource};
 use crate::policy::{CanaryPolicyStatus, ValidatedPolicy};
 use crate::traffic::{DesiredTraffic, TrafficError, TrafficTarget};
-use mlcanary_core::analysis::{evaluate, Outcome, Verdict};
+use mlcanary_core::analysis::{evaluate, Observations, Verdict};
 use mlcanary_core::render::desired_traffic;
 use mlcanary_core::rollout::{self, Command, NotApplicable, RolloutEvent};
 use mlcanary_core::weights::Weights;
-use mlcanary_core::window::{HeldWindow, Window};
+use mlcanary_core::window::{Evidence, Window};
 
 /// Why a tick wrote nothing and changed no status.
 #[derive(Debug, Error)]
@@ -164,8 +163,7 @@ impl Engine {
         let desired = render(input.policy, step.weights, input.peers)?;
         let applied = self.write(desired, target).await?;
         let mut status = step.status;
-        // As after a tick: an ended rollout carries no evidence (a held window at another weight
-        // is dropped by the next tick's `judge`).
+        // As after a tick: an ended rollout carries no evidence.
         if status.phase.is_terminal() {
             status.evidence = None;
         }
@@ -205,10 +203,7 @@ impl Engine {
                     match reading.window {
                         Some(window) => {
                             let weight = input.status.canary_weight_bp;
-                            let (verdicts, held) =
-                                judge(policy, weight, evidence.held.take(), window);
-                            evidence.held = held;
-                            (Some(verdicts), None)
+                            (Some(judge(policy, weight, &mut evidence, &window)), None)
                         }
                         None => {
                             let e = MetricsError::NoBaseline {
@@ -234,8 +229,7 @@ impl Engine {
             self.hooks.notify(policy, &step, verdicts.as_deref()).await;
         }
         let mut status = step.status;
-        // A new step or phase starts the held window afresh (`judge` compares weights); an ended
-        // rollout carries nothing.
+        // The evidence runs over the whole rollout; an ended one carries nothing.
         status.evidence = (!status.phase.is_terminal() && !evidence.is_empty()).then_some(evidence);
         Ok(TickOutput {
             at: now,
@@ -261,26 +255,23 @@ pub fn render(
     })
 }
 
-/// Judge `window` added to the window still held at the same weight; the sum stays held while the
-/// verdict is inconclusive (and nothing failed), a conclusive one starts afresh.
+/// Add this interval's `window` (gathered at `weight_bp`) to the rollout's evidence and judge
+/// all of it.
 fn judge(
     policy: &ValidatedPolicy,
     weight_bp: u32,
-    held: Option<HeldWindow>,
-    window: Window,
-) -> (Vec<Verdict>, Option<HeldWindow>) {
-    let window = match held {
-        Some(mut h) if h.weight_bp == weight_bp => {
-            h.window.absorb(&window);
-            h.window
-        }
-        _ => window,
-    };
-    let verdicts = evaluate(policy, &window);
-    let failed = verdicts.iter().any(|v| v.outcome == Outcome::Fail);
-    let open = verdicts.iter().any(|v| v.outcome == Outcome::Inconclusive);
-    let held = (open && !failed).then_some(HeldWindow { weight_bp, window });
-    (verdicts, held)
+    evidence: &mut Evidence,
+    window: &Window,
+) -> Vec<Verdict> {
+    evidence.record(weight_bp, window);
+    evaluate(
+        policy,
+        &Observations {
+            evidence,
+            weight_bp,
+            latest: window,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub enum Kind {
     Promoted,
     Restarted,
     RolledBack,
+    BaselineUnhealthy,
 }
 
 impl Kind {
@@ -34,13 +35,14 @@ impl Kind {
             Kind::Promoted => "Promoted",
             Kind::Restarted => "Restarted",
             Kind::RolledBack => "RolledBack",
+            Kind::BaselineUnhealthy => "BaselineUnhealthy",
         }
     }
 
     /// What the controller did (the Kubernetes Event's `action`).
     pub fn action(self) -> &'static str {
         match self {
-            Kind::Started | Kind::Advanced | Kind::Held => "Progress",
+            Kind::Started | Kind::Advanced | Kind::Held | Kind::BaselineUnhealthy => "Progress",
             Kind::AnalysisFailed => "Analyze",
             Kind::Paused => "Pause",
             Kind::Resumed => "Resume",
@@ -52,7 +54,10 @@ impl Kind {
 
     /// A failed analysis or a rollback warns; everything else is normal progress.
     pub fn is_warning(self) -> bool {
-        matches!(self, Kind::AnalysisFailed | Kind::RolledBack)
+        matches!(
+            self,
+            Kind::AnalysisFailed | Kind::RolledBack | Kind::BaselineUnhealthy
+        )
     }
 
     /// Holds repeat every interval while they last: not news, so no Kubernetes Event, no page
@@ -108,6 +113,13 @@ pub fn describe(e: &RolloutEvent) -> Description {
             Kind::RolledBack,
             format!("rolled back from {}: {reason}", percent(*from_bp)),
         ),
+        RolloutEvent::BaselineUnhealthy { checks } => (
+            Kind::BaselineUnhealthy,
+            format!(
+                "baseline unhealthy: stable breaks {} as well; holding",
+                checks.join(", ")
+            ),
+        ),
     };
     Description { kind, message }
 }
@@ -144,6 +156,9 @@ mod tests {
                 from_bp: 2500,
                 reason: "2 consecutive failed analyses".into(),
             },
+            RolloutEvent::BaselineUnhealthy {
+                checks: vec!["errors".into()],
+            },
         ];
         let d: Vec<Description> = all.iter().map(describe).collect();
         let reasons: Vec<&str> = d.iter().map(|d| d.kind.reason()).collect();
@@ -158,7 +173,8 @@ mod tests {
                 "Resumed",
                 "Promoted",
                 "Restarted",
-                "RolledBack"
+                "RolledBack",
+                "BaselineUnhealthy"
             ]
         );
         assert_eq!(d[1].message, "advanced 5.00% -> 10.00%");
@@ -175,7 +191,11 @@ mod tests {
             d[8].message,
             "rolled back from 25.00%: 2 consecutive failed analyses"
         );
-        // Only holds are not news; only failures and rollbacks warn.
+        assert_eq!(
+            d[9].message,
+            "baseline unhealthy: stable breaks errors as well; holding"
+        );
+        // Only holds are not news; only failures, rollbacks and an unhealthy baseline warn.
         let quiet: Vec<Kind> = d.iter().map(|d| d.kind).filter(|k| !k.is_news()).collect();
         assert_eq!(quiet, [Kind::Held]);
         let warn: Vec<Kind> = d
@@ -183,7 +203,14 @@ mod tests {
             .map(|d| d.kind)
             .filter(|k| k.is_warning())
             .collect();
-        assert_eq!(warn, [Kind::AnalysisFailed, Kind::RolledBack]);
+        assert_eq!(
+            warn,
+            [
+                Kind::AnalysisFailed,
+                Kind::RolledBack,
+                Kind::BaselineUnhealthy
+            ]
+        );
         assert_eq!(
             serde_json::to_value(Kind::RolledBack).unwrap(),
             "rolledBack"

@@ -96,7 +96,7 @@ impl TestPolicy {
     pub fn only_error_rate(mut self, max: f64) -> Self {
         self.spec.analysis.checks = vec![CheckSpec {
             name: "errors".into(),
-            error_rate: Some(ErrorRateSpec { max }),
+            error_rate: Some(ErrorRateSpec { max, alpha: None }),
             ..Default::default()
         }];
         self

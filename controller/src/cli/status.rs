@@ -298,6 +298,7 @@ default/churn   [□□□□] 0% → 5%
             n_stable: 3600,
             p_value: Some(0.0004),
             message: "canary error rate above 1%".into(),
+            ..Default::default()
         }];
         v.history = (0..7)
             .map(|i| HistoryEntry {

@@ -10,6 +10,7 @@ use crate::metrics::envoy::reading;
 use crate::metrics::exposition::parse;
 use crate::metrics::Reading;
 use crate::policy::CanaryPolicy;
+use mlcanary_core::analysis::Outcome;
 use mlcanary_core::window::Mark;
 
 /// An Envoy whose cumulative counters grow with simulated time: `rps` per variant, the canary
@@ -49,8 +50,9 @@ impl MetricsSource for SimulatedEnvoy {
 }
 
 fn policy() -> ValidatedPolicy {
-    // 1 request/s per variant and 5 s intervals against minRequests 12: every step needs a held,
-    // accumulated window (three intervals) before it can pass.
+    // 1 request/s per variant and 5 s intervals against minRequests 12: every step needs three
+    // intervals at its weight before it can pass, and promotion waits until the canary's error-free
+    // requests show its rate below 5 % (about 140 of them).
     CanaryPolicy::test()
         .steps(&[10, 30, 60])
         .only_error_rate(0.05)
@@ -88,7 +90,7 @@ async fn run(canary_errors_pm: f64, restart_every_tick: bool) -> (Trace, CanaryP
     let mut source = envoy();
     let mut status = CanaryPolicyStatus::default();
     let mut trace = Trace::new();
-    for i in 0..30u64 {
+    for i in 0..80u64 {
         if restart_every_tick {
             engine = new_engine();
             source = envoy();
@@ -118,8 +120,8 @@ async fn a_healthy_rollout_is_judged_the_same_with_and_without_restarts() {
     assert_eq!(looped, once);
     assert_eq!(end, end_once);
     assert_eq!(end.phase, crate::policy::Phase::Promoted);
-    // The held window did its work: some verdicts were inconclusive, later ones passed on more
-    // than one interval's requests.
+    // The evidence accumulated: some verdicts were inconclusive, later ones passed on more than
+    // one interval's requests.
     let outcomes: Vec<&(String, Outcome, u64)> = looped.iter().flat_map(|t| &t.0).collect();
     assert!(outcomes.iter().any(|v| v.1 == Outcome::Inconclusive));
     assert!(outcomes.iter().any(|v| v.1 == Outcome::Pass && v.2 >= 12));

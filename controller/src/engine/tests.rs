@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 use super::fakes::{engine, unreachable, window, FakeSender, FakeSource, FakeTarget, ManualClock};
 use super::*;
 use crate::policy::{CanaryPolicy, Phase};
+use mlcanary_core::analysis::Outcome;
 use mlcanary_core::rollout::{Command, Hold};
 
 fn policy() -> ValidatedPolicy {
@@ -182,14 +183,20 @@ async fn inconclusive_evidence_accumulates_until_it_is_conclusive() {
     let v = &o.verdicts.as_ref().unwrap()[0];
     assert_eq!((v.outcome, v.n_canary), (Outcome::Pass, 60));
     assert_eq!(o.weights.canary_bp(), 5000);
-    // A new step starts with fresh evidence.
+    // The evidence runs over the whole rollout; the minimum sample counts at the new weight.
     let o = r.tick().await.unwrap();
     let v = &o.verdicts.as_ref().unwrap()[0];
-    assert_eq!((v.outcome, v.n_canary), (Outcome::Inconclusive, 30));
+    assert_eq!((v.outcome, v.n_canary), (Outcome::Inconclusive, 90));
+    let steps = &o.status.evidence.as_ref().unwrap().steps;
+    let per_weight: Vec<(u32, u64)> = steps
+        .iter()
+        .map(|s| (s.weight_bp, s.window.canary.requests))
+        .collect();
+    assert_eq!(per_weight, [(1000, 60), (5000, 30)]);
 }
 
 #[tokio::test]
-async fn a_failure_is_judged_on_fresh_evidence_next_time() {
+async fn a_failure_stays_in_the_evidence_until_the_rollout_ends() {
     let mut r = Run::new();
     r.source.push(Err(unreachable()));
     r.tick().await.unwrap();
@@ -197,10 +204,16 @@ async fn a_failure_is_judged_on_fresh_evidence_next_time() {
     r.source.push(Ok(window(1000, 0, 0)));
     let o = r.tick().await.unwrap();
     assert_eq!(o.verdicts.as_ref().unwrap()[0].outcome, Outcome::Fail);
-    // The failed window is not carried into the next judgement.
+    // A clean interval does not wash out a breach: 200 errors in 2000 requests still fail, and
+    // the second consecutive failure (failureThreshold 2) rolls back.
     let o = r.tick().await.unwrap();
     let v = &o.verdicts.as_ref().unwrap()[0];
-    assert_eq!((v.outcome, v.n_canary), (Outcome::Pass, 1000));
+    assert_eq!((v.outcome, v.n_canary), (Outcome::Fail, 2000));
+    assert_eq!(o.status.phase, Phase::RolledBack);
+    assert_eq!(
+        o.status.evidence, None,
+        "an ended rollout carries no evidence"
+    );
 }
 
 #[tokio::test]

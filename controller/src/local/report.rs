@@ -134,6 +134,7 @@ mod tests {
                 n_stable: 480,
                 p_value: None,
                 message: String::new(),
+                ..Default::default()
             }]),
             no_data: None,
             applied: true,

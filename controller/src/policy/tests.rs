@@ -37,9 +37,10 @@ fn fixture_validates_with_defaults_filled() {
     );
     let churn = &all[1].1;
     assert_eq!(churn.steps_bp, vec![2000, 4000, 6000]);
-    assert_eq!(churn.failure_threshold, 2);
+    assert_eq!(churn.failure_threshold, 1);
     assert_eq!(churn.min_requests, 100);
-    assert_eq!(churn.alpha, 0.02);
+    assert_eq!(churn.alpha, 0.01);
+    assert_eq!(churn.harm_margin, 1.5);
     assert_eq!(churn.progress_deadline, Duration::from_secs(600));
     assert_eq!(churn.filter_template.hosts, vec!["churn".to_string()]);
 }

@@ -30,6 +30,7 @@ fn status() -> CanaryPolicyStatus {
             n_stable: 4500,
             p_value: None,
             message: String::new(),
+            ..Default::default()
         }],
         ..Default::default()
     }

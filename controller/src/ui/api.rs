@@ -158,6 +158,7 @@ mod tests {
             n_stable: 950,
             p_value: None,
             message: String::new(),
+            ..Default::default()
         };
         let status = CanaryPolicyStatus {
             last_verdicts: vec![(&v).into()],

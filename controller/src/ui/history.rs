@@ -213,6 +213,7 @@ mod tests {
             n_stable: 900,
             p_value: Some(f64::NAN),
             message: String::new(),
+            ..Default::default()
         }
     }
 

@@ -201,6 +201,7 @@ fn summarize(
         n_stable: s.n_stable,
         p_value: s.p_value,
         message,
+        ..Default::default()
     };
     let worst_fail = segments
         .iter()
@@ -255,6 +256,7 @@ fn summarize(
             n_stable: 0,
             p_value: None,
             message: "no scored predictions in any segment".into(),
+            ..Default::default()
         },
     }
 }

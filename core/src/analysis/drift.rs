@@ -130,6 +130,7 @@ pub fn prediction_drift(
         n_stable: ns,
         p_value: None,
         message: String::new(),
+        ..Default::default()
     };
     let Some(b) = b else {
         v.message = "no score histogram with a +Inf bucket on both variants".into();

@@ -1,17 +1,17 @@
-//! Judging the canary: per-variant window snapshots in, one [`Verdict`] per check out. Pure: no I/O,
+//! Judging the canary: the rollout's evidence in, one [`Verdict`] per check out. Pure: no I/O,
 //! no clock.
 //!
-//! The rules, chosen so that little traffic reads *inconclusive*, never *failed*:
-//! - **below `minRequests`** on either variant (for latency: observations in the histogram) every
-//!   built-in check is inconclusive;
-//! - **error rate** (limit `max`): with `pc` / `ps` the canary / stable rates,
-//!   *fail* iff `pc > max` and either (a) the canary is significantly worse than stable (one-sided
-//!   pooled two-proportion z-test, p < alpha), or (b) stable itself is within the limit (`ps ≤ max`)
-//!   and the canary is significantly above `max` (one-sided one-proportion z-test against `max`).
-//!   Rule (b) does not fire when stable breaks the limit too: then the fault is shared (a downstream
-//!   outage) and rolling back would not help; only (a) can fail the canary. So identical canary and
-//!   stable never fail. *Pass* iff `pc ≤ max`; otherwise (above the limit, not yet significant)
-//!   *inconclusive*: the rollout holds until the evidence is in.
+//! The rules, chosen so that looking at every interval is safe and little traffic reads
+//! *inconclusive*, never *failed*:
+//! - **error rate** (limit `max`): anytime-valid tests over the whole rollout's counts (see
+//!   [`error_rate`] and [`sequential`]): *fail* only when the canary is shown above `max` **and**
+//!   worse than stable; *pass* (the step may advance) when nothing failed and both variants have
+//!   `minRequests` at this weight; promotion needs harm excluded (ratio to stable below the
+//!   policy's `harmMargin`, or the rate shown below `max`). Stable breaking `max` too is a
+//!   *baseline unhealthy* hold, never the canary's failure.
+//! - checks without a sequential test yet judge the windows summed at the current weight: below
+//!   `minRequests` on either variant (for latency: observations in the histogram) they are
+//!   inconclusive;
 //! - **latency quantile**: PromQL's `histogram_quantile` per variant; absolute (`≤ maxMs`) or
 //!   relative (`canary ≤ ratio × stable`). When the rank falls in the `+Inf` bucket the value is only
 //!   a lower bound: that fails an absolute bound it already exceeds, else reads inconclusive.
@@ -25,24 +25,27 @@
 
 pub mod disparity;
 pub mod drift;
-mod merge;
+pub mod error_rate;
 pub mod positive_rate;
 pub mod quantile;
 pub mod resources;
+pub mod sequential;
 pub mod stats;
 
 use crate::policy::validated::{Check, CheckKind, LatencyBound, ValidatedPolicy};
 use crate::policy::VerdictStatus;
 use quantile::{histogram_quantile, Bucket};
 
-pub use crate::window::{SegmentCounts, VariantWindow, Window};
+pub use crate::window::{Evidence, SegmentCounts, VariantWindow, Window};
 
 /// A check's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Outcome {
+    /// Nothing failed and the check has its minimum sample at this step: the step may advance.
     Pass,
     Fail,
     /// Not enough evidence either way: the rollout holds.
+    #[default]
     Inconclusive,
 }
 
@@ -57,7 +60,7 @@ impl Outcome {
 }
 
 /// One check's verdict with the numbers behind it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Verdict {
     pub check: String,
     pub outcome: Outcome,
@@ -66,14 +69,25 @@ pub struct Verdict {
     pub threshold: Option<f64>,
     pub n_canary: u64,
     pub n_stable: u64,
+    /// For a sequential check the always-valid p-value (`1/E`) of its failure test.
     pub p_value: Option<f64>,
     pub message: String,
+    /// The canary's value (on the threshold's scale) as an anytime-valid interval, when the check
+    /// has one.
+    pub interval: Option<[f64; 2]>,
+    /// The canary / stable ratio as an anytime-valid interval, when the check compares the two.
+    pub ratio: Option<[f64; 2]>,
+    /// Harm beyond the policy's margin is excluded: this check lets the canary be promoted.
+    pub harm_excluded: bool,
+    /// Stable breaks the bound as well (a shared fault): the step holds, it is not the canary's.
+    pub baseline_unhealthy: bool,
 }
 
 impl From<&Verdict> for VerdictStatus {
     fn from(v: &Verdict) -> Self {
         // JSON has no NaN / ∞: drop non-finite numbers rather than write `null` for a number.
         let finite = |x: Option<f64>| x.filter(|x| x.is_finite());
+        let pair = |x: Option<[f64; 2]>| x.filter(|[a, b]| a.is_finite() && b.is_finite());
         VerdictStatus {
             name: v.check.clone(),
             verdict: v.outcome.as_str().to_owned(),
@@ -84,30 +98,69 @@ impl From<&Verdict> for VerdictStatus {
             n_stable: v.n_stable,
             p_value: finite(v.p_value),
             message: v.message.clone(),
+            interval: pair(v.interval),
+            ratio: pair(v.ratio),
+            harm_excluded: v.harm_excluded,
+            baseline_unhealthy: v.baseline_unhealthy,
         }
     }
 }
 
-/// Judge every check of `policy` on `window`, in the policy's order.
-pub fn evaluate(policy: &ValidatedPolicy, window: &Window) -> Vec<Verdict> {
+/// What one look at the evidence sees: the whole rollout's evidence (this interval recorded), the
+/// weight now, and this interval's window alone.
+#[derive(Debug, Clone, Copy)]
+pub struct Observations<'a> {
+    pub evidence: &'a Evidence,
+    pub weight_bp: u32,
+    pub latest: &'a Window,
+}
+
+impl<'a> Observations<'a> {
+    /// The windows summed at the current weight: where minimum samples are counted, and what the
+    /// checks without a sequential test judge.
+    pub fn current(&self) -> &'a Window {
+        self.evidence
+            .at_weight(self.weight_bp)
+            .unwrap_or(self.latest)
+    }
+}
+
+/// Judge every check of `policy` on `obs`, in the policy's order.
+pub fn evaluate(policy: &ValidatedPolicy, obs: &Observations<'_>) -> Vec<Verdict> {
     policy
         .checks
         .iter()
-        .map(|c| evaluate_check(c, policy, window))
+        .map(|c| evaluate_check(c, policy, obs))
         .collect()
 }
 
+/// `window` as a rollout's whole evidence: one look at one step.
+pub fn evaluate_window(policy: &ValidatedPolicy, window: &Window) -> Vec<Verdict> {
+    let mut evidence = Evidence::default();
+    evidence.record(0, window);
+    evaluate(
+        policy,
+        &Observations {
+            evidence: &evidence,
+            weight_bp: 0,
+            latest: window,
+        },
+    )
+}
+
 /// Judge one check.
-pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, w: &Window) -> Verdict {
-    match &check.kind {
-        CheckKind::ErrorRate { max } => error_rate(
-            &check.name,
-            *max,
-            policy.min_requests,
-            policy.alpha,
-            &w.canary,
-            &w.stable,
-        ),
+pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, obs: &Observations<'_>) -> Verdict {
+    let w = obs.current();
+    let mut v = match &check.kind {
+        CheckKind::ErrorRate { max, alpha } => {
+            let rule = error_rate::ErrorRateRule {
+                max: *max,
+                alpha: *alpha,
+                min_requests: policy.min_requests,
+                harm_margin: policy.harm_margin,
+            };
+            return error_rate::error_rate(&check.name, &rule, obs);
+        }
         CheckKind::Latency { quantile, bound } => latency(
             &check.name,
             *quantile,
@@ -131,8 +184,7 @@ pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, w: &Window) -> Ve
                 threshold: Some(*threshold),
                 n_canary: w.canary.requests,
                 n_stable: w.stable.requests,
-                p_value: None,
-                message: String::new(),
+                ..Default::default()
             };
             match c {
                 Some(v) if v.is_finite() => {
@@ -193,72 +245,14 @@ pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, w: &Window) -> Ve
             disparity::segment_disparity(&check.name, &rule, &w.canary, &w.stable).verdict
         }
         CheckKind::Resource(r) => resources::resource(&check.name, r, policy, &w.canary, &w.stable),
-    }
+    };
+    // Checks without an interval judge the step's point value: a pass is all they can say.
+    v.harm_excluded = v.outcome == Outcome::Pass;
+    v
 }
 
 pub(crate) fn rate(errors: u64, n: u64) -> Option<f64> {
     (n > 0).then(|| errors.min(n) as f64 / n as f64)
-}
-
-/// The error-rate rule (see the module doc).
-pub fn error_rate(
-    name: &str,
-    max: f64,
-    min_requests: u64,
-    alpha: f64,
-    canary: &VariantWindow,
-    stable: &VariantWindow,
-) -> Verdict {
-    let (nc, ns) = (canary.requests, stable.requests);
-    let (ec, es) = (canary.errors.min(nc), stable.errors.min(ns));
-    let mut v = Verdict {
-        check: name.to_owned(),
-        outcome: Outcome::Inconclusive,
-        canary: rate(ec, nc),
-        stable: rate(es, ns),
-        threshold: Some(max),
-        n_canary: nc,
-        n_stable: ns,
-        p_value: None,
-        message: String::new(),
-    };
-    if nc < min_requests || ns < min_requests {
-        v.message = format!("{nc} canary / {ns} stable requests: below minRequests {min_requests}");
-        return v;
-    }
-    let pc = ec as f64 / nc as f64;
-    let ps = es as f64 / ns as f64;
-    if pc <= max {
-        v.outcome = Outcome::Pass;
-        v.message = format!("canary error rate {pc:.4} within {max}");
-        return v;
-    }
-    let p_vs_stable = stats::two_proportion_greater(ec, nc, es, ns);
-    let p_vs_max = stats::one_proportion_greater(ec, nc, max);
-    if p_vs_stable < alpha {
-        v.outcome = Outcome::Fail;
-        v.p_value = Some(p_vs_stable);
-        v.message = format!(
-            "canary error rate {pc:.4} above {max} and worse than stable {ps:.4} (p={p_vs_stable:.2e})"
-        );
-    } else if ps <= max && p_vs_max < alpha {
-        v.outcome = Outcome::Fail;
-        v.p_value = Some(p_vs_max);
-        v.message = format!(
-            "canary error rate {pc:.4} significantly above {max} while stable {ps:.4} is within it \
-             (p={p_vs_max:.2e})"
-        );
-    } else {
-        v.p_value = Some(if ps <= max {
-            p_vs_max.min(p_vs_stable)
-        } else {
-            p_vs_stable
-        });
-        v.message = format!(
-            "canary error rate {pc:.4} above {max}, not significantly (stable {ps:.4}, alpha {alpha})"
-        );
-    }
-    v
 }
 
 fn observations(b: &[Bucket]) -> u64 {
@@ -293,6 +287,7 @@ pub fn latency(
         n_stable: ns,
         p_value: None,
         message: String::new(),
+        ..Default::default()
     };
     let needs_stable = matches!(bound, LatencyBound::RatioToStable(_));
     if nc < min_requests || (needs_stable && ns < min_requests) {

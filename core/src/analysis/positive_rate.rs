@@ -51,6 +51,7 @@ pub fn positive_rate(
         n_stable: ns,
         p_value: None,
         message: String::new(),
+        ..Default::default()
     };
     if nc < min_samples || ns < min_samples {
         v.message =

@@ -53,6 +53,7 @@ pub fn resource(
         n_stable: stable.requests,
         p_value: None,
         message: String::new(),
+        ..Default::default()
     };
     let what = match check.resource {
         Resource::Cpu => "CPU s/request",

@@ -266,16 +266,29 @@ pub struct PauseSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisSpec {
-    /// Consecutive failed analyses before rollback. Default 2.
+    /// Consecutive failed analyses before rollback. Default 1: a failure of a sequential check is
+    /// already a decision at the check's share of `alpha` (raise it for `custom` or resource
+    /// checks, which compare a point value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_threshold: Option<u32>,
     /// Requests per variant in the window below which a check is inconclusive. Default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<u64>,
-    /// Significance level of the tests (0 < alpha ≤ 0.5). Default 0.02 (tuned with `judge-bench`:
-    /// a test runs every interval, so 0.05 rolls back too many healthy canaries).
+    /// The rollout's false-rollback budget (0 < alpha ≤ 0.5): the probability that a healthy
+    /// canary is rolled back by a statistical check at any time in the whole rollout, over all its
+    /// steps and checks. Split equally across the checks that do not set their own `alpha` (the
+    /// ones that do spend theirs from it). Default 0.01.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
+    /// Promotion needs harm beyond this ratio to stable excluded (or the canary shown within the
+    /// check's absolute bound): e.g. 1.5 = errors no worse than 1.5× stable's. Default 1.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harm_margin: Option<f64>,
+    /// When stable breaks a check's bound as well (a shared outage, a bad dependency): `hold`
+    /// (default: the step holds and the progress deadline does not run) or `rollBack` (the
+    /// deadline rolls back as for missing data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_baseline: Option<String>,
     pub checks: Vec<CheckSpec>,
 }
 
@@ -325,6 +338,9 @@ pub struct ResourceSpec {
 pub struct ErrorRateSpec {
     /// Largest acceptable error rate, a fraction (0.01 = 1 %).
     pub max: f64,
+    /// This check's share of `spec.analysis.alpha` (default: an equal split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
 }
 
 /// A latency quantile of the canary, absolute or relative to stable.

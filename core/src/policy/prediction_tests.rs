@@ -45,19 +45,21 @@ fn validate(s: &CanaryPolicySpec) -> Result<ValidatedPolicy, String> {
 #[test]
 fn defaults_filled_and_predictions_rendered_for_the_filter() {
     let v = validate(&spec(FAIRNESS)).unwrap();
+    // One budget: the three checks share alpha 0.01 equally.
+    let share = 0.01 / 3.0;
     assert_eq!(
         v.checks[0].kind,
         CheckKind::PredictionDrift {
             max_psi: 0.2,
             min_samples: DEFAULT_DRIFT_MIN_SAMPLES,
-            alpha: 0.01
+            alpha: share
         }
     );
     assert_eq!(
         v.checks[1].kind,
         CheckKind::PositiveRate {
             bound: ShiftBound::Relative(0.25),
-            alpha: 0.01,
+            alpha: share,
             min_samples: 150
         }
     );
@@ -66,7 +68,7 @@ fn defaults_filled_and_predictions_rendered_for_the_filter() {
         CheckKind::SegmentDisparity {
             min_ratio: 0.8,
             max_ratio: 1.25,
-            alpha: 0.01,
+            alpha: share,
             min_samples_per_segment: 80
         }
     );
@@ -89,7 +91,10 @@ fn defaults_filled_and_predictions_rendered_for_the_filter() {
     plain.analysis.checks.truncate(0);
     plain.analysis.checks.push(CheckSpec {
         name: "errors".into(),
-        error_rate: Some(ErrorRateSpec { max: 0.01 }),
+        error_rate: Some(ErrorRateSpec {
+            max: 0.01,
+            alpha: None,
+        }),
         ..Default::default()
     });
     assert!(validate(&plain)

@@ -95,6 +95,18 @@ pub struct VerdictStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_value: Option<f64>,
     pub message: String,
+    /// The canary's value as an anytime-valid interval `[low, high]` (same scale as `threshold`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
+    /// The canary / stable ratio as an anytime-valid interval `[low, high]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<[f64; 2]>,
+    /// Harm beyond the policy's margin is excluded (what promotion needs of every check).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub harm_excluded: bool,
+    /// Stable breaks the bound as well: the step holds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub baseline_unhealthy: bool,
 }
 
 /// A Kubernetes-style condition (`type` / `status` / `reason` / `message`).

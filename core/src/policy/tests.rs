@@ -86,9 +86,38 @@ fn analysis_errors_name_the_field() {
     let mut p = t.clone();
     p.spec.analysis.checks[0].latency = p.spec.analysis.checks[1].latency.clone();
     assert!(err(&p).starts_with("spec.analysis.checks[0]: needs exactly one"));
+    let mut p = t.clone();
+    p.spec.analysis.harm_margin = Some(1.0);
+    assert!(err(&p).starts_with("spec.analysis.harmMargin:"));
+    let mut p = t.clone();
+    p.spec.analysis.unhealthy_baseline = Some("ignore".into());
+    assert!(err(&p).starts_with("spec.analysis.unhealthyBaseline:"));
     let mut p = t;
     p.spec.analysis.checks.clear();
     assert!(err(&p).starts_with("spec.analysis.checks:"));
+}
+
+#[test]
+fn one_budget_is_split_across_the_checks() {
+    use crate::policy::validated::{CheckKind, UnhealthyBaseline};
+    let alpha_of = |p: &ValidatedPolicy| match p.checks[0].kind {
+        CheckKind::ErrorRate { alpha, .. } => alpha,
+        _ => unreachable!("the error-rate check comes first"),
+    };
+    let mut t = TestPolicy::fraud_model().only_error_rate(0.01);
+    let p = t.validated();
+    assert_eq!((p.alpha, alpha_of(&p)), (0.01, 0.01));
+    assert_eq!(p.unhealthy_baseline, UnhealthyBaseline::Hold);
+    assert_eq!(p.harm_margin, 1.5);
+    // A second budgeted check halves the share; one that sets its own alpha spends from it.
+    let mut second = t.spec.analysis.checks[0].clone();
+    second.name = "errors-2".into();
+    t.spec.analysis.checks.push(second.clone());
+    assert_eq!(alpha_of(&t.validated()), 0.005);
+    t.spec.analysis.checks[1].error_rate.as_mut().unwrap().alpha = Some(0.008);
+    assert!((alpha_of(&t.validated()) - 0.002).abs() < 1e-12);
+    t.spec.analysis.checks[1].error_rate.as_mut().unwrap().alpha = Some(0.01);
+    assert!(err(&t).starts_with("spec.analysis.checks: the checks' own alphas add up to 0.01"));
 }
 
 /// The filter's reason for the same mistake, to check the controller says the same thing.

@@ -113,8 +113,25 @@ impl ValidatedPolicy {
                 "must list at least one check (nothing would ever pass)",
             ));
         }
+        let harm_margin = a.harm_margin.unwrap_or(DEFAULT_HARM_MARGIN);
+        if !(harm_margin.is_finite() && harm_margin > 1.0) {
+            return Err(invalid(
+                "spec.analysis.harmMargin",
+                format!("{harm_margin} is not > 1 (1.5 = no worse than 1.5× stable)"),
+            ));
+        }
+        let unhealthy_baseline = match a.unhealthy_baseline.as_deref() {
+            None | Some("hold") => UnhealthyBaseline::Hold,
+            Some("rollBack") => UnhealthyBaseline::RollBack,
+            Some(other) => {
+                return Err(invalid(
+                    "spec.analysis.unhealthyBaseline",
+                    format!("{other:?} is not one of \"hold\", \"rollBack\""),
+                ))
+            }
+        };
         let ctx = CheckContext {
-            alpha,
+            alpha: super::validate_checks::budget_share(alpha, &a.checks)?,
             min_requests,
             has_predictions: spec.predictions.is_some(),
             has_segment: spec.routing.segment.is_some(),
@@ -163,6 +180,8 @@ impl ValidatedPolicy {
             failure_threshold,
             min_requests,
             alpha,
+            harm_margin,
+            unhealthy_baseline,
             checks,
             progress_deadline,
             filter_template,

@@ -7,6 +7,7 @@ use super::{CheckSpec, PositiveRateSpec, PredictionDriftSpec, SegmentDisparitySp
 
 /// What a check's validation needs from the rest of the spec.
 pub(super) struct CheckContext {
+    /// A check's share of the budget when it sets none ([`budget_share`]).
     pub(super) alpha: f64,
     pub(super) min_requests: u64,
     pub(super) has_predictions: bool,
@@ -51,7 +52,10 @@ pub(super) fn check(f: &str, c: &CheckSpec, ctx: &CheckContext) -> Result<Check,
                     format!("{} is not a fraction in [0, 1)", e.max),
                 ));
             }
-            CheckKind::ErrorRate { max: e.max }
+            CheckKind::ErrorRate {
+                max: e.max,
+                alpha: check_alpha(format!("{f}.errorRate.alpha"), e.alpha, ctx.alpha)?,
+            }
         }
         (None, Some(l), None) => {
             if !(l.quantile > 0.0 && l.quantile < 1.0) {
@@ -263,5 +267,45 @@ fn disparity(
             s.min_samples_per_segment,
             DEFAULT_MIN_SAMPLES_PER_SEGMENT,
         )?,
+    })
+}
+
+/// The `alpha` a check sets for itself, if its kind spends from the budget at all.
+fn own_alpha(c: &CheckSpec) -> Option<Option<f64>> {
+    if let Some(e) = &c.error_rate {
+        Some(e.alpha)
+    } else if let Some(p) = &c.positive_rate {
+        Some(p.alpha)
+    } else if let Some(s) = &c.segment_disparity {
+        Some(s.alpha)
+    } else {
+        c.prediction_drift.as_ref().map(|_| None)
+    }
+}
+
+/// One budget: what each check that sets no `alpha` gets of `alpha` after the ones that do
+/// (Bonferroni, so the chance that any check ever fails a healthy canary stays ≤ `alpha`).
+pub(super) fn budget_share(alpha: f64, checks: &[CheckSpec]) -> Result<f64, ValidationError> {
+    // An own alpha out of range is left to that check's validation, which names its field.
+    let own: Vec<Option<f64>> = checks
+        .iter()
+        .filter_map(own_alpha)
+        .map(|a| a.filter(|a| *a > 0.0 && *a <= 0.5))
+        .collect();
+    let spent: f64 = own.iter().flatten().sum();
+    let open = own.iter().filter(|a| a.is_none()).count();
+    if spent > alpha * (1.0 + 1e-9) || (open > 0 && spent >= alpha) {
+        return Err(invalid(
+            "spec.analysis.checks",
+            format!(
+                "the checks' own alphas add up to {spent}, leaving nothing of spec.analysis.alpha \
+                 {alpha} for the {open} other(s): one budget covers every check of the rollout"
+            ),
+        ));
+    }
+    Ok(if open == 0 {
+        alpha
+    } else {
+        (alpha - spent) / open as f64
     })
 }

@@ -6,15 +6,16 @@ use std::time::Duration;
 use mlcanary_filter::config::RawPolicy;
 use thiserror::Error;
 
-/// Default consecutive failed analyses before rollback.
-pub const DEFAULT_FAILURE_THRESHOLD: u32 = 2;
+/// Default consecutive failed analyses before rollback: one, because a sequential check fails only
+/// on evidence valid at its level however often it is looked at.
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 1;
 /// Default requests per variant per window before any verdict.
 pub const DEFAULT_MIN_REQUESTS: u64 = 100;
-/// Default significance level of the tests. 0.02, not the textbook 0.05: each interval is a new
-/// test, and `judge-bench` (200 rps, 5 % canary, 30 s intervals, failureThreshold 2) shows 0.05
-/// rolling back ~11 % of healthy canaries within 10 minutes, 0.02 ~3 %, while still catching a
-/// canary with 3× stable's error rate in a median 60 s.
-pub const DEFAULT_ALPHA: f64 = 0.02;
+/// Default false-rollback budget of a whole rollout (all checks, all steps).
+pub const DEFAULT_ALPHA: f64 = 0.01;
+/// Default harm margin: promotion needs the canary shown no worse than 1.5× stable (or within
+/// the check's absolute bound).
+pub const DEFAULT_HARM_MARGIN: f64 = 1.5;
 /// Default progress deadline.
 pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
 /// Default last step with `stepWeight`.
@@ -96,8 +97,9 @@ pub enum ShiftBound {
 /// A validated check kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckKind {
-    /// Canary error rate at most `max` (a fraction).
-    ErrorRate { max: f64 },
+    /// Canary error rate at most `max` (a fraction), tested at `alpha` (the check's share of the
+    /// policy's budget).
+    ErrorRate { max: f64, alpha: f64 },
     /// Canary latency quantile `quantile` (0..1) within `bound`.
     Latency { quantile: f64, bound: LatencyBound },
     /// A PromQL value compared with a threshold.
@@ -132,6 +134,15 @@ pub enum CheckKind {
     Resource(ResourceCheck),
 }
 
+/// What a step does while stable breaks a check's bound as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnhealthyBaseline {
+    /// Hold, however long: a shared fault is not the canary's.
+    Hold,
+    /// Hold until the progress deadline, then roll back.
+    RollBack,
+}
+
 /// A named check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {
@@ -158,7 +169,10 @@ pub struct ValidatedPolicy {
     pub manual_gate: bool,
     pub failure_threshold: u32,
     pub min_requests: u64,
+    /// The whole rollout's false-rollback budget; each check carries its share.
     pub alpha: f64,
+    pub harm_margin: f64,
+    pub unhealthy_baseline: UnhealthyBaseline,
     pub checks: Vec<Check>,
     pub progress_deadline: Duration,
     /// The filter policy with both variants at weight 0; `render` fills the weights.

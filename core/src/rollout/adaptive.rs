@@ -20,6 +20,10 @@
 //! canary) / (limit − stable)` (latency `maxRatioToStable`, cpu, memory), so a canary equal to
 //! stable has margin 1; custom checks `|threshold − value| / |threshold|` on the passing side.
 //! Segment disparity has no single number in its verdict: it never counts as wide.
+//!
+//! A **sequential** check (one whose verdict carries an anytime-valid interval, e.g. the error
+//! rate) is never marginal — its failure test already bounds the risk of going on — and is wide
+//! once it has excluded harm beyond the policy's margin.
 
 use crate::analysis::{Outcome, Verdict};
 use crate::policy::validated::{
@@ -85,7 +89,7 @@ fn relative(canary: f64, stable: f64, limit: f64) -> f64 {
 /// no number to measure it by.
 pub fn margin(check: &Check, v: &Verdict) -> Option<f64> {
     let m = match &check.kind {
-        CheckKind::ErrorRate { max } => absolute(v.canary?, *max),
+        CheckKind::ErrorRate { max, .. } => absolute(v.canary?, *max),
         CheckKind::Latency { bound, .. } => match bound {
             LatencyBound::MaxMs(ms) => absolute(v.canary?, *ms),
             LatencyBound::RatioToStable(_) => relative(v.canary?, v.stable?, v.threshold?),
@@ -134,6 +138,12 @@ pub fn classify(verdicts: Option<&[Verdict]>, policy: &ValidatedPolicy, a: &Adap
     }
     let mut all_wide = true;
     for v in verdicts {
+        if v.interval.is_some() {
+            // A sequential check: its failure test already bounds the risk, so a pass is never
+            // "narrow"; it is wide once harm beyond the margin is excluded.
+            all_wide &= v.harm_excluded;
+            continue;
+        }
         let check = policy.checks.iter().find(|c| c.name == v.check);
         let m = check.and_then(|c| margin(c, v));
         if m.is_some_and(|m| m < a.marginal_margin) {

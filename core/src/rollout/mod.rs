@@ -10,6 +10,12 @@
 //!   the stable Deployment forward to the new model and starts the next rollout from there.
 //! - Any `Fail` counts one failed analysis; `failureThreshold` consecutive ones → `RolledBack`,
 //!   canary 0 %. A passing analysis resets the count; an inconclusive one leaves it.
+//! - Promotion (the last step passing) also needs every verdict's `harm_excluded`; until then the
+//!   rollout holds at the last step (`AwaitingEvidence`) — data is flowing and nothing failed, so
+//!   the progress deadline does not run.
+//! - A verdict with `baseline_unhealthy` (stable breaks the bound too) holds with the
+//!   `BaselineUnhealthy` condition (an event when it begins); with `unhealthyBaseline: hold` the
+//!   deadline does not run meanwhile.
 //! - No data (`None`, an empty list) or any `Inconclusive` holds: never advances, never promotes.
 //!   Only when nothing conclusive has passed for `progressDeadline` does it roll back, saying so.
 //! - `Paused` keeps the weights and still counts failures (a held canary can still be rolled back);
@@ -28,7 +34,7 @@ pub mod webhook_gates;
 use std::time::{Duration, SystemTime};
 
 use crate::analysis::{Outcome, Verdict};
-use crate::policy::validated::Pause;
+use crate::policy::validated::{Pause, UnhealthyBaseline};
 use crate::policy::{CanaryPolicyStatus, Condition, HistoryEntry, Phase, ValidatedPolicy};
 use crate::weights::Weights;
 
@@ -95,6 +101,10 @@ pub enum Hold {
     Marginal,
     /// A gate webhook (`preRollout`, `confirmPromotion`) has not answered 2xx.
     Webhook,
+    /// Last step passed, but some check has not yet excluded harm beyond the margin.
+    AwaitingEvidence,
+    /// Stable breaks a check's bound as well: a shared fault, not the canary's.
+    BaselineUnhealthy,
 }
 
 /// What a step did, for Events and logs.
@@ -126,6 +136,10 @@ pub enum RolloutEvent {
     RolledBack {
         from_bp: u32,
         reason: String,
+    },
+    /// Stable began to break these checks' bounds as well (the step holds).
+    BaselineUnhealthy {
+        checks: Vec<String>,
     },
 }
 
@@ -246,9 +260,25 @@ impl Next {
         }
     }
 
-    /// The last step passed: wait at the manual gate, or promote.
-    fn last_step_passed(&mut self, policy: &ValidatedPolicy) {
-        if policy.manual_gate {
+    /// The last step passed: wait for harm to be excluded, then at the manual gate, or promote.
+    fn last_step_passed(&mut self, policy: &ValidatedPolicy, verdicts: Option<&[Verdict]>) {
+        let open: Vec<&str> = verdicts
+            .unwrap_or_default()
+            .iter()
+            .filter(|v| !v.harm_excluded)
+            .map(|v| v.check.as_str())
+            .collect();
+        if !open.is_empty() {
+            self.phase(
+                Phase::Progressing,
+                "AwaitingEvidence",
+                format!(
+                    "last step passed; harm beyond the margin not yet excluded by {}",
+                    open.join(", ")
+                ),
+            );
+            self.events.push(RolloutEvent::Held(Hold::AwaitingEvidence));
+        } else if policy.manual_gate {
             self.phase(
                 Phase::Progressing,
                 "AwaitingPromotion",
@@ -298,6 +328,79 @@ impl Next {
     }
 }
 
+impl Next {
+    /// Keep the `BaselineUnhealthy` condition in step with `verdicts` (an event when it begins);
+    /// `true` while stable breaks some check's bound.
+    fn baseline(&mut self, verdicts: Option<&[Verdict]>) -> bool {
+        let checks: Vec<String> = verdicts
+            .unwrap_or_default()
+            .iter()
+            .filter(|v| v.baseline_unhealthy)
+            .map(|v| v.check.clone())
+            .collect();
+        let unhealthy = !checks.is_empty();
+        let was = self
+            .s
+            .conditions
+            .iter()
+            .any(|c| c.type_ == BASELINE_UNHEALTHY && c.status == "True");
+        if unhealthy == was {
+            if let Some(c) = self
+                .s
+                .conditions
+                .iter_mut()
+                .find(|c| c.type_ == BASELINE_UNHEALTHY)
+            {
+                if unhealthy {
+                    c.message = baseline_message(&checks);
+                }
+            }
+            return unhealthy;
+        }
+        if !unhealthy
+            && !self
+                .s
+                .conditions
+                .iter()
+                .any(|c| c.type_ == BASELINE_UNHEALTHY)
+        {
+            return false;
+        }
+        let c = Condition {
+            type_: BASELINE_UNHEALTHY.into(),
+            status: if unhealthy { "True" } else { "False" }.into(),
+            reason: if unhealthy {
+                "StableBreaksBound"
+            } else {
+                "StableWithinBounds"
+            }
+            .into(),
+            message: if unhealthy {
+                baseline_message(&checks)
+            } else {
+                "stable is within every check's bound".into()
+            },
+            last_transition_time: Some(rfc3339(self.now)),
+        };
+        self.s.conditions.retain(|c| c.type_ != BASELINE_UNHEALTHY);
+        self.s.conditions.push(c);
+        if unhealthy {
+            self.events.push(RolloutEvent::BaselineUnhealthy { checks });
+        }
+        unhealthy
+    }
+}
+
+/// The condition type raised while stable breaks a check's bound as well.
+pub const BASELINE_UNHEALTHY: &str = "BaselineUnhealthy";
+
+fn baseline_message(checks: &[String]) -> String {
+    format!(
+        "stable breaks the bound of {} as well: holding (a shared fault is not the canary's)",
+        checks.join(", ")
+    )
+}
+
 /// The summary of one interval's verdicts.
 fn summarize(verdicts: Option<&[Verdict]>) -> Option<Outcome> {
     let v = verdicts.filter(|v| !v.is_empty())?;
@@ -335,6 +438,7 @@ pub fn step(
         .map(Into::into)
         .collect();
     let paused = n.s.phase == Phase::Paused;
+    let unhealthy = n.baseline(verdicts);
     match summarize(verdicts) {
         Some(Outcome::Fail) => {
             n.s.failed_checks += 1;
@@ -366,6 +470,13 @@ pub fn step(
                 }
             }
         }
+        None | Some(Outcome::Inconclusive)
+            if unhealthy && policy.unhealthy_baseline == UnhealthyBaseline::Hold =>
+        {
+            // A shared fault is not the canary's: the deadline does not run meanwhile.
+            n.s.last_progress_time = Some(rfc3339(now));
+            n.events.push(RolloutEvent::Held(Hold::BaselineUnhealthy));
+        }
         None | Some(Outcome::Inconclusive) => {
             let since = parse_time(n.s.last_progress_time.as_deref()).unwrap_or(now);
             let waited = now.duration_since(since).unwrap_or(Duration::ZERO);
@@ -378,6 +489,8 @@ pub fn step(
             } else {
                 n.events.push(RolloutEvent::Held(if paused {
                     Hold::Paused
+                } else if unhealthy {
+                    Hold::BaselineUnhealthy
                 } else {
                     Hold::NoConclusiveData
                 }));
@@ -397,7 +510,7 @@ pub fn step(
                 let evidence = adaptive::classify(verdicts, policy, a);
                 let to = adaptive::next_weight(cur, evidence, a);
                 if cur >= a.max_bp && evidence != adaptive::Evidence::Marginal {
-                    n.last_step_passed(policy);
+                    n.last_step_passed(policy, verdicts);
                 } else if to != cur {
                     let reason = match evidence {
                         adaptive::Evidence::Wide => "every check passed widely",
@@ -411,7 +524,7 @@ pub fn step(
             } else if i + 1 < policy.steps_bp.len() {
                 n.enter_step(policy, i + 1, "analysis passed");
             } else {
-                n.last_step_passed(policy);
+                n.last_step_passed(policy, verdicts);
             }
         }
     }
@@ -506,5 +619,7 @@ pub fn restart(status: &CanaryPolicyStatus, canary: &str, now: SystemTime) -> St
     n.done()
 }
 
+#[cfg(test)]
+mod evidence_tests;
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,8 @@ fn verdicts(o: Outcome) -> Vec<Verdict> {
         n_stable: 0,
         p_value: None,
         message: String::new(),
+        harm_excluded: o == Outcome::Pass,
+        ..Default::default()
     }]
 }
 

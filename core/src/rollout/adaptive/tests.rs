@@ -44,6 +44,8 @@ fn verdict(outcome: Outcome, rate: f64, n: u64) -> Verdict {
         n_stable: n,
         p_value: None,
         message: String::new(),
+        harm_excluded: outcome == Outcome::Pass,
+        ..Default::default()
     }
 }
 
@@ -154,6 +156,20 @@ fn classification() {
     assert_eq!(one(verdict(Outcome::Fail, 0.05, 1000)), Evidence::Fail);
     assert_eq!(classify(None, &p, &a), Evidence::Inconclusive);
     assert_eq!(classify(Some(&[]), &p, &a), Evidence::Inconclusive);
+}
+
+#[test]
+fn a_sequential_check_is_wide_once_harm_is_excluded_and_never_marginal() {
+    let p = defaults();
+    let a = p.adaptive.unwrap();
+    let sequential = |harm_excluded| Verdict {
+        interval: Some([0.006, 0.014]),
+        harm_excluded,
+        // At the limit by its point value: a point check would be marginal.
+        ..verdict(Outcome::Pass, 0.0099, 1000)
+    };
+    assert_eq!(classify(Some(&[sequential(false)]), &p, &a), Evidence::Pass);
+    assert_eq!(classify(Some(&[sequential(true)]), &p, &a), Evidence::Wide);
 }
 
 #[test]

@@ -1,9 +1,6 @@
-//! Adding windows up. While a rollout holds on inconclusive evidence, the engine judges the sum of
-//! the windows since the step began instead of each interval alone, so evidence accumulates until
-//! it is conclusive: low traffic delays a verdict, it never prevents one.
+//! Adding windows up: the evidence sums every window of a rollout per canary weight.
 
-use super::quantile::Bucket;
-use super::{SegmentCounts, VariantWindow, Window};
+use super::{Bucket, SegmentCounts, VariantWindow, Window};
 
 impl Window {
     /// This window followed by `later`: counts and histograms added, custom values from `later`
