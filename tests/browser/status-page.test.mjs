@@ -135,6 +135,7 @@ test("the status page follows a live rollout, its pause and its rollback", { tim
     const row = policy.locator('tr[data-check="errors"]');
     assert.match(await row.innerText(), /pass/);
     assert.match(await row.locator("td").nth(4).innerText(), /0\.01/, "the threshold is shown");
+    assert.match(await row.locator("td").nth(5).innerText(), /^\[[\d.]+, 0\.\d+\]$/, "its interval too");
     await page.waitForFunction((bp) => +document.querySelector(
       'section[data-policy="fraud-model"] [data-testid="weight-chart"]').dataset.lastBp > bp, bp1, { timeout: ROLLOUT_MS });
     assert.notEqual(await policy.locator('[data-testid="step"]').innerText(), step1, "the step moved on");

@@ -158,7 +158,7 @@ pub fn detail(v: &PolicyView) -> String {
     if !v.last_verdicts.is_empty() {
         out.push('\n');
         let mut rows = vec![[
-            "CHECK", "VERDICT", "CANARY", "STABLE", "LIMIT", "N (C/S)", "P",
+            "CHECK", "VERDICT", "CANARY", "STABLE", "LIMIT", "INTERVAL", "N (C/S)", "P",
         ]
         .map(str::to_owned)
         .to_vec()];
@@ -169,6 +169,10 @@ pub fn detail(v: &PolicyView) -> String {
                 num(c.canary),
                 num(c.stable),
                 num(c.threshold),
+                c.interval.map_or_else(
+                    || "-".to_owned(),
+                    |[lo, hi]| format!("[{}, {}]", num(Some(lo)), num(Some(hi))),
+                ),
                 format!("{}/{}", c.n_canary, c.n_stable),
                 c.p_value
                     .map_or_else(|| "-".to_owned(), |p| format!("{p:.3}")),
@@ -298,6 +302,7 @@ default/churn   [□□□□] 0% → 5%
             n_stable: 3600,
             p_value: Some(0.0004),
             message: "canary error rate above 1%".into(),
+            interval: Some([0.031, 0.074]),
             ..Default::default()
         }];
         v.history = (0..7)
@@ -310,7 +315,9 @@ default/churn   [□□□□] 0% → 5%
             .collect();
         let d = detail(&v);
         assert!(
-            d.contains("errors  fail     0.0500  0.0010  0.0100  400/3600  0.000\n"),
+            d.contains(
+                "errors  fail     0.0500  0.0010  0.0100  [0.0310, 0.0740]  400/3600  0.000\n"
+            ),
             "{d}"
         );
         assert!(d.contains("  errors: canary error rate above 1%\n"), "{d}");

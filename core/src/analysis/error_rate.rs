@@ -106,8 +106,10 @@ pub fn error_rate(name: &str, rule: &ErrorRateRule, obs: &Observations<'_>) -> V
             "{shown}: {} canary / {} stable requests at this weight, below minRequests {}",
             current.canary.requests, current.stable.requests, rule.min_requests
         )
+    } else if within_max >= level {
+        format!("{shown}: shown below max")
     } else if harm_excluded {
-        format!("{shown}: harm beyond {}× stable excluded", rule.harm_margin)
+        format!("{shown}: shown below {}× stable", rule.harm_margin)
     } else {
         format!(
             "{shown}: nothing failed; not yet shown within max or below {}× stable",

@@ -155,7 +155,7 @@ fn status_of_one_policy_over_http_in_detail_and_json() {
     let out = cli(&["status", "fraud-model", "--server", &s.url]).unwrap();
     assert!(out.contains("[■■■□] 25% → 50%"), "{out}");
     assert!(
-        out.contains("errors  pass     0.0010  0.0020  0.0100  812/7311  0.610"),
+        out.contains("errors  pass     0.0010  0.0020  0.0100  -         812/7311  0.610"),
         "{out}"
     );
     assert!(out.contains("Progressing (Started): first step"), "{out}");

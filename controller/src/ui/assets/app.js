@@ -143,10 +143,11 @@ function verdictTable(p) {
     `<tr data-check="${esc(v.name)}" data-verdict="${esc(v.verdict)}"><td>${esc(v.name)}</td>` +
     `<td><span class="badge v-${esc(v.verdict)}">${esc(v.verdict)}</span></td>` +
     `<td class="num">${num(v.canary)}</td><td class="num">${num(v.stable)}</td><td class="num">${num(v.threshold)}</td>` +
+    `<td class="num">${v.interval ? `[${num(v.interval[0])}, ${num(v.interval[1])}]` : "–"}</td>` +
     `<td class="num">${v.nCanary} / ${v.nStable}</td><td class="num">${v.pValue === undefined ? "–" : num(v.pValue)}</td>` +
     `<td>${esc(v.message)}</td></tr>`).join("");
   return `<table data-testid="verdicts"><thead><tr><th>check</th><th>verdict</th><th>canary</th><th>stable</th>` +
-    `<th>threshold</th><th>n canary / stable</th><th>p</th><th>why</th></tr></thead><tbody>${rows}</tbody></table>`;
+    `<th>threshold</th><th title="anytime-valid interval of the canary's value">interval</th><th>n canary / stable</th><th>p</th><th>why</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
 function historyTable(p) {
