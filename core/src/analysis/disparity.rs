@@ -7,35 +7,31 @@
 //! disparate-impact ratio between the two model versions. The acceptable band is
 //! `[minRatio, maxRatio]` (default `[0.8, 1.25]`, the four-fifths rule read both ways).
 //!
-//! **Rule**, per segment:
-//! - *inconclusive* below `minSamplesPerSegment` scored predictions on either side;
-//! - *pass* when `r` is inside the band (both rates 0 is `r = 1`);
-//! - *fail* when `r` is outside the band **and** a one-sided z-test on the log ratio shows it is
-//!   beyond the bound it crossed: `z = (ln r̂ − ln maxRatio) / se` (or `(ln minRatio − ln r̂) / se`),
-//!   `se = √(1/x_c − 1/n_c + 1/x_s − 1/n_s)` (Katz's log relative-risk interval), `p < alpha / m`.
-//!   Testing against the *bound* rather than against `r = 1` means a failure says "the ratio is
-//!   outside the band", not merely "the ratio differs from 1". `m` is the number of segments
-//!   judged (Bonferroni): each interval makes `m` comparisons, and a family-wise `alpha` keeps a
-//!   healthy canary from failing on one segment by chance. When a segment has no positives on one
-//!   side, `ln 0` is undefined: then 0.5 is added to every cell (Haldane–Anscombe), so
-//!   `x → x + 0.5`, `n → n + 1`, for that segment's test only;
-//! - otherwise (outside, not significant) *inconclusive*.
+//! **Rule**, per segment, on the whole rollout's scored predictions in it (summed per weight): the
+//! ratio θ tested against the band with the anytime-valid ratio test conditional on the split
+//! ([`sequential::ratio_band`], each side at `alpha / 2m`; `m` = segments judged, Bonferroni;
+//! stable's positives dispersion tempers the evidence):
+//! - *fail* when θ is shown outside the band (its interval lies wholly above `maxRatio` or below
+//!   `minRatio`): a failure says "outside the band", not merely "different from 1";
+//! - *inconclusive* below `minSamplesPerSegment` scored predictions on either side at this weight;
+//! - otherwise *pass*; promotion (`harm_excluded`) needs every segment's point ratio inside the
+//!   band as well (both rates 0 is `r = 1`).
 //!
-//! The check fails if any segment fails (the verdict names the one with the smallest p-value),
+//! The check fails if any segment fails (the verdict names the one with the strongest evidence),
 //! is inconclusive if any segment is and none fails, and passes when every segment passes.
 //! Segments with no scored predictions on either side are not judged at all.
 
 use std::collections::BTreeSet;
 
-use super::stats::upper_tail;
-use super::{Outcome, SegmentCounts, VariantWindow, Verdict};
+use super::sequential::{self, RateRow};
+use super::{Observations, Outcome, SegmentCounts, Verdict};
 
 /// The check's parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DisparityRule {
     pub min_ratio: f64,
     pub max_ratio: f64,
-    /// Family-wise over the segments judged.
+    /// The check's share of the budget, family-wise over the segments judged.
     pub alpha: f64,
     pub min_samples: u64,
 }
@@ -49,13 +45,15 @@ pub struct SegmentResult {
     pub stable_rate: f64,
     /// `canary_rate / stable_rate` (∞ when only stable flags nothing, 1 when neither flags).
     pub ratio: f64,
+    /// The ratio's anytime-valid interval.
+    pub interval: (f64, f64),
     pub n_canary: u64,
     pub n_stable: u64,
     pub positives_canary: u64,
     pub positives_stable: u64,
-    /// The one-sided p-value against the bound crossed (before the Bonferroni division).
+    /// The always-valid p-value of "inside the band" (before the Bonferroni division).
     pub p_value: Option<f64>,
-    /// The bound `ratio` is outside of, if any.
+    /// The bound the point ratio is outside of, if any.
     pub bound: Option<f64>,
 }
 
@@ -66,112 +64,126 @@ pub struct DisparityReport {
     pub segments: Vec<SegmentResult>,
 }
 
-/// `ln r̂` and its standard error, with the Haldane–Anscombe correction when a side has no
-/// positives.
-pub fn log_ratio(xc: u64, nc: u64, xs: u64, ns: u64) -> (f64, f64) {
-    let (mut xc, mut nc, mut xs, mut ns) = (xc as f64, nc as f64, xs as f64, ns as f64);
-    if xc == 0.0 || xs == 0.0 {
-        xc += 0.5;
-        xs += 0.5;
-        nc += 1.0;
-        ns += 1.0;
+fn point_ratio(xc: f64, nc: f64, xs: f64, ns: f64) -> f64 {
+    if xc == 0.0 && xs == 0.0 {
+        1.0
+    } else if xs == 0.0 {
+        f64::INFINITY
+    } else {
+        (xc / nc) / (xs / ns)
     }
-    let log_r = (xc / nc).ln() - (xs / ns).ln();
-    let se = (1.0 / xc - 1.0 / nc + 1.0 / xs - 1.0 / ns).max(0.0).sqrt();
-    (log_r, se)
 }
 
 fn judge_segment(
     segment: &str,
-    c: SegmentCounts,
-    s: SegmentCounts,
+    rows: &[RateRow],
+    current: (SegmentCounts, SegmentCounts),
     rule: &DisparityRule,
+    alpha: f64,
+    phi: f64,
 ) -> SegmentResult {
-    let (nc, ns) = (c.scored, s.scored);
-    let (xc, xs) = (c.positives.min(nc), s.positives.min(ns));
-    let share = |x: u64, n: u64| if n == 0 { 0.0 } else { x as f64 / n as f64 };
-    let (pc, ps) = (share(xc, nc), share(xs, ns));
-    let ratio = match (xc, xs) {
-        (0, 0) => 1.0,
-        (_, 0) => f64::INFINITY,
-        _ => pc / ps,
+    let t = RateRow::sum(rows);
+    let share = |x: f64, n: f64| if n == 0.0 { 0.0 } else { x / n };
+    let ratio = point_ratio(t.x_c, t.n_c, t.x_s, t.n_s);
+    let band = sequential::ratio_band(rows, rule.min_ratio, rule.max_ratio, alpha, phi);
+    let sampled = current.0.scored >= rule.min_samples && current.1.scored >= rule.min_samples;
+    let outcome = if band.outside() {
+        Outcome::Fail
+    } else if sampled {
+        Outcome::Pass
+    } else {
+        Outcome::Inconclusive
     };
-    let mut r = SegmentResult {
+    let bound = if ratio > rule.max_ratio {
+        Some(rule.max_ratio)
+    } else if ratio < rule.min_ratio {
+        Some(rule.min_ratio)
+    } else {
+        None
+    };
+    SegmentResult {
         segment: segment.to_owned(),
-        outcome: Outcome::Inconclusive,
-        canary_rate: pc,
-        stable_rate: ps,
+        outcome,
+        canary_rate: share(t.x_c, t.n_c),
+        stable_rate: share(t.x_s, t.n_s),
         ratio,
-        n_canary: nc,
-        n_stable: ns,
-        positives_canary: xc,
-        positives_stable: xs,
-        p_value: None,
-        bound: None,
-    };
-    if nc < rule.min_samples || ns < rule.min_samples {
-        return r;
+        interval: band.interval,
+        n_canary: t.n_c as u64,
+        n_stable: t.n_s as u64,
+        positives_canary: t.x_c as u64,
+        positives_stable: t.x_s as u64,
+        p_value: Some(sequential::p_value(band.log_e)),
+        bound,
     }
-    if (rule.min_ratio..=rule.max_ratio).contains(&ratio) {
-        r.outcome = Outcome::Pass;
-        return r;
-    }
-    let (log_r, se) = log_ratio(xc, nc, xs, ns);
-    let (bound, excess) = if ratio > rule.max_ratio {
-        (rule.max_ratio, log_r - rule.max_ratio.ln())
-    } else {
-        (rule.min_ratio, rule.min_ratio.ln() - log_r)
-    };
-    r.bound = Some(bound);
-    r.p_value = Some(if se > 0.0 {
-        upper_tail(excess / se)
-    } else if excess > 0.0 {
-        0.0
-    } else {
-        1.0
-    });
-    r
 }
 
 /// The segment-disparity rule (see the module doc).
 pub fn segment_disparity(
     name: &str,
     rule: &DisparityRule,
-    canary: &VariantWindow,
-    stable: &VariantWindow,
+    obs: &Observations<'_>,
 ) -> DisparityReport {
-    let labels: BTreeSet<&String> = canary
-        .segments
-        .keys()
-        .chain(stable.segments.keys())
-        .collect();
-    let mut segments: Vec<SegmentResult> = labels
-        .into_iter()
-        .filter_map(|l| {
-            let c = canary.segments.get(l).copied().unwrap_or_default();
-            let s = stable.segments.get(l).copied().unwrap_or_default();
-            (c.scored > 0 || s.scored > 0).then(|| judge_segment(l, c, s, rule))
+    let steps = &obs.evidence.steps;
+    let labels: BTreeSet<&String> = steps
+        .iter()
+        .flat_map(|s| {
+            s.window
+                .canary
+                .segments
+                .keys()
+                .chain(s.window.stable.segments.keys())
         })
         .collect();
-    let judged = segments
+    let rows_of = |label: &String| -> Vec<RateRow> {
+        steps
+            .iter()
+            .map(|s| {
+                let c = s
+                    .window
+                    .canary
+                    .segments
+                    .get(label)
+                    .copied()
+                    .unwrap_or_default();
+                let st = s
+                    .window
+                    .stable
+                    .segments
+                    .get(label)
+                    .copied()
+                    .unwrap_or_default();
+                RateRow::new(c.scored, c.positives, st.scored, st.positives)
+            })
+            .collect()
+    };
+    let with_rows: Vec<(&String, Vec<RateRow>)> = labels
+        .into_iter()
+        .map(|l| (l, rows_of(l)))
+        .filter(|(_, rows)| {
+            let t = RateRow::sum(rows);
+            t.n_c > 0.0 || t.n_s > 0.0
+        })
+        .collect();
+    let judged = with_rows.len().max(1);
+    let per_segment_alpha = rule.alpha / judged as f64;
+    let phi = obs.evidence.dispersion.positives.phi();
+    let current = obs.current();
+    let segments: Vec<SegmentResult> = with_rows
         .iter()
-        .filter(|s| s.n_canary >= rule.min_samples && s.n_stable >= rule.min_samples)
-        .count();
-    let per_segment_alpha = rule.alpha / judged.max(1) as f64;
-    for s in &mut segments {
-        if let Some(p) = s.p_value {
-            if p < per_segment_alpha {
-                s.outcome = Outcome::Fail;
-            }
-        }
-    }
+        .map(|(l, rows)| {
+            let c = current.canary.segments.get(*l).copied().unwrap_or_default();
+            let s = current.stable.segments.get(*l).copied().unwrap_or_default();
+            judge_segment(l, rows, (c, s), rule, per_segment_alpha, phi)
+        })
+        .collect();
     let verdict = summarize(name, rule, &segments, judged, per_segment_alpha);
     DisparityReport { verdict, segments }
 }
 
 fn describe(s: &SegmentResult) -> String {
     format!(
-        "segment {:?}: canary positive rate {:.4} ({}/{}) vs stable {:.4} ({}/{}), ratio {:.3}",
+        "segment {:?}: canary positive rate {:.4} ({}/{}) vs stable {:.4} ({}/{}), ratio {:.3} in \
+         [{:.3}, {}]",
         s.segment,
         s.canary_rate,
         s.positives_canary,
@@ -179,7 +191,13 @@ fn describe(s: &SegmentResult) -> String {
         s.stable_rate,
         s.positives_stable,
         s.n_stable,
-        s.ratio
+        s.ratio,
+        s.interval.0,
+        if s.interval.1 >= 1e3 {
+            "∞".to_owned()
+        } else {
+            format!("{:.3}", s.interval.1)
+        }
     )
 }
 
@@ -201,6 +219,7 @@ fn summarize(
         n_stable: s.n_stable,
         p_value: s.p_value,
         message,
+        interval: Some([s.interval.0, s.interval.1]),
         ..Default::default()
     };
     let worst_fail = segments
@@ -217,35 +236,41 @@ fn summarize(
             s,
             Outcome::Fail,
             format!(
-                "{}, outside {band} (p={p:.2e} < {per_segment_alpha:.2e} = alpha/{judged})",
-                describe(s)
+                "{}, shown outside {band} (p={p:.2e} ≤ {:.2e} = alpha/{judged}/2 a side)",
+                describe(s),
+                per_segment_alpha / 2.0
             ),
         );
     }
     if let Some(s) = segments.iter().find(|s| s.outcome == Outcome::Inconclusive) {
-        let why = if s.n_canary < rule.min_samples || s.n_stable < rule.min_samples {
-            format!("below minSamplesPerSegment {}", rule.min_samples)
-        } else {
-            format!(
-                "outside {band}, not significantly (p={:.2e}, alpha/{judged})",
-                s.p_value.unwrap_or(1.0)
-            )
-        };
+        let why = format!(
+            "below minSamplesPerSegment {} at this weight",
+            rule.min_samples
+        );
         return of(s, Outcome::Inconclusive, format!("{}: {why}", describe(s)));
     }
     let extreme = segments
         .iter()
         .max_by(|a, b| a.ratio.ln().abs().total_cmp(&b.ratio.ln().abs()));
     match extreme {
-        Some(s) => of(
-            s,
-            Outcome::Pass,
-            format!(
-                "all {} segments within {band}; farthest from 1: {}",
-                segments.len(),
-                describe(s)
-            ),
-        ),
+        Some(s) => {
+            let inside = segments.iter().all(|s| s.bound.is_none());
+            let mut v = of(
+                s,
+                Outcome::Pass,
+                if inside {
+                    format!(
+                        "all {} segments within {band}; farthest from 1: {}",
+                        segments.len(),
+                        describe(s)
+                    )
+                } else {
+                    format!("outside {band}, not shown: {}", describe(s))
+                },
+            );
+            v.harm_excluded = inside;
+            v
+        }
         None => Verdict {
             check: name.to_owned(),
             outcome: Outcome::Inconclusive,

@@ -42,12 +42,7 @@ pub fn error_rate(name: &str, rule: &ErrorRateRule, obs: &Observations<'_>) -> V
             RateRow::new(c.requests, c.errors, st.requests, st.errors)
         })
         .collect();
-    let total = rows.iter().fold(RateRow::default(), |a, r| RateRow {
-        n_c: a.n_c + r.n_c,
-        x_c: a.x_c + r.x_c,
-        n_s: a.n_s + r.n_s,
-        x_s: a.x_s + r.x_s,
-    });
+    let total = RateRow::sum(&rows);
     let phi = obs.evidence.dispersion.errors.phi();
     let level = sequential::threshold(rule.alpha);
     let max = rule.max;

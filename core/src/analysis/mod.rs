@@ -9,6 +9,8 @@
 //!   `minRequests` at this weight; promotion needs harm excluded (ratio to stable below the
 //!   policy's `harmMargin`, or the rate shown below `max`). Stable breaking `max` too is a
 //!   *baseline unhealthy* hold, never the canary's failure.
+//! - **positive rate** and **segment disparity**: the same anytime-valid ratio test against their
+//!   band (see [`positive_rate`], [`disparity`]);
 //! - checks without a sequential test yet judge the windows summed at the current weight: below
 //!   `minRequests` on either variant (for latency: observations in the histogram) they are
 //!   inconclusive;
@@ -19,9 +21,8 @@
 //!   which cannot run PromQL) is inconclusive.
 //! - **cpu**, **memory**: the canary's pods against stable's, from container metrics (PromQL
 //!   only; see [`resources`]).
-//! - **prediction drift**, **positive-rate shift**, **segment disparity**: on the scores the filter
-//!   read from the replies; see [`drift`], [`positive_rate`] and [`disparity`] for each rule. All
-//!   three have a minimum sample and fail only on a significant difference, like the error rate.
+//! - **prediction drift**: PSI on the score histograms the filter read from the replies, with a
+//!   minimum sample and a homogeneity test behind a failure (see [`drift`]).
 
 pub mod disparity;
 pub mod drift;
@@ -222,14 +223,14 @@ pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, obs: &Observation
             bound,
             alpha,
             min_samples,
-        } => positive_rate::positive_rate(
-            &check.name,
-            *bound,
-            *alpha,
-            *min_samples,
-            &w.canary,
-            &w.stable,
-        ),
+        } => {
+            let rule = positive_rate::PositiveRateRule {
+                bound: *bound,
+                alpha: *alpha,
+                min_samples: *min_samples,
+            };
+            return positive_rate::positive_rate(&check.name, &rule, obs);
+        }
         CheckKind::SegmentDisparity {
             min_ratio,
             max_ratio,
@@ -242,7 +243,7 @@ pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, obs: &Observation
                 alpha: *alpha,
                 min_samples: *min_samples_per_segment,
             };
-            disparity::segment_disparity(&check.name, &rule, &w.canary, &w.stable).verdict
+            return disparity::segment_disparity(&check.name, &rule, obs).verdict;
         }
         CheckKind::Resource(r) => resources::resource(&check.name, r, policy, &w.canary, &w.stable),
     };

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use super::disparity::{log_ratio, segment_disparity, DisparityRule};
+use super::disparity::{segment_disparity, DisparityRule};
 use super::drift::{bins, prediction_drift, psi};
-use super::positive_rate::positive_rate;
+use super::positive_rate::{positive_rate, PositiveRateRule};
 use super::quantile::Bucket;
 use super::*;
 use crate::policy::validated::ShiftBound;
@@ -145,48 +145,107 @@ fn w0() -> VariantWindow {
     VariantWindow::default()
 }
 
+/// `canary` / `stable` as a rollout's only window (stable's dispersion not yet measured: the
+/// judge assumes φ = 2).
+struct Once {
+    evidence: Evidence,
+    window: Window,
+}
+
+impl Once {
+    fn new(canary: &VariantWindow, stable: &VariantWindow) -> Once {
+        let window = Window {
+            canary: canary.clone(),
+            stable: stable.clone(),
+        };
+        let mut evidence = Evidence::default();
+        evidence.record(500, &window);
+        Once { evidence, window }
+    }
+
+    fn obs(&self) -> Observations<'_> {
+        Observations {
+            evidence: &self.evidence,
+            weight_bp: 500,
+            latest: &self.window,
+        }
+    }
+}
+
+fn positive(
+    bound: ShiftBound,
+    alpha: f64,
+    min: u64,
+    c: &VariantWindow,
+    s: &VariantWindow,
+) -> Verdict {
+    let rule = PositiveRateRule {
+        bound,
+        alpha,
+        min_samples: min,
+    };
+    positive_rate("pr", &rule, &Once::new(c, s).obs())
+}
+
+fn disparity(
+    rule: &DisparityRule,
+    c: &VariantWindow,
+    s: &VariantWindow,
+) -> disparity::DisparityReport {
+    segment_disparity("fairness", rule, &Once::new(c, s).obs())
+}
+
 #[test]
 fn positive_rate_table() {
-    // Canary 60/400 = .15, stable 50/500 = .10: relative shift .5, absolute .05; two-sided pooled
-    // z: pooled 110/900, se .021972, z 2.2756, p .022870.
-    let (c, s) = (rates(400, 60), rates(500, 50));
+    // 15 % vs 10 % on 16 000 / 20 000: a 50 % relative (5-point absolute) shift, shown.
+    let (c, s) = (rates(16_000, 2400), rates(20_000, 2000));
     let cases = [
-        (ShiftBound::Relative(0.2), 0.05, 100, Outcome::Fail),
-        (ShiftBound::Relative(0.2), 0.01, 100, Outcome::Inconclusive), // p .0229 ≥ .01
-        (ShiftBound::Relative(0.6), 0.05, 100, Outcome::Pass),
-        (ShiftBound::Absolute(0.04), 0.05, 100, Outcome::Fail),
-        (ShiftBound::Absolute(0.06), 0.05, 100, Outcome::Pass),
-        (ShiftBound::Relative(0.2), 0.05, 401, Outcome::Inconclusive), // 400 < minSamples
+        (ShiftBound::Relative(0.2), 100, Outcome::Fail),
+        (ShiftBound::Relative(0.6), 100, Outcome::Pass),
+        (ShiftBound::Absolute(0.02), 100, Outcome::Fail),
+        (ShiftBound::Absolute(0.06), 100, Outcome::Pass),
+        // Beyond 0.45 by its point, not shown beyond: the step may advance, promotion may not.
+        (ShiftBound::Relative(0.45), 100, Outcome::Pass),
+        (ShiftBound::Relative(0.6), 16_001, Outcome::Inconclusive),
     ];
-    for (i, &(bound, alpha, min, want)) in cases.iter().enumerate() {
-        let v = positive_rate("pr", bound, alpha, min, &c, &s);
+    for (i, &(bound, min, want)) in cases.iter().enumerate() {
+        let v = positive(bound, 0.01, min, &c, &s);
         assert_eq!(v.outcome, want, "case {i}: {}", v.message);
     }
-    let v = positive_rate("pr", ShiftBound::Relative(0.2), 0.05, 100, &c, &s);
+    let v = positive(ShiftBound::Relative(0.2), 0.01, 100, &c, &s);
     assert_eq!((v.canary, v.stable), (Some(0.15), Some(0.1)));
-    close(v.p_value.unwrap(), 0.022_870, 5e-5);
-    // A model that flags far fewer is as wrong: the same numbers the other way round fail too.
-    let v = positive_rate(
-        "pr",
-        ShiftBound::Absolute(0.04),
-        0.05,
-        100,
-        &rates(500, 50),
-        &rates(400, 60),
-    );
-    assert_eq!(v.outcome, Outcome::Fail);
-    // Stable flags nothing, canary 5/400: relative shift infinite; pooled 5/900, se .004986,
-    // z 2.5070, p .012177.
-    let v = positive_rate(
-        "pr",
+    assert!(v.p_value.unwrap() <= 0.005, "{:?}", v.p_value);
+    let [lo, hi] = v.interval.unwrap();
+    assert!(lo > 0.2 && hi > 0.5, "the shift's interval [{lo}, {hi}]");
+    assert!(!positive(ShiftBound::Relative(0.45), 0.01, 100, &c, &s).harm_excluded);
+    assert!(positive(ShiftBound::Relative(0.6), 0.01, 100, &c, &s).harm_excluded);
+    // A small sample with the same rates is not enough to fail: the evidence is thin.
+    let v = positive(
         ShiftBound::Relative(0.2),
-        0.05,
+        0.01,
         100,
-        &rates(400, 5),
-        &rates(500, 0),
+        &rates(400, 60),
+        &rates(500, 50),
+    );
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.message);
+    // A model that flags far fewer is as wrong: the same numbers the other way round fail too.
+    let v = positive(
+        ShiftBound::Absolute(0.02),
+        0.01,
+        100,
+        &rates(20_000, 2000),
+        &rates(16_000, 2400),
     );
     assert_eq!(v.outcome, Outcome::Fail, "{}", v.message);
-    close(v.p_value.unwrap(), 0.012_177, 5e-5);
+    // Stable flags nothing, the canary 40 of 4000: a shift beyond any relative bound.
+    let v = positive(
+        ShiftBound::Relative(0.2),
+        0.01,
+        100,
+        &rates(4000, 40),
+        &rates(5000, 0),
+    );
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.message);
 }
 
 fn rule(alpha: f64, min: u64) -> DisparityRule {
@@ -201,15 +260,13 @@ fn rule(alpha: f64, min: u64) -> DisparityRule {
 /// The case study: better overall, but the 60+ segment is flagged twice as often.
 #[test]
 fn disparity_names_the_elderly_segment() {
-    let canary = segs(&[("18-30", 400, 40), ("60+", 300, 60), ("other", 100, 12)]);
+    let canary = segs(&[("18-30", 1600, 160), ("60+", 2400, 480), ("other", 400, 48)]);
     let stable = segs(&[
         ("18-30", 8000, 800),
         ("60+", 5000, 500),
         ("other", 1000, 100),
     ]);
-    let r = segment_disparity("fairness", &rule(0.05, 100), &canary, &stable);
-    // 60+: ratio .2/.1 = 2; se = √(1/60 − 1/300 + 1/500 − 1/5000) = .123018;
-    // z = (ln 2 − ln 1.25)/se = 3.82062; p = 6.656e-5 < .05/3.
+    let r = disparity(&rule(0.01, 100), &canary, &stable);
     let v = &r.verdict;
     assert_eq!(v.outcome, Outcome::Fail, "{}", v.message);
     assert!(v.message.contains("\"60+\""), "{}", v.message);
@@ -217,9 +274,10 @@ fn disparity_names_the_elderly_segment() {
     assert_eq!((v.canary, v.stable), (Some(0.2), Some(0.1)));
     assert_eq!(
         (v.n_canary, v.n_stable, v.threshold),
-        (300, 5000, Some(1.25))
+        (2400, 5000, Some(1.25))
     );
-    close(v.p_value.unwrap(), 6.656e-5, 1e-7);
+    assert!(v.p_value.unwrap() <= 0.01 / 3.0);
+    assert!(v.interval.unwrap()[0] > 1.25, "{:?}", v.interval);
     let by: BTreeMap<&str, &disparity::SegmentResult> =
         r.segments.iter().map(|s| (s.segment.as_str(), s)).collect();
     assert_eq!(by["18-30"].outcome, Outcome::Pass);
@@ -230,78 +288,71 @@ fn disparity_names_the_elderly_segment() {
 
 #[test]
 fn disparity_table() {
-    let stable = |l: &str| segs(&[(l, 1000, 100)]);
+    let stable = |l: &str| segs(&[(l, 16_000, 1600)]);
     let cases = [
-        // (canary scored, positives, alpha, minSamples) vs stable 100/1000 in one segment
-        // 13/100: ratio 1.3 > 1.25; se = √(1/13 − 1/100 + 1/100 − 1/1000) = .275541,
-        // z = (ln 1.3 − ln 1.25)/se = .14234, p = .4434: not significant.
-        (100, 13, 0.05, 100, Outcome::Inconclusive),
-        // 20/400: ratio .5 < .8; se = √(1/20 − 1/400 + 1/100 − 1/1000) = .237697,
-        // z = (ln .8 − ln .5)/se = 1.97732, p = .02400 < .05 (one segment judged).
-        (400, 20, 0.05, 100, Outcome::Fail),
-        (400, 20, 0.01, 100, Outcome::Inconclusive),
+        // (canary scored, positives, minSamples) vs stable 400/4000 in one segment
+        // 1.3 but on 100: outside by its point, not shown: the step may advance.
+        (100, 13, 100, Outcome::Pass, false),
+        // 0.5 on 8000: shown below 0.8.
+        (8000, 400, 100, Outcome::Fail, false),
         // Within the band.
-        (400, 44, 0.05, 100, Outcome::Pass),
-        // Too few canary predictions in the segment: however extreme, inconclusive.
-        (99, 99, 0.05, 100, Outcome::Inconclusive),
+        (8000, 840, 100, Outcome::Pass, true),
+        // Too few canary predictions in the segment at this weight, nothing shown yet.
+        (99, 12, 100, Outcome::Inconclusive, false),
     ];
-    for (i, &(n, x, alpha, min, want)) in cases.iter().enumerate() {
-        let v = segment_disparity(
-            "f",
-            &rule(alpha, min),
-            &segs(&[("60+", n, x)]),
-            &stable("60+"),
-        )
-        .verdict;
+    for (i, &(n, x, min, want, promotable)) in cases.iter().enumerate() {
+        let v = disparity(&rule(0.01, min), &segs(&[("60+", n, x)]), &stable("60+")).verdict;
         assert_eq!(v.outcome, want, "case {i}: {}", v.message);
+        assert_eq!(v.harm_excluded, promotable, "case {i}: {}", v.message);
         assert!(v.message.contains("60+"), "case {i}: {}", v.message);
     }
-    let r = segment_disparity(
-        "f",
-        &rule(0.05, 100),
-        &segs(&[("60+", 400, 20)]),
-        &stable("60+"),
+    // Bonferroni: a segment shown below the band alone is judged at alpha, next to two others at
+    // alpha / 3 — which can take it from failed to not shown (7.5 % vs 10 %: ratio 0.575).
+    let (lone, c3, s3) = (
+        segs(&[("60+", 4000, 230)]),
+        segs(&[("60+", 4000, 230), ("a", 4000, 400), ("b", 4000, 400)]),
+        segs(&[("60+", 16_000, 1600), ("a", 4000, 400), ("b", 4000, 400)]),
     );
-    close(r.segments[0].p_value.unwrap(), 0.024_003, 1e-5);
-    // Bonferroni: the same segment next to two healthy ones is judged at .05/3 = .0167 > .024.
-    let canary = segs(&[("60+", 400, 20), ("a", 1000, 100), ("b", 1000, 100)]);
-    let stable = segs(&[("60+", 1000, 100), ("a", 1000, 100), ("b", 1000, 100)]);
-    let v = segment_disparity("f", &rule(0.05, 100), &canary, &stable).verdict;
-    assert_eq!(v.outcome, Outcome::Inconclusive, "{}", v.message);
+    let one = disparity(&rule(0.05, 100), &lone, &stable("60+"));
+    let three = disparity(&rule(0.05, 100), &c3, &s3);
+    let p1 = one.segments[0].p_value.unwrap();
+    let p3 = three
+        .segments
+        .iter()
+        .find(|s| s.segment == "60+")
+        .unwrap()
+        .p_value
+        .unwrap();
+    close(p1, p3, 1e-12);
+    // Each side is tested at a segment's share / 2.
+    assert!(
+        p1 <= 0.05 / 2.0 && p1 > 0.05 / 6.0,
+        "pick counts that straddle the split: p = {p1}"
+    );
+    assert_eq!(one.verdict.outcome, Outcome::Fail);
+    assert_eq!(three.verdict.outcome, Outcome::Pass);
 }
 
 #[test]
-fn disparity_zero_positives_use_haldane_correction() {
-    // Canary 0/200 vs stable 30/1000: +0.5 to every cell → ln(.5/201) − ln(30.5/1001) = −2.505424,
-    // se = √(1/.5 − 1/201 + 1/30.5 − 1/1001) = 1.423662; z = (ln .8 + 2.505424)/se = 1.60311,
-    // p = .05446: inconclusive at .05 (no positives in 200 is weak evidence), not fail.
-    let (lr, se) = log_ratio(0, 200, 30, 1000);
-    close(lr, -2.505_424, 1e-6);
-    close(se, 1.423_662, 1e-6);
-    let r = segment_disparity(
-        "f",
+fn disparity_without_positives() {
+    // No positives on the canary's side in 200: weak evidence, not a failure.
+    let r = disparity(
         &rule(0.05, 100),
         &segs(&[("other", 200, 0)]),
         &segs(&[("other", 1000, 30)]),
     );
-    assert_eq!(
-        r.verdict.outcome,
-        Outcome::Inconclusive,
-        "{}",
-        r.verdict.message
-    );
-    close(r.segments[0].p_value.unwrap(), 0.054_456, 1e-5);
+    assert_ne!(r.verdict.outcome, Outcome::Fail, "{}", r.verdict.message);
     assert_eq!(r.segments[0].ratio, 0.0);
     // No positives on either side: ratio 1, pass.
-    let r = segment_disparity(
-        "f",
+    let r = disparity(
         &rule(0.05, 100),
         &segs(&[("x", 500, 0)]),
         &segs(&[("x", 500, 0)]),
     );
     assert_eq!(r.verdict.outcome, Outcome::Pass);
+    assert!(r.verdict.harm_excluded);
     // No segments at all: inconclusive.
-    let r = segment_disparity("f", &rule(0.05, 100), &w0(), &w0());
+    let r = disparity(&rule(0.05, 100), &w0(), &w0());
     assert_eq!(r.verdict.outcome, Outcome::Inconclusive);
 }
 
@@ -353,25 +404,29 @@ proptest! {
                              lo in 0.5..1.0f64, hi in 1.0..2.0f64) {
         prop_assert_ne!(prediction_drift("d", max_psi, 1, alpha, &x, &x).outcome, Outcome::Fail);
         for b in [ShiftBound::Relative(rel), ShiftBound::Absolute(rel.min(0.99))] {
-            prop_assert_ne!(positive_rate("p", b, alpha, 1, &x, &x).outcome, Outcome::Fail);
+            prop_assert_ne!(positive(b, alpha, 1, &x, &x).outcome, Outcome::Fail);
         }
         let r = DisparityRule { min_ratio: lo, max_ratio: hi, alpha, min_samples: 1 };
-        prop_assert_ne!(segment_disparity("s", &r, &x, &x).verdict.outcome, Outcome::Fail);
+        prop_assert_ne!(disparity(&r, &x, &x).verdict.outcome, Outcome::Fail);
     }
 
-    /// Below the minimum sample on either side no prediction check ever fails, however different
-    /// the variants look.
+    /// Below the minimum sample no step may advance on a prediction check, and drift (a point
+    /// test) never fails there; the rate checks fail only on evidence, never on one positive.
     #[test]
-    fn tiny_samples_never_fail(small in prediction_window(24), big in prediction_window(5000),
+    fn tiny_samples_never_pass_or_fail_on_nothing(small in prediction_window(24),
+                               big in prediction_window(5000),
                                swap in any::<bool>(), alpha in 0.001..0.5f64) {
         let (c, s) = if swap { (big, small) } else { (small, big) };
         // `small` has at most 4 · 24 = 96 scored predictions in all, 24 per segment.
         prop_assert_ne!(prediction_drift("d", 0.001, 100, alpha, &c, &s).outcome, Outcome::Fail);
-        prop_assert_ne!(
-            positive_rate("p", ShiftBound::Absolute(0.001), alpha, 100, &c, &s).outcome,
-            Outcome::Fail
-        );
+        let v = positive(ShiftBound::Absolute(0.001), alpha, 100, &c, &s);
+        prop_assert_ne!(v.outcome, Outcome::Pass);
         let r = DisparityRule { min_ratio: 0.99, max_ratio: 1.01, alpha, min_samples: 25 };
-        prop_assert_ne!(segment_disparity("s", &r, &c, &s).verdict.outcome, Outcome::Fail);
+        let d = disparity(&r, &c, &s);
+        prop_assert_ne!(d.verdict.outcome, Outcome::Pass);
+        // With one scored prediction a side nothing can be shown.
+        let one = rates(1, 1);
+        prop_assert_ne!(positive(ShiftBound::Relative(0.01), alpha, 1, &one, &rates(1, 0)).outcome,
+                        Outcome::Fail);
     }
 }

@@ -49,6 +49,18 @@ impl RateRow {
     }
 }
 
+impl RateRow {
+    /// All rows added up.
+    pub fn sum(rows: &[RateRow]) -> RateRow {
+        rows.iter().fold(RateRow::default(), |a, r| RateRow {
+            n_c: a.n_c + r.n_c,
+            x_c: a.x_c + r.x_c,
+            n_s: a.n_s + r.n_s,
+            x_s: a.x_s + r.x_s,
+        })
+    }
+}
+
 /// Which side of the null the alternatives lie on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -181,6 +193,43 @@ fn bisect(range: (f64, f64), rejects: impl Fn(f64) -> bool, upward: bool) -> f64
         b.exp()
     } else {
         a.exp()
+    }
+}
+
+/// Where a rate ratio stands against a band `[lo, hi]` (`lo = 0`: no lower side), each side
+/// tested at `alpha / 2`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BandTest {
+    /// Shown above `hi`.
+    pub above: bool,
+    /// Shown below `lo`.
+    pub below: bool,
+    /// The ratio's interval (at `alpha / 2` a side).
+    pub interval: (f64, f64),
+    /// `ln E` of the side that is further out (for the always-valid p-value).
+    pub log_e: f64,
+}
+
+impl BandTest {
+    pub fn outside(&self) -> bool {
+        self.above || self.below
+    }
+}
+
+/// The band test on `rows`.
+pub fn ratio_band(rows: &[RateRow], lo: f64, hi: f64, alpha: f64, phi: f64) -> BandTest {
+    let t = threshold(alpha / 2.0);
+    let up = ratio_log_e(rows, hi, Side::Above, phi);
+    let down = if lo > 0.0 {
+        ratio_log_e(rows, lo, Side::Below, phi)
+    } else {
+        0.0
+    };
+    BandTest {
+        above: up >= t,
+        below: down >= t,
+        interval: ratio_interval(rows, alpha / 2.0, phi),
+        log_e: up.max(down),
     }
 }
 

@@ -33,7 +33,7 @@ use mlcanary_core::window::Mark;
 
 use flagger::Flagger;
 use report::{pct, secs, Tally};
-use sim::{Outage, Rng, Stream};
+use sim::{Flags, Outage, Rng, Stream};
 
 /// How a rollout ended, and when (seconds after the first step).
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +42,8 @@ pub struct End {
     pub at_s: f64,
     /// Requests the canary served before the end.
     pub served: u64,
+    /// Rolled back with the fairness check among the failed ones.
+    pub by_fairness: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,7 @@ impl End {
             fate: Fate::Promoted,
             at_s,
             served,
+            by_fairness: false,
         }
     }
     pub fn rolled_back(at_s: f64, served: u64) -> End {
@@ -65,6 +68,7 @@ impl End {
             fate: Fate::RolledBack,
             at_s,
             served,
+            by_fairness: false,
         }
     }
     pub fn held(served: u64) -> End {
@@ -72,6 +76,7 @@ impl End {
             fate: Fate::Held,
             at_s: f64::NAN,
             served,
+            by_fairness: false,
         }
     }
 }
@@ -80,21 +85,39 @@ const STEPS: [f64; 4] = [0.05, 0.10, 0.20, 0.50];
 const INTERVAL_S: f64 = 30.0;
 const HORIZON_S: f64 = 3600.0;
 
-/// The bench's policy: mlcanary's defaults but for the steps, the interval and the check.
-fn policy(max: f64) -> ValidatedPolicy {
-    policy_with(max, "steps: [5, 10, 20, 50]")
+/// The bench's policy: mlcanary's defaults but for the steps, the interval and the checks (the
+/// error rate; with `flags` also the case study's flag-rate and fairness checks).
+fn policy(max: f64, flags: bool) -> ValidatedPolicy {
+    policy_with(max, "steps: [5, 10, 20, 50]", flags)
 }
 
 /// The same with the adaptive schedule's defaults (5 % first, up to 50 %).
-fn adaptive_policy(max: f64) -> ValidatedPolicy {
-    policy_with(max, "adaptive: {}")
+fn adaptive_policy(max: f64, flags: bool) -> ValidatedPolicy {
+    policy_with(max, "adaptive: {}", flags)
 }
 
-fn policy_with(max: f64, schedule: &str) -> ValidatedPolicy {
+/// The flag checks' bounds, shared with Flagger's custom metrics.
+const MAX_FLAG_SHIFT: f64 = 0.3;
+const FAIR_BAND: (f64, f64) = (0.8, 1.25);
+
+fn policy_with(max: f64, schedule: &str, flags: bool) -> ValidatedPolicy {
+    let (scoring, checks) = if flags {
+        (
+            "routing: {segment: {header: x-age-band, values: [\"18-30\", \"31-60\", \"60+\"]}}\n\
+             predictions: {format: tfserving, classIndex: 1, positiveThreshold: 0.5}\n",
+            format!(
+                ", {{name: flag-rate, positiveRate: {{maxRelativeShift: {MAX_FLAG_SHIFT}}}}}, \
+                 {{name: fairness, segmentDisparity: {{minRatio: {}, maxRatio: {}}}}}",
+                FAIR_BAND.0, FAIR_BAND.1
+            ),
+        )
+    } else {
+        ("", String::new())
+    };
     let yaml = format!(
-        "target: {{virtualService: m, hosts: [m], wasmPlugin: p}}\n\
+        "target: {{virtualService: m, hosts: [m], wasmPlugin: p}}\n{scoring}\
          schedule: {{interval: {INTERVAL_S}s, {schedule}}}\n\
-         analysis: {{checks: [{{name: errors, errorRate: {{max: {max}}}}}]}}\n"
+         analysis: {{checks: [{{name: errors, errorRate: {{max: {max}}}}}{checks}]}}\n"
     );
     let spec: CanaryPolicySpec = serde_yaml::from_str(&yaml).expect("bench policy parses");
     ValidatedPolicy::from_spec("bench", &spec).expect("bench policy is valid")
@@ -177,7 +200,14 @@ async fn mlcanary_run(policy: &ValidatedPolicy, rng: &mut Rng, stream: &Stream) 
         let at = INTERVAL_S * f64::from(i);
         match status.phase {
             Phase::Promoted => return End::promoted(at, source.served),
-            Phase::RolledBack | Phase::Failed => return End::rolled_back(at, source.served),
+            Phase::RolledBack | Phase::Failed => {
+                let mut end = End::rolled_back(at, source.served);
+                end.by_fairness = status
+                    .last_verdicts
+                    .iter()
+                    .any(|v| v.name == "fairness" && v.verdict == "fail");
+                return end;
+            }
             _ => {}
         }
     }
@@ -202,6 +232,21 @@ fn stream(stable: f64, canary: f64) -> Stream {
         canary_error_rate: canary,
         outage: None,
         max_burst: MAX_BURST,
+        flags: None,
+    }
+}
+
+/// Flags at 6 % in every segment for stable; the canary's 60+ rate multiplied by `elderly`.
+fn flagged(elderly: f64) -> Stream {
+    Stream {
+        flags: Some(Flags {
+            segments: [
+                ("18-30", 0.4, 0.06, 0.06),
+                ("31-60", 0.4, 0.06, 0.06),
+                ("60+", 0.2, 0.06, 0.06 * elderly),
+            ],
+        }),
+        ..stream(0.002, 0.002)
     }
 }
 
@@ -276,6 +321,18 @@ fn scenarios() -> Vec<Scenario> {
             0.25,
         ),
         s(
+            "fair canary (flags 6 % in every segment)",
+            flagged(1.0),
+            0.01,
+            1.0,
+        ),
+        s(
+            "4x flags in the 20 % segment (60+: 6 % -> 24 %)",
+            flagged(4.0),
+            0.01,
+            0.25,
+        ),
+        s(
             "shared outage (both 5 % for 5 min from 60 s)",
             Stream {
                 outage: Some(Outage {
@@ -324,9 +381,13 @@ fn measure(runs: u64, seed: u64) -> Vec<(String, Vec<(String, Tally)>)> {
             let n = ((runs as f64 * sc.runs_factor).ceil() as u64).max(1);
             let seed_of = |r: u64| seed ^ (k as u64) << 40 ^ r.wrapping_mul(0x9E37_79B9);
             let mut rows = Vec::new();
+            let flags = sc.stream.flags.is_some();
             for (name, p) in [
-                ("mlcanary", policy(sc.max)),
-                ("mlcanary (adaptive schedule)", adaptive_policy(sc.max)),
+                ("mlcanary", policy(sc.max, flags)),
+                (
+                    "mlcanary (adaptive schedule)",
+                    adaptive_policy(sc.max, flags),
+                ),
             ] {
                 let ends: Vec<End> = (0..n)
                     .map(|r| rt.block_on(mlcanary_run(&p, &mut Rng(seed_of(r)), &sc.stream)))
@@ -354,23 +415,34 @@ fn main() {
     let results = measure(runs, seed);
     for (name, rows) in &results {
         println!("\n## {name}");
+        let flags = name.contains("flags");
         println!(
-            "{:<42} {:>6} {:>24} {:>24} {:>16} {:>14}",
+            "{:<42} {:>6} {:>24} {:>24} {:>16} {:>12}{}",
             "judge",
             "runs",
             "rolled back [95 % CI]",
             "promoted [95 % CI]",
             "rollback med/p90",
-            "promote med"
+            "promote med",
+            if flags {
+                "   by fairness [95 % CI]"
+            } else {
+                ""
+            }
         );
         for (judge, t) in rows {
             println!(
-                "{judge:<42} {:>6} {:>24} {:>24} {:>16} {:>14}",
+                "{judge:<42} {:>6} {:>24} {:>24} {:>16} {:>12}{}",
                 t.runs,
                 pct(t.rolled_back_rate()),
                 pct(t.promoted_rate()),
                 format!("{}/{}", secs(t.median_rollback()), secs(t.p90_rollback())),
                 secs(t.median_promotion()),
+                if flags {
+                    format!(" {:>24}", pct(t.fairness_rate()))
+                } else {
+                    String::new()
+                }
             );
         }
     }
@@ -423,6 +495,25 @@ fn targets(results: &[(String, Vec<(String, Tally)>)]) -> Vec<String> {
             ),
         );
     }
+    let (p, _, hi) = ml("fair canary").fairness_rate();
+    target(
+        p <= 0.01,
+        format!(
+            "fair canary failed on fairness {:.2} % (upper {:.2} %) <= 1 %",
+            100.0 * p,
+            100.0 * hi
+        ),
+    );
+    let t = ml("4x flags");
+    let (p, _, _) = t.fairness_rate();
+    let m = t.median_rollback().unwrap_or(f64::INFINITY);
+    target(
+        p >= 0.99 && m <= 120.0,
+        format!(
+            "4x flags in a 20 % segment: rolled back by fairness {:.1} % >= 99 %, median {m:.0} s <= 120 s",
+            100.0 * p
+        ),
+    );
     let (p, _, _) = ml("within SLO").rolled_back_rate();
     target(
         p <= 0.05,

@@ -30,6 +30,8 @@ pub fn quantile(xs: &mut [f64], q: f64) -> Option<f64> {
 pub struct Tally {
     pub runs: usize,
     pub rolled_back: usize,
+    /// Rolled back with the fairness check among the failed.
+    pub by_fairness: usize,
     pub promoted: usize,
     pub rollback_s: Vec<f64>,
     pub promotion_s: Vec<f64>,
@@ -40,6 +42,7 @@ impl Tally {
         let mut t = Tally {
             runs: ends.len(),
             rolled_back: 0,
+            by_fairness: 0,
             promoted: 0,
             rollback_s: Vec::new(),
             promotion_s: Vec::new(),
@@ -48,6 +51,7 @@ impl Tally {
             match e.fate {
                 Fate::RolledBack => {
                     t.rolled_back += 1;
+                    t.by_fairness += usize::from(e.by_fairness);
                     t.rollback_s.push(e.at_s);
                 }
                 Fate::Promoted => {
@@ -63,6 +67,11 @@ impl Tally {
     pub fn rolled_back_rate(&self) -> (f64, f64, f64) {
         let (lo, hi) = wilson(self.rolled_back, self.runs);
         (self.rolled_back as f64 / self.runs as f64, lo, hi)
+    }
+
+    pub fn fairness_rate(&self) -> (f64, f64, f64) {
+        let (lo, hi) = wilson(self.by_fairness, self.runs);
+        (self.by_fairness as f64 / self.runs as f64, lo, hi)
     }
 
     pub fn promoted_rate(&self) -> (f64, f64, f64) {

@@ -8,7 +8,7 @@
 //! - a scenario sets each variant's error rate and, optionally, a shared outage (both variants
 //!   failing at one rate for a while).
 
-use mlcanary_core::window::{VariantWindow, Window};
+use mlcanary_core::window::{SegmentCounts, VariantWindow, Window};
 
 /// SplitMix64: tiny, seedable, good enough for simulation draws; no dependency.
 pub struct Rng(pub u64);
@@ -80,6 +80,15 @@ pub struct Stream {
     pub outage: Option<Outage>,
     /// Errors come in bursts of 1 to this many requests (1: independent).
     pub max_burst: u64,
+    /// Every request scored, flagged per segment (none: the model's replies are not read).
+    pub flags: Option<Flags>,
+}
+
+/// Positive ("flagged") rates per segment: `(label, share of traffic, stable's rate, canary's)`;
+/// flags come in bursts like errors (a user's transactions flagged together).
+#[derive(Debug, Clone, Copy)]
+pub struct Flags {
+    pub segments: [(&'static str, f64, f64, f64); 3],
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -110,9 +119,44 @@ impl Stream {
             errors,
             ..Default::default()
         };
-        Window {
+        let mut w = Window {
             canary: v(n_c, clustered(rng, n_c, pc, self.max_burst)),
             stable: v(n_s, clustered(rng, n_s, ps, self.max_burst)),
+        };
+        if let Some(f) = &self.flags {
+            self.flag(rng, f, &mut w.canary, 3);
+            self.flag(rng, f, &mut w.stable, 2);
+        }
+        w
+    }
+
+    /// Split `v`'s requests over the segments and flag them at the rate in column `col` (2:
+    /// stable's, 3: the canary's).
+    fn flag(&self, rng: &mut Rng, f: &Flags, v: &mut VariantWindow, col: usize) {
+        let mut left = v.requests;
+        let mut share_left = 1.0;
+        for (i, seg) in f.segments.iter().enumerate() {
+            let (label, share, stable, canary) = *seg;
+            let n = if i + 1 == f.segments.len() {
+                left
+            } else {
+                rng.binomial(left, (share / share_left).min(1.0))
+            };
+            left -= n;
+            share_left -= share;
+            let rate = if col == 3 { canary } else { stable };
+            let x = clustered(rng, n, rate, self.max_burst);
+            v.scored += n;
+            v.positives += x;
+            v.segments.insert(
+                label.to_owned(),
+                SegmentCounts {
+                    requests: n,
+                    errors: 0,
+                    scored: n,
+                    positives: x,
+                },
+            );
         }
     }
 }

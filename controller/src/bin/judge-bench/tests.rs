@@ -61,7 +61,7 @@ fn mlcanary_rolls_back_a_broken_canary_and_promotes_a_healthy_one() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let p = policy(0.01);
+    let p = policy(0.01, false);
     let broken = rt.block_on(mlcanary_run(&p, &mut Rng(2), &stream(0.01, 0.2)));
     assert_eq!(broken.fate, Fate::RolledBack);
     assert!(broken.at_s <= 60.0, "{broken:?}");
@@ -78,4 +78,40 @@ fn mlcanary_rolls_back_a_broken_canary_and_promotes_a_healthy_one() {
     };
     let held = rt.block_on(mlcanary_run(&p, &mut Rng(2), &outage));
     assert_eq!(held.fate, Fate::Held, "{held:?}");
+}
+
+#[test]
+fn flags_split_over_segments_and_a_biased_canary_fails_on_fairness() {
+    let mut rng = Rng(4);
+    let w = flagged(4.0).window(&mut rng, 0.0, 30.0, 0.5);
+    let seg: u64 = w.canary.segments.values().map(|s| s.scored).sum();
+    assert_eq!(
+        (seg, w.canary.scored),
+        (w.canary.requests, w.canary.requests)
+    );
+    let elderly = w.canary.segments["60+"];
+    assert!(
+        elderly.positives > w.stable.segments["60+"].positives,
+        "24 % vs 6 % on half each"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let p = policy(0.01, true);
+    let biased = rt.block_on(mlcanary_run(&p, &mut Rng(3), &flagged(4.0)));
+    assert_eq!(
+        (biased.fate, biased.by_fairness),
+        (Fate::RolledBack, true),
+        "{biased:?}"
+    );
+    let fair = rt.block_on(mlcanary_run(&p, &mut Rng(3), &flagged(1.0)));
+    assert_eq!(fair.fate, Fate::Promoted, "{fair:?}");
+    // Flagger's point-value fairness metric counts the same biased canary's failures too.
+    let f = Flagger {
+        min_success: 99.0,
+        threshold: 5,
+        interval_s: 60.0,
+    };
+    let e = f.run(&mut Rng(3), &flagged(4.0), &STEPS, HORIZON_S);
+    assert!(e.by_fairness && e.fate == Fate::RolledBack, "{e:?}");
 }
