@@ -19,7 +19,9 @@
 //!
 //! The check fails if any segment fails (the verdict names the one with the strongest evidence),
 //! is inconclusive if any segment is and none fails, and passes when every segment passes.
-//! Segments with no scored predictions on either side are not judged at all.
+//! Segments with no scored predictions on either side are not judged at all, nor are segments with
+//! less than `minSegmentShare` of the rollout's scored predictions: those are named in the verdict,
+//! so one rare segment can neither block a step nor roll the canary back.
 
 use std::collections::BTreeSet;
 
@@ -34,6 +36,8 @@ pub struct DisparityRule {
     /// The check's share of the budget, family-wise over the segments judged.
     pub alpha: f64,
     pub min_samples: u64,
+    /// Segments below this share of the rollout's scored predictions are reported, not judged.
+    pub min_share: f64,
 }
 
 /// One segment's comparison.
@@ -156,13 +160,25 @@ pub fn segment_disparity(
             })
             .collect()
     };
-    let with_rows: Vec<(&String, Vec<RateRow>)> = labels
+    let all: Vec<(&String, Vec<RateRow>)> = labels
         .into_iter()
         .map(|l| (l, rows_of(l)))
         .filter(|(_, rows)| {
             let t = RateRow::sum(rows);
             t.n_c > 0.0 || t.n_s > 0.0
         })
+        .collect();
+    let scored = |rows: &[RateRow]| {
+        let t = RateRow::sum(rows);
+        t.n_c + t.n_s
+    };
+    let total: f64 = all.iter().map(|(_, rows)| scored(rows)).sum();
+    let (with_rows, rare): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|(_, rows)| scored(rows) >= rule.min_share * total);
+    let rare: Vec<String> = rare
+        .iter()
+        .map(|(l, rows)| format!("{l:?} {:.1} %", 100.0 * scored(rows) / total))
         .collect();
     let judged = with_rows.len().max(1);
     let per_segment_alpha = rule.alpha / judged as f64;
@@ -176,7 +192,15 @@ pub fn segment_disparity(
             judge_segment(l, rows, (c, s), rule, per_segment_alpha, phi)
         })
         .collect();
-    let verdict = summarize(name, rule, &segments, judged, per_segment_alpha);
+    let mut verdict = summarize(name, rule, &segments, judged, per_segment_alpha);
+    if !rare.is_empty() {
+        verdict.message = format!(
+            "{}; not judged, below minSegmentShare {}: {}",
+            verdict.message,
+            rule.min_share,
+            rare.join(", ")
+        );
+    }
     DisparityReport { verdict, segments }
 }
 

@@ -236,12 +236,14 @@ pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, obs: &Observation
             max_ratio,
             alpha,
             min_samples_per_segment,
+            min_segment_share,
         } => {
             let rule = disparity::DisparityRule {
                 min_ratio: *min_ratio,
                 max_ratio: *max_ratio,
                 alpha: *alpha,
                 min_samples: *min_samples_per_segment,
+                min_share: *min_segment_share,
             };
             return disparity::segment_disparity(&check.name, &rule, obs).verdict;
         }

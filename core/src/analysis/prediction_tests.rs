@@ -254,6 +254,7 @@ fn rule(alpha: f64, min: u64) -> DisparityRule {
         max_ratio: 1.25,
         alpha,
         min_samples: min,
+        min_share: 0.0,
     }
 }
 
@@ -334,6 +335,42 @@ fn disparity_table() {
 }
 
 #[test]
+fn a_rare_segment_is_reported_not_judged() {
+    // "other" has 1 % of the predictions: tiny and wildly off, it neither holds nor fails.
+    let canary = segs(&[("a", 4000, 400), ("b", 4000, 400), ("other", 80, 40)]);
+    let stable = segs(&[("a", 4000, 400), ("b", 4000, 400), ("other", 80, 2)]);
+    let strict = DisparityRule {
+        min_share: 0.0,
+        ..rule(0.05, 100)
+    };
+    let judged = disparity(&strict, &canary, &stable).verdict;
+    assert_ne!(
+        judged.outcome,
+        Outcome::Pass,
+        "judged, it holds or fails: {}",
+        judged.message
+    );
+    let r = disparity(
+        &DisparityRule {
+            min_share: 0.02,
+            ..strict
+        },
+        &canary,
+        &stable,
+    );
+    assert_eq!(r.verdict.outcome, Outcome::Pass, "{}", r.verdict.message);
+    assert!(r.verdict.harm_excluded);
+    assert!(
+        r.verdict
+            .message
+            .contains("not judged, below minSegmentShare 0.02: \"other\" 1.0 %"),
+        "{}",
+        r.verdict.message
+    );
+    assert_eq!(r.segments.len(), 2);
+}
+
+#[test]
 fn disparity_without_positives() {
     // No positives on the canary's side in 200: weak evidence, not a failure.
     let r = disparity(
@@ -406,7 +443,7 @@ proptest! {
         for b in [ShiftBound::Relative(rel), ShiftBound::Absolute(rel.min(0.99))] {
             prop_assert_ne!(positive(b, alpha, 1, &x, &x).outcome, Outcome::Fail);
         }
-        let r = DisparityRule { min_ratio: lo, max_ratio: hi, alpha, min_samples: 1 };
+        let r = DisparityRule { min_ratio: lo, max_ratio: hi, alpha, min_samples: 1, min_share: 0.0 };
         prop_assert_ne!(disparity(&r, &x, &x).verdict.outcome, Outcome::Fail);
     }
 
@@ -421,7 +458,7 @@ proptest! {
         prop_assert_ne!(prediction_drift("d", 0.001, 100, alpha, &c, &s).outcome, Outcome::Fail);
         let v = positive(ShiftBound::Absolute(0.001), alpha, 100, &c, &s);
         prop_assert_ne!(v.outcome, Outcome::Pass);
-        let r = DisparityRule { min_ratio: 0.99, max_ratio: 1.01, alpha, min_samples: 25 };
+        let r = DisparityRule { min_ratio: 0.99, max_ratio: 1.01, alpha, min_samples: 25, min_share: 0.0 };
         let d = disparity(&r, &c, &s);
         prop_assert_ne!(d.verdict.outcome, Outcome::Pass);
         // With one scored prediction a side nothing can be shown.

@@ -392,7 +392,7 @@ pub struct PositiveRateSpec {
     /// Largest acceptable `|canary - stable|` in rate points (0.02 = two points).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_absolute_shift: Option<f64>,
-    /// Significance level of the two-sided test (default: `spec.analysis.alpha`).
+    /// This check's share of `spec.analysis.alpha` (default: an equal split of the budget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
     /// Scored predictions per variant below which the check is inconclusive (default:
@@ -413,13 +413,18 @@ pub struct SegmentDisparitySpec {
     /// Default 1.25 (= 1 / 0.8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ratio: Option<f64>,
-    /// Family-wise significance level over all segments (default: `spec.analysis.alpha`).
+    /// This check's share of `spec.analysis.alpha`, split over the segments judged (default: an
+    /// equal split of the budget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
-    /// Scored predictions per variant in a segment below which that segment is inconclusive
-    /// (default 100).
+    /// Scored predictions per variant in a segment, at the current weight, below which the step
+    /// holds (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_samples_per_segment: Option<u64>,
+    /// Segments with less than this share of the rollout's scored predictions are reported and
+    /// left out of the decision: a rare segment can neither block nor roll back (default 0.02).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_segment_share: Option<f64>,
 }
 
 #[cfg(test)]

@@ -69,7 +69,8 @@ fn defaults_filled_and_predictions_rendered_for_the_filter() {
             min_ratio: 0.8,
             max_ratio: 1.25,
             alpha: share,
-            min_samples_per_segment: 80
+            min_samples_per_segment: 80,
+            min_segment_share: 0.02
         }
     );
     let p = v.filter_template.predictions.clone().unwrap();
@@ -168,6 +169,11 @@ fn prediction_errors_name_the_field() {
             "segmentDisparity: {minSamplesPerSegment: 80}",
             "segmentDisparity: {minSamplesPerSegment: 0}",
             "spec.analysis.checks[2].segmentDisparity.minSamplesPerSegment:",
+        ),
+        (
+            "segmentDisparity: {minSamplesPerSegment: 80}",
+            "segmentDisparity: {minSegmentShare: 1.5}",
+            "spec.analysis.checks[2].segmentDisparity.minSegmentShare:",
         ),
         (
             "      segmentDisparity: {minSamplesPerSegment: 80}",

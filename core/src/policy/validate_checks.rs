@@ -258,9 +258,17 @@ fn disparity(
             format!("{max_ratio} is not ≥ 1 (1.25 = the four-fifths rule read upwards)"),
         ));
     }
+    let min_segment_share = s.min_segment_share.unwrap_or(DEFAULT_MIN_SEGMENT_SHARE);
+    if !(0.0..1.0).contains(&min_segment_share) {
+        return Err(invalid(
+            format!("{f}.minSegmentShare"),
+            format!("{min_segment_share} is not a share in [0, 1) (0.02 = 2 % of the predictions)"),
+        ));
+    }
     Ok(CheckKind::SegmentDisparity {
         min_ratio,
         max_ratio,
+        min_segment_share,
         alpha: check_alpha(format!("{f}.alpha"), s.alpha, ctx.alpha)?,
         min_samples_per_segment: at_least_one(
             format!("{f}.minSamplesPerSegment"),

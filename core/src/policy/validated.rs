@@ -29,6 +29,8 @@ pub const DEFAULT_DRIFT_MIN_SAMPLES: u64 = 500;
 pub const DEFAULT_MIN_RATIO: f64 = 0.8;
 /// Default upper bound: the same rule read the other way (1 / 0.8).
 pub const DEFAULT_MAX_RATIO: f64 = 1.25;
+/// Default share of the scored predictions below which a segment is too rare to judge.
+pub const DEFAULT_MIN_SEGMENT_SHARE: f64 = 0.02;
 /// Default scored predictions per variant per segment before that segment is judged.
 pub const DEFAULT_MIN_SAMPLES_PER_SEGMENT: u64 = 100;
 
@@ -129,6 +131,8 @@ pub enum CheckKind {
         /// Family-wise over the segments judged (Bonferroni).
         alpha: f64,
         min_samples_per_segment: u64,
+        /// Segments below this share of the scored predictions are reported, not judged.
+        min_segment_share: f64,
     },
     /// CPU per request or memory per pod of the canary's pods at most `max_ratio` × stable's.
     Resource(ResourceCheck),
