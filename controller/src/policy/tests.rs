@@ -32,7 +32,8 @@ fn fixture_validates_with_defaults_filled() {
         fraud.checks[1].kind,
         CheckKind::Latency {
             quantile: 0.99,
-            bound: LatencyBound::RatioToStable(1.2)
+            bound: LatencyBound::RatioToStable(1.2),
+            alpha: fraud.alpha / 3.0,
         }
     );
     let churn = &all[1].1;

@@ -11,12 +11,9 @@
 //!   *baseline unhealthy* hold, never the canary's failure.
 //! - **positive rate** and **segment disparity**: the same anytime-valid ratio test against their
 //!   band (see [`positive_rate`], [`disparity`]);
-//! - checks without a sequential test yet judge the windows summed at the current weight: below
-//!   `minRequests` on either variant (for latency: observations in the histogram) they are
-//!   inconclusive;
-//! - **latency quantile**: PromQL's `histogram_quantile` per variant; absolute (`≤ maxMs`) or
-//!   relative (`canary ≤ ratio × stable`). When the rank falls in the `+Inf` bucket the value is only
-//!   a lower bound: that fails an absolute bound it already exceeds, else reads inconclusive.
+//! - **latency quantile**: the share of requests slower than the bound, an anytime-valid rate
+//!   test on the histogram's buckets (see [`latency`]);
+//! - the checks without a sequential test judge the windows summed at the current weight:
 //! - **custom**: the value the metrics source computed for the check; none (e.g. the Envoy source,
 //!   which cannot run PromQL) is inconclusive.
 //! - **cpu**, **memory**: the canary's pods against stable's, from container metrics (PromQL
@@ -27,15 +24,15 @@
 pub mod disparity;
 pub mod drift;
 pub mod error_rate;
+pub mod latency;
 pub mod positive_rate;
 pub mod quantile;
 pub mod resources;
 pub mod sequential;
 pub mod stats;
 
-use crate::policy::validated::{Check, CheckKind, LatencyBound, ValidatedPolicy};
+use crate::policy::validated::{Check, CheckKind, ValidatedPolicy};
 use crate::policy::VerdictStatus;
-use quantile::{histogram_quantile, Bucket};
 
 pub use crate::window::{Evidence, SegmentCounts, VariantWindow, Window};
 
@@ -162,14 +159,19 @@ pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, obs: &Observation
             };
             return error_rate::error_rate(&check.name, &rule, obs);
         }
-        CheckKind::Latency { quantile, bound } => latency(
-            &check.name,
-            *quantile,
-            *bound,
-            policy.min_requests,
-            &w.canary,
-            &w.stable,
-        ),
+        CheckKind::Latency {
+            quantile,
+            bound,
+            alpha,
+        } => {
+            let rule = latency::LatencyRule {
+                quantile: *quantile,
+                bound: *bound,
+                alpha: *alpha,
+                min_requests: policy.min_requests,
+            };
+            return latency::latency(&check.name, &rule, obs);
+        }
         CheckKind::Custom {
             comparison,
             threshold,
@@ -256,85 +258,6 @@ pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, obs: &Observation
 
 pub(crate) fn rate(errors: u64, n: u64) -> Option<f64> {
     (n > 0).then(|| errors.min(n) as f64 / n as f64)
-}
-
-fn observations(b: &[Bucket]) -> u64 {
-    b.iter()
-        .filter(|b| b.le == f64::INFINITY)
-        .map(|b| b.count)
-        .fold(0.0, f64::max) as u64
-}
-
-/// The latency-quantile rule (see the module doc).
-pub fn latency(
-    name: &str,
-    q: f64,
-    bound: LatencyBound,
-    min_requests: u64,
-    canary: &VariantWindow,
-    stable: &VariantWindow,
-) -> Verdict {
-    let (nc, ns) = (
-        observations(&canary.duration),
-        observations(&stable.duration),
-    );
-    let qc = histogram_quantile(q, &canary.duration);
-    let qs = histogram_quantile(q, &stable.duration);
-    let mut v = Verdict {
-        check: name.to_owned(),
-        outcome: Outcome::Inconclusive,
-        canary: qc.map(|x| x.value),
-        stable: qs.map(|x| x.value),
-        threshold: None,
-        n_canary: nc,
-        n_stable: ns,
-        p_value: None,
-        message: String::new(),
-        ..Default::default()
-    };
-    let needs_stable = matches!(bound, LatencyBound::RatioToStable(_));
-    if nc < min_requests || (needs_stable && ns < min_requests) {
-        v.message =
-            format!("{nc} canary / {ns} stable observations: below minRequests {min_requests}");
-        return v;
-    }
-    let Some(qc) = qc else {
-        v.message = "canary histogram has no +Inf bucket or no observations".into();
-        return v;
-    };
-    let limit = match bound {
-        LatencyBound::MaxMs(ms) => ms,
-        LatencyBound::RatioToStable(r) => match qs {
-            Some(qs) if !qs.in_inf_bucket => r * qs.value,
-            _ => {
-                v.message = "stable quantile unknown (above the highest bucket)".into();
-                return v;
-            }
-        },
-    };
-    v.threshold = Some(limit);
-    let shown = format!("p{}", q * 100.0);
-    if qc.in_inf_bucket {
-        // The true quantile is above `qc.value`: at or past the limit means past it.
-        if qc.value >= limit {
-            v.outcome = Outcome::Fail;
-            v.message = format!(
-                "canary {shown} above {} ms, beyond limit {limit} ms",
-                qc.value
-            );
-        } else {
-            v.message = format!("canary {shown} above the highest bucket {} ms", qc.value);
-        }
-        return v;
-    }
-    if qc.value <= limit {
-        v.outcome = Outcome::Pass;
-        v.message = format!("canary {shown} {:.1} ms within {limit:.1} ms", qc.value);
-    } else {
-        v.outcome = Outcome::Fail;
-        v.message = format!("canary {shown} {:.1} ms above {limit:.1} ms", qc.value);
-    }
-    v
 }
 
 #[cfg(test)]

@@ -353,6 +353,9 @@ pub struct LatencySpec {
     pub max_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ratio_to_stable: Option<f64>,
+    /// This check's share of `spec.analysis.alpha` (default: an equal split of the budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
 }
 
 /// A PromQL query (needs the Prometheus source) compared with a threshold.

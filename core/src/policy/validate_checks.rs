@@ -89,6 +89,7 @@ pub(super) fn check(f: &str, c: &CheckSpec, ctx: &CheckContext) -> Result<Check,
             CheckKind::Latency {
                 quantile: l.quantile,
                 bound,
+                alpha: check_alpha(format!("{f}.latency.alpha"), l.alpha, ctx.alpha)?,
             }
         }
         (None, None, Some(c)) => {
@@ -286,6 +287,8 @@ fn own_alpha(c: &CheckSpec) -> Option<Option<f64>> {
         Some(p.alpha)
     } else if let Some(s) = &c.segment_disparity {
         Some(s.alpha)
+    } else if let Some(l) = &c.latency {
+        Some(l.alpha)
     } else {
         c.prediction_drift.as_ref().map(|_| None)
     }

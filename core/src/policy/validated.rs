@@ -102,8 +102,12 @@ pub enum CheckKind {
     /// Canary error rate at most `max` (a fraction), tested at `alpha` (the check's share of the
     /// policy's budget).
     ErrorRate { max: f64, alpha: f64 },
-    /// Canary latency quantile `quantile` (0..1) within `bound`.
-    Latency { quantile: f64, bound: LatencyBound },
+    /// Canary latency quantile `quantile` (0..1) within `bound`, tested at `alpha`.
+    Latency {
+        quantile: f64,
+        bound: LatencyBound,
+        alpha: f64,
+    },
     /// A PromQL value compared with a threshold.
     Custom {
         query: String,

@@ -258,6 +258,15 @@ impl Evidence {
         self.steps[at].window.absorb(window);
     }
 
+    /// The whole rollout's window: every step's added up.
+    pub fn total(&self) -> Window {
+        let mut all = Window::default();
+        for s in &self.steps {
+            all.absorb(&s.window);
+        }
+        all
+    }
+
     /// The summed window at `weight_bp` (empty when none was gathered there).
     pub fn at_weight(&self, weight_bp: u32) -> Option<&Window> {
         self.steps
