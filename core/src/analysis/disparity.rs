@@ -139,26 +139,10 @@ pub fn segment_disparity(
         })
         .collect();
     let rows_of = |label: &String| -> Vec<RateRow> {
-        steps
-            .iter()
-            .map(|s| {
-                let c = s
-                    .window
-                    .canary
-                    .segments
-                    .get(label)
-                    .copied()
-                    .unwrap_or_default();
-                let st = s
-                    .window
-                    .stable
-                    .segments
-                    .get(label)
-                    .copied()
-                    .unwrap_or_default();
-                RateRow::new(c.scored, c.positives, st.scored, st.positives)
-            })
-            .collect()
+        sequential::rows(steps, |v| {
+            let c = v.segments.get(label).copied().unwrap_or_default();
+            (c.scored as f64, c.positives as f64)
+        })
     };
     let all: Vec<(&String, Vec<RateRow>)> = labels
         .into_iter()

@@ -33,15 +33,9 @@ pub struct ErrorRateRule {
 
 /// The rule above, on `obs`.
 pub fn error_rate(name: &str, rule: &ErrorRateRule, obs: &Observations<'_>) -> Verdict {
-    let rows: Vec<RateRow> = obs
-        .evidence
-        .steps
-        .iter()
-        .map(|s| {
-            let (c, st) = (&s.window.canary, &s.window.stable);
-            RateRow::new(c.requests, c.errors, st.requests, st.errors)
-        })
-        .collect();
+    let rows = sequential::rows(&obs.evidence.steps, |v| {
+        (v.requests as f64, v.errors as f64)
+    });
     let total = RateRow::sum(&rows);
     let phi = obs.evidence.dispersion.errors.phi();
     let level = sequential::threshold(rule.alpha);

@@ -18,7 +18,7 @@
 //! cluster like failing ones; no separate series is kept per bound).
 
 use super::quantile::{histogram_quantile, Bucket};
-use super::sequential::{self, RateRow, Side};
+use super::sequential::{self, Side};
 use super::{Observations, Outcome, Verdict};
 use crate::policy::validated::LatencyBound;
 
@@ -112,18 +112,12 @@ pub fn latency(name: &str, rule: &LatencyRule, obs: &Observations<'_>) -> Verdic
         sequential::rate_log_e(n, x, tail, side, phi) >= level
     };
     let worse_than_stable = |le: f64| {
-        let rows: Vec<RateRow> = steps
-            .iter()
-            .map(|s| {
-                let (c, st) = (&s.window.canary.duration, &s.window.stable.duration);
-                RateRow {
-                    n_c: observations(c) as f64,
-                    x_c: slower_than(c, le),
-                    n_s: observations(st) as f64,
-                    x_s: slower_than(st, le),
-                }
-            })
-            .collect();
+        let rows = sequential::rows(steps, |v| {
+            (
+                observations(&v.duration) as f64,
+                slower_than(&v.duration, le),
+            )
+        });
         sequential::ratio_log_e(&rows, 1.0, Side::Above, phi) >= level
     };
     let failed =

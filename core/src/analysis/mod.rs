@@ -263,4 +263,6 @@ pub(crate) fn rate(errors: u64, n: u64) -> Option<f64> {
 #[cfg(test)]
 mod prediction_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

@@ -45,15 +45,9 @@ pub struct PositiveRateRule {
 
 /// The positive-rate rule (see the module doc).
 pub fn positive_rate(name: &str, rule: &PositiveRateRule, obs: &Observations<'_>) -> Verdict {
-    let rows: Vec<RateRow> = obs
-        .evidence
-        .steps
-        .iter()
-        .map(|s| {
-            let (c, st) = (&s.window.canary, &s.window.stable);
-            RateRow::new(c.scored, c.positives, st.scored, st.positives)
-        })
-        .collect();
+    let rows = sequential::rows(&obs.evidence.steps, |v| {
+        (v.scored as f64, v.positives as f64)
+    });
     let total = RateRow::sum(&rows);
     let phi = obs.evidence.dispersion.positives.phi();
     let max = limit(rule.bound);

@@ -10,6 +10,7 @@ use super::disparity::{segment_disparity, DisparityRule};
 use super::drift::{bins, prediction_drift, psi};
 use super::positive_rate::{positive_rate, PositiveRateRule};
 use super::quantile::Bucket;
+use super::test_support::Once;
 use super::*;
 use crate::policy::validated::ShiftBound;
 
@@ -143,33 +144,6 @@ fn drift_table() {
 
 fn w0() -> VariantWindow {
     VariantWindow::default()
-}
-
-/// `canary` / `stable` as a rollout's only window (stable's dispersion not yet measured: the
-/// judge assumes φ = 2).
-struct Once {
-    evidence: Evidence,
-    window: Window,
-}
-
-impl Once {
-    fn new(canary: &VariantWindow, stable: &VariantWindow) -> Once {
-        let window = Window {
-            canary: canary.clone(),
-            stable: stable.clone(),
-        };
-        let mut evidence = Evidence::default();
-        evidence.record(500, &window);
-        Once { evidence, window }
-    }
-
-    fn obs(&self) -> Observations<'_> {
-        Observations {
-            evidence: &self.evidence,
-            weight_bp: 500,
-            latest: &self.window,
-        }
-    }
 }
 
 fn positive(

@@ -25,6 +25,8 @@
 //! binomial model (`E[L^a] ≤ E[L]^a ≤ 1` for `0 < a ≤ 1`). `φ` is estimated from stable
 //! ([`crate::window::Dispersion`]).
 
+use crate::window::{StepWindow, VariantWindow};
+
 /// Alternatives as multiples of the null's value (on the ratio or odds scale).
 pub const MULTIPLIERS: [f64; 8] = [1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0];
 
@@ -37,16 +39,21 @@ pub struct RateRow {
     pub x_s: f64,
 }
 
-impl RateRow {
-    /// Counts clamped so that `x ≤ n` (a source may report more errors than requests mid-scrape).
-    pub fn new(n_c: u64, x_c: u64, n_s: u64, x_s: u64) -> Self {
-        RateRow {
-            n_c: n_c as f64,
-            x_c: x_c.min(n_c) as f64,
-            n_s: n_s as f64,
-            x_s: x_s.min(n_s) as f64,
-        }
-    }
+/// One row per weight of the rollout, from the `(trials, events)` that `of` reads off each
+/// variant's window.
+pub fn rows(steps: &[StepWindow], of: impl Fn(&VariantWindow) -> (f64, f64)) -> Vec<RateRow> {
+    steps
+        .iter()
+        .map(|s| {
+            let ((n_c, x_c), (n_s, x_s)) = (of(&s.window.canary), of(&s.window.stable));
+            RateRow {
+                n_c,
+                x_c: x_c.min(n_c),
+                n_s,
+                x_s: x_s.min(n_s),
+            }
+        })
+        .collect()
 }
 
 impl RateRow {

@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::quantile::Bucket;
+use super::test_support::Once;
 use super::*;
 use crate::fixtures::TestPolicy;
 use crate::policy::validated::LatencyBound;
@@ -28,24 +29,13 @@ fn latency_once(
     canary: &VariantWindow,
     stable: &VariantWindow,
 ) -> Verdict {
-    let window = Window {
-        canary: canary.clone(),
-        stable: stable.clone(),
-    };
-    let mut evidence = Evidence::default();
-    evidence.record(500, &window);
     let rule = latency::LatencyRule {
         quantile: q,
         bound,
         alpha: 0.05,
         min_requests: min,
     };
-    let obs = Observations {
-        evidence: &evidence,
-        weight_bp: 500,
-        latest: &window,
-    };
-    latency::latency("l", &rule, &obs)
+    latency::latency("l", &rule, &Once::new(canary, stable).obs())
 }
 
 /// The error-rate check on `canary` / `stable` as the rollout's only window.
@@ -56,24 +46,13 @@ fn errors_once(
     canary: &VariantWindow,
     stable: &VariantWindow,
 ) -> Verdict {
-    let window = Window {
-        canary: canary.clone(),
-        stable: stable.clone(),
-    };
-    let mut evidence = Evidence::default();
-    evidence.record(500, &window);
     let rule = error_rate::ErrorRateRule {
         max,
         alpha,
         min_requests: min,
         harm_margin: 1.5,
     };
-    let obs = Observations {
-        evidence: &evidence,
-        weight_bp: 500,
-        latest: &window,
-    };
-    error_rate::error_rate("e", &rule, &obs)
+    error_rate::error_rate("e", &rule, &Once::new(canary, stable).obs())
 }
 
 #[test]

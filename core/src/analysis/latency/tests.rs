@@ -1,5 +1,6 @@
 use super::*;
-use crate::window::{Evidence, VariantWindow, Window};
+use crate::analysis::test_support::Once;
+use crate::window::VariantWindow;
 
 const INF: f64 = f64::INFINITY;
 
@@ -24,18 +25,7 @@ fn hist(n: f64, les: &[f64], share_above: &[f64]) -> VariantWindow {
 const LES: [f64; 4] = [10.0, 50.0, 100.0, 500.0];
 
 fn judge(rule: &LatencyRule, canary: VariantWindow, stable: VariantWindow) -> Verdict {
-    let window = Window { canary, stable };
-    let mut evidence = Evidence::default();
-    evidence.record(1000, &window);
-    latency(
-        "p99",
-        rule,
-        &Observations {
-            evidence: &evidence,
-            weight_bp: 1000,
-            latest: &window,
-        },
-    )
+    latency("p99", rule, &Once::new(&canary, &stable).obs())
 }
 
 fn rule(bound: LatencyBound) -> LatencyRule {

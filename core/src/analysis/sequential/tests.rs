@@ -162,7 +162,11 @@ fn intervals_cover_the_truth_and_narrow_with_data() {
 #[test]
 fn no_data_is_no_evidence_and_degenerate_bounds_behave() {
     assert_eq!(ratio_log_e(&[], 1.0, Side::Above, 1.0), 0.0);
-    let empty_canary = RateRow::new(0, 0, 100, 5);
+    let empty_canary = RateRow {
+        n_s: 100.0,
+        x_s: 5.0,
+        ..Default::default()
+    };
     assert_eq!(ratio_log_e(&[empty_canary], 1.0, Side::Above, 1.0), 0.0);
     assert_eq!(ratio_interval(&[], 0.01, 1.0), (1e-3, 1e3));
     assert_eq!(rate_log_e(10.0, 0.0, 0.0, Side::Above, 1.0), 0.0);
