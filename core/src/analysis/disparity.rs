@@ -23,6 +23,8 @@
 //! less than `minSegmentShare` of the rollout's scored predictions: those are named in the verdict,
 //! so one rare segment can neither block a step nor roll the canary back.
 
+pub mod between;
+
 use std::collections::BTreeSet;
 
 use super::sequential::{self, RateRow};
@@ -38,6 +40,8 @@ pub struct DisparityRule {
     pub min_samples: u64,
     /// Segments below this share of the rollout's scored predictions are reported, not judged.
     pub min_share: f64,
+    /// The within-canary floor (`minRatioBetweenSegments`), if set.
+    pub min_ratio_between: Option<f64>,
 }
 
 /// One segment's comparison.
@@ -68,7 +72,7 @@ pub struct DisparityReport {
     pub segments: Vec<SegmentResult>,
 }
 
-fn point_ratio(xc: f64, nc: f64, xs: f64, ns: f64) -> f64 {
+pub(crate) fn point_ratio(xc: f64, nc: f64, xs: f64, ns: f64) -> f64 {
     if xc == 0.0 && xs == 0.0 {
         1.0
     } else if xs == 0.0 {
@@ -165,7 +169,10 @@ pub fn segment_disparity(
         .map(|(l, rows)| format!("{l:?} {:.1} %", 100.0 * scored(rows) / total))
         .collect();
     let judged = with_rows.len().max(1);
-    let per_segment_alpha = rule.alpha / judged as f64;
+    // The check's share, split between the per-segment tests, the interaction and the floor.
+    let parts = 2.0 + f64::from(u8::from(rule.min_ratio_between.is_some()));
+    let part = rule.alpha / parts;
+    let per_segment_alpha = part / judged as f64;
     let phi = obs.evidence.dispersion.positives.phi();
     let current = obs.current();
     let segments: Vec<SegmentResult> = with_rows
@@ -177,6 +184,27 @@ pub fn segment_disparity(
         })
         .collect();
     let mut verdict = summarize(name, rule, &segments, judged, per_segment_alpha);
+    let labels: Vec<&String> = with_rows.iter().map(|(l, _)| *l).collect();
+    let band = (rule.min_ratio, rule.max_ratio);
+    let mut others = between::interaction(steps, &labels, band, part, phi);
+    if let Some(r) = rule.min_ratio_between {
+        others.extend(between::floor(steps, &labels, r, part, phi));
+    }
+    if verdict.outcome != Outcome::Fail {
+        if let Some(b) = others.iter().find(|b| b.failed) {
+            verdict.outcome = Outcome::Fail;
+            verdict.harm_excluded = false;
+            verdict.interval = Some([b.interval.0, b.interval.1]);
+            verdict.message = format!("{}: shown outside its band", b.describe());
+        } else if let Some(b) = others.iter().find(|b| !b.inside()) {
+            verdict.harm_excluded = false;
+            verdict.message = format!(
+                "{}; {}: outside by its point, not shown",
+                verdict.message,
+                b.describe()
+            );
+        }
+    }
     if !rare.is_empty() {
         verdict.message = format!(
             "{}; not judged, below minSegmentShare {}: {}",

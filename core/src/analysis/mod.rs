@@ -239,6 +239,7 @@ pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, obs: &Observation
             alpha,
             min_samples_per_segment,
             min_segment_share,
+            min_ratio_between_segments,
         } => {
             let rule = disparity::DisparityRule {
                 min_ratio: *min_ratio,
@@ -246,6 +247,7 @@ pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, obs: &Observation
                 alpha: *alpha,
                 min_samples: *min_samples_per_segment,
                 min_share: *min_segment_share,
+                min_ratio_between: *min_ratio_between_segments,
             };
             return disparity::segment_disparity(&check.name, &rule, obs).verdict;
         }

@@ -428,6 +428,10 @@ pub struct SegmentDisparitySpec {
     /// left out of the decision: a rare segment can neither block nor roll back (default 0.02).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_segment_share: Option<f64>,
+    /// Optional within-canary floor (the four-fifths rule): the canary's positive rate in each
+    /// segment against the rest's must not be shown outside `[r, 1/r]` (e.g. 0.8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ratio_between_segments: Option<f64>,
 }
 
 #[cfg(test)]

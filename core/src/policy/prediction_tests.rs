@@ -70,7 +70,8 @@ fn defaults_filled_and_predictions_rendered_for_the_filter() {
             max_ratio: 1.25,
             alpha: share,
             min_samples_per_segment: 80,
-            min_segment_share: 0.02
+            min_segment_share: 0.02,
+            min_ratio_between_segments: None
         }
     );
     let p = v.filter_template.predictions.clone().unwrap();
@@ -169,6 +170,11 @@ fn prediction_errors_name_the_field() {
             "segmentDisparity: {minSamplesPerSegment: 80}",
             "segmentDisparity: {minSamplesPerSegment: 0}",
             "spec.analysis.checks[2].segmentDisparity.minSamplesPerSegment:",
+        ),
+        (
+            "segmentDisparity: {minSamplesPerSegment: 80}",
+            "segmentDisparity: {minRatioBetweenSegments: 1.25}",
+            "spec.analysis.checks[2].segmentDisparity.minRatioBetweenSegments:",
         ),
         (
             "segmentDisparity: {minSamplesPerSegment: 80}",

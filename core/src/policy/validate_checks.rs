@@ -266,10 +266,19 @@ fn disparity(
             format!("{min_segment_share} is not a share in [0, 1) (0.02 = 2 % of the predictions)"),
         ));
     }
+    if let Some(r) = s.min_ratio_between_segments {
+        if !(r > 0.0 && r <= 1.0) {
+            return Err(invalid(
+                format!("{f}.minRatioBetweenSegments"),
+                format!("{r} is not in (0, 1] (0.8 = the four-fifths rule)"),
+            ));
+        }
+    }
     Ok(CheckKind::SegmentDisparity {
         min_ratio,
         max_ratio,
         min_segment_share,
+        min_ratio_between_segments: s.min_ratio_between_segments,
         alpha: check_alpha(format!("{f}.alpha"), s.alpha, ctx.alpha)?,
         min_samples_per_segment: at_least_one(
             format!("{f}.minSamplesPerSegment"),

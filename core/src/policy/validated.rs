@@ -137,6 +137,8 @@ pub enum CheckKind {
         min_samples_per_segment: u64,
         /// Segments below this share of the scored predictions are reported, not judged.
         min_segment_share: f64,
+        /// The within-canary floor between a segment and the rest, if set.
+        min_ratio_between_segments: Option<f64>,
     },
     /// CPU per request or memory per pod of the canary's pods at most `max_ratio` × stable's.
     Resource(ResourceCheck),
