@@ -493,26 +493,31 @@ fn prediction_scores_and_positives_per_variant_and_segment() {
         }
     }
     // The score histogram uses the configured buckets (per mille): canary 800 and 300, stable 100.
-    let flushed = wait_for(patience::SETTLE, || {
-        let c = r
-            .envoy
-            .sample("mlcanary_prediction_score_count", &labels("canary", "60+"))?;
-        (c > 0.0).then_some(c)
-    });
+    // Envoy publishes histograms at its stats flush: a flush that fell while the requests were
+    // being sent shows part of them, the next one all — so wait for the whole count.
     let canary_60 = sent
         .get(&("canary".to_string(), "60+"))
         .copied()
         .unwrap_or(0) as f64;
+    let flushed = r.envoy.sample_eventually(
+        "mlcanary_prediction_score_count",
+        &labels("canary", "60+"),
+        2.0 * canary_60,
+    );
     assert_eq!(flushed, Some(2.0 * canary_60));
-    let bucket = |v, s, le: &'static str| {
+    let bucket = |v, s, le: &'static str, want: f64| {
         let mut l = labels(v, s).to_vec();
         l.push(("le", le));
-        r.envoy.sample("mlcanary_prediction_score_bucket", &l)
+        r.envoy
+            .sample_eventually("mlcanary_prediction_score_bucket", &l, want)
     };
-    assert_eq!(bucket("canary", "60+", "250"), Some(0.0));
-    assert_eq!(bucket("canary", "60+", "300"), Some(canary_60));
-    assert_eq!(bucket("canary", "60+", "750"), Some(canary_60));
-    assert_eq!(bucket("canary", "60+", "800"), Some(2.0 * canary_60));
+    assert_eq!(bucket("canary", "60+", "250", 0.0), Some(0.0));
+    assert_eq!(bucket("canary", "60+", "300", canary_60), Some(canary_60));
+    assert_eq!(bucket("canary", "60+", "750", canary_60), Some(canary_60));
+    assert_eq!(
+        bucket("canary", "60+", "800", 2.0 * canary_60),
+        Some(2.0 * canary_60)
+    );
 }
 
 #[test]

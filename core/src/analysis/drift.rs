@@ -11,15 +11,20 @@
 //! holding 1 % of stable and none of the canary adds `(0.01 − 1e-4) · ln(100) ≈ 0.046`. Bins empty
 //! in both variants add nothing and are skipped.
 //!
-//! **Rule.** Inconclusive below `minSamples` scored predictions on either side (PSI of two samples
-//! of one distribution is inflated by noise, about `(bins − 1) · (1/n_c + 1/n_s)`). *Pass* iff
-//! `PSI ≤ maxPsi`. *Fail* iff `PSI > maxPsi` **and** Pearson's chi-square homogeneity test on the
-//! bin counts rejects "same distribution" at `alpha`: a large PSI from a small, noisy sample holds
-//! the rollout instead of rolling it back. Otherwise inconclusive.
+//! **Rule**, anytime-valid on the whole rollout's histograms (summed per weight): every bin's share
+//! gets a confidence sequence for each variant ([`sequential::rate_interval`], each at
+//! `alpha / 2K` for `K` bins, so all hold together with probability ≥ 1 − alpha at all times; the
+//! multinomial's dependence is covered by the union bound), and the PSI over those boxes has a
+//! lower and an upper bound (each term `(c − s) ln(c / s)` is convex, 0 where `c = s`: its least
+//! value over a box is at the corner nearest the diagonal, 0 if the box meets it). *Fail* iff the
+//! lower bound is above `maxPsi` — every distribution the data allow is farther than `maxPsi`;
+//! *pass* (the step may advance) iff not, with `minSamples` scored predictions on both variants at
+//! this weight; promotion needs the point PSI within `maxPsi`. Stable's positives dispersion
+//! tempers the evidence.
 
 use super::quantile::Bucket;
-use super::stats::chi_square_homogeneity;
-use super::{Outcome, VariantWindow, Verdict};
+use super::sequential;
+use super::{Observations, Outcome, Verdict};
 
 /// The share used for a bin one variant left empty (see the module doc).
 pub const EPSILON: f64 = 1e-4;
@@ -107,61 +112,112 @@ pub fn psi(bins: &Bins) -> Option<f64> {
     Some(sum)
 }
 
+/// `(c − s) ln(c / s)` with both shares at least [`EPSILON`].
+fn term(c: f64, s: f64) -> f64 {
+    let (c, s) = (c.max(EPSILON), s.max(EPSILON));
+    (c - s) * (c / s).ln()
+}
+
+/// One bin's intervals for its share: `(canary, stable)`, each `(low, high)`.
+pub type BinBox = ((f64, f64), (f64, f64));
+
+/// The PSI's lower and upper bounds over each bin's boxes.
+pub fn psi_bounds(boxes: &[BinBox]) -> (f64, f64) {
+    boxes
+        .iter()
+        .fold((0.0, 0.0), |(lo, hi), &((cl, ch), (sl, sh))| {
+            let least = if cl > sh {
+                term(cl, sh)
+            } else if ch < sl {
+                term(ch, sl)
+            } else {
+                0.0
+            };
+            let most = [term(cl, sh), term(ch, sl), term(cl, sl), term(ch, sh)]
+                .into_iter()
+                .fold(0.0, f64::max);
+            (lo + least, hi + most)
+        })
+}
+
+/// The check's parameters, as validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DriftRule {
+    pub max_psi: f64,
+    pub min_samples: u64,
+    /// The check's share of the budget.
+    pub alpha: f64,
+}
+
 /// The prediction-drift rule (see the module doc).
-pub fn prediction_drift(
-    name: &str,
-    max_psi: f64,
-    min_samples: u64,
-    alpha: f64,
-    canary: &VariantWindow,
-    stable: &VariantWindow,
-) -> Verdict {
-    let b = bins(&canary.scores, &stable.scores);
+pub fn prediction_drift(name: &str, rule: &DriftRule, obs: &Observations<'_>) -> Verdict {
+    let all = obs.evidence.total();
+    let b = bins(&all.canary.scores, &all.stable.scores);
     let (nc, ns) = b
         .as_ref()
         .map_or((0, 0), |b| (b.n_canary() as u64, b.n_stable() as u64));
+    let max_psi = rule.max_psi;
     let mut v = Verdict {
         check: name.to_owned(),
         outcome: Outcome::Inconclusive,
-        canary: None,
-        stable: None,
         threshold: Some(max_psi),
         n_canary: nc,
         n_stable: ns,
-        p_value: None,
-        message: String::new(),
         ..Default::default()
     };
     let Some(b) = b else {
         v.message = "no score histogram with a +Inf bucket on both variants".into();
         return v;
     };
-    if nc < min_samples || ns < min_samples {
-        v.message =
-            format!("{nc} canary / {ns} stable scored predictions: below minSamples {min_samples}");
-        return v;
-    }
     let Some(value) = psi(&b) else {
         v.message = "no scored predictions".into();
         return v;
     };
     v.canary = Some(value);
-    if value <= max_psi {
-        v.outcome = Outcome::Pass;
-        v.message = format!("score PSI {value:.4} within {max_psi}");
-        return v;
-    }
-    let p = chi_square_homogeneity(&b.canary, &b.stable).map_or(1.0, |(_, _, p)| p);
-    v.p_value = Some(p);
-    if p < alpha {
+    let used = b
+        .canary
+        .iter()
+        .zip(&b.stable)
+        .filter(|(c, s)| **c > 0.0 || **s > 0.0)
+        .count()
+        .max(1);
+    let per_bin = rule.alpha / (2 * used) as f64;
+    let phi = obs.evidence.dispersion.positives.phi();
+    let (n_c, n_s) = (b.n_canary(), b.n_stable());
+    let boxes: Vec<_> = b
+        .canary
+        .iter()
+        .zip(&b.stable)
+        .filter(|(c, s)| **c > 0.0 || **s > 0.0)
+        .map(|(&c, &s)| {
+            (
+                sequential::rate_interval(n_c, c, per_bin, phi),
+                sequential::rate_interval(n_s, s, per_bin, phi),
+            )
+        })
+        .collect();
+    let (lower, upper) = psi_bounds(&boxes);
+    v.interval = Some([lower, upper]);
+    let current = obs.current();
+    let sampled =
+        current.canary.scored >= rule.min_samples && current.stable.scored >= rule.min_samples;
+    let shown = format!("score PSI {value:.4} in [{lower:.4}, {upper:.4}]");
+    if lower > max_psi {
         v.outcome = Outcome::Fail;
+        v.message = format!("canary score distribution drifted: {shown}, above {max_psi}");
+    } else if !sampled {
         v.message = format!(
-            "canary score distribution drifted: PSI {value:.4} above {max_psi} (chi-square p={p:.2e})"
+            "{shown}; {} canary / {} stable scored predictions at this weight, below minSamples {}",
+            current.canary.scored, current.stable.scored, rule.min_samples
         );
     } else {
-        v.message = format!(
-            "score PSI {value:.4} above {max_psi}, not significantly (p={p:.2e}, alpha {alpha})"
-        );
+        v.outcome = Outcome::Pass;
+        v.harm_excluded = value <= max_psi;
+        v.message = if value <= max_psi {
+            format!("{shown}: within {max_psi}")
+        } else {
+            format!("{shown}: above {max_psi} by its point, not shown")
+        };
     }
     v
 }

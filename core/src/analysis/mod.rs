@@ -13,13 +13,14 @@
 //!   band (see [`positive_rate`], [`disparity`]);
 //! - **latency quantile**: the share of requests slower than the bound, an anytime-valid rate
 //!   test on the histogram's buckets (see [`latency`]);
-//! - the checks without a sequential test judge the windows summed at the current weight:
+//! - **prediction drift**: PSI on the score histograms the filter read from the replies, failing
+//!   only when every distribution the anytime-valid bin bounds allow is beyond `maxPsi` (see
+//!   [`drift`]).
+//! - the point-value checks judge the windows summed at the current weight:
 //! - **custom**: the value the metrics source computed for the check; none (e.g. the Envoy source,
 //!   which cannot run PromQL) is inconclusive.
 //! - **cpu**, **memory**: the canary's pods against stable's, from container metrics (PromQL
 //!   only; see [`resources`]).
-//! - **prediction drift**: PSI on the score histograms the filter read from the replies, with a
-//!   minimum sample and a homogeneity test behind a failure (see [`drift`]).
 
 pub mod disparity;
 pub mod drift;
@@ -29,7 +30,6 @@ pub mod positive_rate;
 pub mod quantile;
 pub mod resources;
 pub mod sequential;
-pub mod stats;
 
 use crate::policy::validated::{Check, CheckKind, ValidatedPolicy};
 use crate::policy::VerdictStatus;
@@ -213,14 +213,14 @@ pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, obs: &Observation
             max_psi,
             min_samples,
             alpha,
-        } => drift::prediction_drift(
-            &check.name,
-            *max_psi,
-            *min_samples,
-            *alpha,
-            &w.canary,
-            &w.stable,
-        ),
+        } => {
+            let rule = drift::DriftRule {
+                max_psi: *max_psi,
+                min_samples: *min_samples,
+                alpha: *alpha,
+            };
+            return drift::prediction_drift(&check.name, &rule, obs);
+        }
         CheckKind::PositiveRate {
             bound,
             alpha,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::disparity::{segment_disparity, DisparityRule};
-use super::drift::{bins, prediction_drift, psi};
+use super::drift::{self, bins, prediction_drift, psi, DriftRule};
 use super::positive_rate::{positive_rate, PositiveRateRule};
 use super::quantile::Bucket;
 use super::test_support::Once;
@@ -116,30 +116,63 @@ fn bins_use_common_bounds_and_need_inf() {
     assert!(bins(&no_inf.scores, &s.scores).is_none());
 }
 
+fn drift(max_psi: f64, min: u64, c: &VariantWindow, s: &VariantWindow) -> Verdict {
+    let rule = DriftRule {
+        max_psi,
+        min_samples: min,
+        alpha: 0.01,
+    };
+    prediction_drift("drift", &rule, &Once::new(c, s).obs())
+}
+
 #[test]
 fn drift_table() {
-    // The PSI .248491 case; chi-square on the counts: expected 30/30/25/15 per side,
-    // X² = 2·(100/30 + 0 + 25/25 + 25/15) = 12.0, df 3, p = 0.007383.
-    let c = scores(&LES, &[20, 30, 30, 20, 0]);
-    let s = scores(&LES, &[40, 30, 20, 10, 0]);
+    // PSI 0.248491 (the hand-computed case) at three sample sizes.
+    let at = |k: u64| {
+        (
+            scores(&LES, &[20 * k, 30 * k, 30 * k, 20 * k, 0]),
+            scores(&LES, &[40 * k, 30 * k, 20 * k, 10 * k, 0]),
+        )
+    };
+    let (c, s) = at(1000);
     let cases = [
-        // (maxPsi, minSamples, alpha) → outcome
-        (0.2, 100, 0.05, Outcome::Fail),
-        (0.25, 100, 0.05, Outcome::Pass),
-        (0.2, 100, 0.005, Outcome::Inconclusive), // above the limit, p .0074 not below .005
-        (0.2, 101, 0.05, Outcome::Inconclusive),  // 100 scored < minSamples
+        // (maxPsi, minSamples) → outcome, promotable
+        (0.1, 100, Outcome::Fail, false),
+        (0.25, 100, Outcome::Pass, true),
+        (0.2, 100_001, Outcome::Inconclusive, false),
     ];
-    for (i, &(max, min, alpha, want)) in cases.iter().enumerate() {
-        let v = prediction_drift("drift", max, min, alpha, &c, &s);
+    for (i, &(max, min, want, promotable)) in cases.iter().enumerate() {
+        let v = drift(max, min, &c, &s);
         assert_eq!(v.outcome, want, "case {i}: {}", v.message);
+        assert_eq!(v.harm_excluded, promotable, "case {i}: {}", v.message);
     }
-    let v = prediction_drift("drift", 0.2, 100, 0.05, &c, &s);
+    let v = drift(0.1, 100, &c, &s);
     close(v.canary.unwrap(), 0.248_491, 1e-6);
-    close(v.p_value.unwrap(), 0.007_383, 1e-5);
-    assert_eq!((v.n_canary, v.n_stable, v.threshold), (100, 100, Some(0.2)));
+    let [lo, hi] = v.interval.unwrap();
+    assert!(lo > 0.1 && lo < 0.248_491 && hi > 0.248_491, "[{lo}, {hi}]");
+    assert_eq!(
+        (v.n_canary, v.n_stable, v.threshold),
+        (100_000, 100_000, Some(0.1))
+    );
+    // The same shares on 100 predictions a side: above 0.2 by its point, not shown.
+    let (c, s) = at(1);
+    let v = drift(0.2, 100, &c, &s);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.message);
+    assert!(!v.harm_excluded);
     // No score histogram at all (predictions not configured): inconclusive, never fail.
-    let v = prediction_drift("drift", 0.2, 1, 0.05, &w0(), &w0());
+    let v = drift(0.2, 1, &w0(), &w0());
     assert_eq!(v.outcome, Outcome::Inconclusive);
+}
+
+#[test]
+fn psi_bounds_are_the_boxes_extremes() {
+    // A box meeting the diagonal adds nothing to the lower bound.
+    let (lo, hi) = drift::psi_bounds(&[((0.2, 0.3), (0.25, 0.35))]);
+    assert_eq!(lo, 0.0);
+    close(hi, (0.2f64 - 0.35) * (0.2f64 / 0.35).ln(), 1e-12);
+    // Apart: the nearest corners.
+    let (lo, _) = drift::psi_bounds(&[((0.5, 0.6), (0.1, 0.2))]);
+    close(lo, (0.5f64 - 0.2) * (0.5f64 / 0.2).ln(), 1e-12);
 }
 
 fn w0() -> VariantWindow {
@@ -415,7 +448,11 @@ proptest! {
     fn identical_never_fails(x in prediction_window(3000), alpha in 0.001..0.5f64,
                              rel in 0.01..1.0f64, max_psi in 0.001..0.5f64,
                              lo in 0.5..1.0f64, hi in 1.0..2.0f64) {
-        prop_assert_ne!(prediction_drift("d", max_psi, 1, alpha, &x, &x).outcome, Outcome::Fail);
+        let rule = DriftRule { max_psi, min_samples: 1, alpha };
+        prop_assert_ne!(
+            prediction_drift("d", &rule, &Once::new(&x, &x).obs()).outcome,
+            Outcome::Fail
+        );
         for b in [ShiftBound::Relative(rel), ShiftBound::Absolute(rel.min(0.99))] {
             prop_assert_ne!(positive(b, alpha, 1, &x, &x).outcome, Outcome::Fail);
         }
@@ -423,15 +460,19 @@ proptest! {
         prop_assert_ne!(disparity(&r, &x, &x).verdict.outcome, Outcome::Fail);
     }
 
-    /// Below the minimum sample no step may advance on a prediction check, and drift (a point
-    /// test) never fails there; the rate checks fail only on evidence, never on one positive.
+    /// Below the minimum sample no step may advance on a prediction check; they fail only on
+    /// evidence, never on one positive.
     #[test]
     fn tiny_samples_never_pass_or_fail_on_nothing(small in prediction_window(24),
                                big in prediction_window(5000),
                                swap in any::<bool>(), alpha in 0.001..0.5f64) {
         let (c, s) = if swap { (big, small) } else { (small, big) };
         // `small` has at most 4 · 24 = 96 scored predictions in all, 24 per segment.
-        prop_assert_ne!(prediction_drift("d", 0.001, 100, alpha, &c, &s).outcome, Outcome::Fail);
+        let rule = DriftRule { max_psi: 0.001, min_samples: 100, alpha };
+        prop_assert_ne!(
+            prediction_drift("d", &rule, &Once::new(&c, &s).obs()).outcome,
+            Outcome::Pass
+        );
         let v = positive(ShiftBound::Absolute(0.001), alpha, 100, &c, &s);
         prop_assert_ne!(v.outcome, Outcome::Pass);
         let r = DisparityRule { min_ratio: 0.99, max_ratio: 1.01, alpha, min_samples: 25, min_share: 0.0, min_ratio_between: None };
