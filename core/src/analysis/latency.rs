@@ -13,7 +13,8 @@
 //! - **harm excluded** (promotion) iff the share slower than `L⁻` is shown below `1 − q`: the
 //!   quantile is within `L⁻ ≤ L`.
 //!
-//! Simplifications, said plainly: the relative limit uses stable's quantile as measured (a point
+//! Only bounds the histograms report are used (the canary's; for a relative bound those both
+//! variants share), so every count is exact. Simplifications, said plainly: the relative limit uses stable's quantile as measured (a point
 //! estimate), and the dispersion factor is the one measured on stable's errors (slow requests
 //! cluster like failing ones; no separate series is kept per bound).
 
@@ -102,7 +103,12 @@ pub fn latency(name: &str, rule: &LatencyRule, obs: &Observations<'_>) -> Verdic
         },
     };
     v.threshold = Some(limit);
-    let bounds: Vec<f64> = hc.iter().chain(hs.iter()).map(|b| b.le).collect();
+    // Bounds the tests can count exactly: the canary's (and, for a relative bound, stable's too).
+    let bounds: Vec<f64> = hc
+        .iter()
+        .map(|b| b.le)
+        .filter(|le| !relative || hs.iter().any(|s| s.le == *le))
+        .collect();
     let (up, down) = around(&bounds, limit);
     let phi = obs.evidence.dispersion.errors.phi();
     let level = sequential::threshold(rule.alpha);
