@@ -229,11 +229,7 @@ fn describe(s: &SegmentResult) -> String {
         s.n_stable,
         s.ratio,
         s.interval.0,
-        if s.interval.1 >= 1e3 {
-            "∞".to_owned()
-        } else {
-            format!("{:.3}", s.interval.1)
-        }
+        sequential::show_upper(s.interval.1, 3)
     )
 }
 

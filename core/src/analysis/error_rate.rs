@@ -81,7 +81,7 @@ pub fn error_rate(name: &str, rule: &ErrorRateRule, obs: &Observations<'_>) -> V
         interval.0,
         interval.1,
         ratio.0,
-        show_upper(ratio.1),
+        sequential::show_upper(ratio.1, 2),
     );
     let message = if failed {
         format!("{shown}: above max and worse than stable")
@@ -119,15 +119,6 @@ pub fn error_rate(name: &str, rule: &ErrorRateRule, obs: &Observations<'_>) -> V
         ratio: Some([ratio.0, ratio.1]),
         harm_excluded,
         baseline_unhealthy,
-    }
-}
-
-/// An interval's upper end, `∞` when the data cannot bound it yet.
-fn show_upper(x: f64) -> String {
-    if x >= 1e3 {
-        "∞".to_owned()
-    } else {
-        format!("{x:.2}")
     }
 }
 

@@ -240,6 +240,16 @@ pub fn ratio_band(rows: &[RateRow], lo: f64, hi: f64, alpha: f64, phi: f64) -> B
     }
 }
 
+/// An interval's upper end for a person, `∞` where the data cannot bound it yet (the search
+/// range's end).
+pub fn show_upper(x: f64, decimals: usize) -> String {
+    if x >= 1e3 {
+        "∞".to_owned()
+    } else {
+        format!("{x:.decimals$}")
+    }
+}
+
 /// The rate ratio's interval over `rows`.
 pub fn ratio_interval(rows: &[RateRow], alpha: f64, phi: f64) -> (f64, f64) {
     interval(

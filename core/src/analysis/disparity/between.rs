@@ -51,11 +51,7 @@ impl Between {
             self.segment,
             self.point,
             self.interval.0,
-            if self.interval.1 >= 1e3 {
-                "∞".to_owned()
-            } else {
-                format!("{:.3}", self.interval.1)
-            },
+            sequential::show_upper(self.interval.1, 3),
             self.band.0,
             self.band.1
         )
