@@ -148,18 +148,15 @@ pub fn segment_disparity(
             (c.scored as f64, c.positives as f64)
         })
     };
-    let all: Vec<(&String, Vec<RateRow>)> = labels
-        .into_iter()
-        .map(|l| (l, rows_of(l)))
-        .filter(|(_, rows)| {
-            let t = RateRow::sum(rows);
-            t.n_c > 0.0 || t.n_s > 0.0
-        })
-        .collect();
     let scored = |rows: &[RateRow]| {
         let t = RateRow::sum(rows);
         t.n_c + t.n_s
     };
+    let all: Vec<(&String, Vec<RateRow>)> = labels
+        .into_iter()
+        .map(|l| (l, rows_of(l)))
+        .filter(|(_, rows)| scored(rows) > 0.0)
+        .collect();
     let total: f64 = all.iter().map(|(_, rows)| scored(rows)).sum();
     let (with_rows, rare): (Vec<_>, Vec<_>) = all
         .into_iter()

@@ -1,8 +1,9 @@
 //! Judging the canary: the rollout's evidence in, one [`Verdict`] per check out. Pure: no I/O,
 //! no clock.
 //!
-//! The rules, chosen so that looking at every interval is safe and little traffic reads
-//! *inconclusive*, never *failed*:
+//! The rules, chosen so that looking at every interval is safe and thin evidence reads
+//! *inconclusive* (or, with nothing shown, *pass*), never *failed* — though a breach shown on
+//! little traffic does fail:
 //! - **error rate** (limit `max`): anytime-valid tests over the whole rollout's counts (see
 //!   [`error_rate`] and [`sequential`]): *fail* only when the canary is shown above `max` **and**
 //!   worse than stable; *pass* (the step may advance) when nothing failed and both variants have
