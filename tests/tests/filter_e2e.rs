@@ -226,7 +226,77 @@ fn requests_for_other_hosts_pass_untouched_and_unmeasured() {
     };
     let counted = wait_for(patience::SETTLE, || total("canary").filter(|&c| c >= 2.0));
     assert_eq!(counted, Some(2.0));
-    assert_eq!(total("stable"), Some(0.0));
+    // A tuple that served nothing has no series at all (the controller reads it as zero).
+    assert_eq!(total("stable"), None);
+}
+
+/// A mesh-wide config names every model; a sidecar must export series only for the (policy,
+/// variant, segment) tuples it served, not ~25 per tuple for every model in the mesh.
+#[test]
+fn series_exist_only_for_the_tuples_a_sidecar_served() {
+    let other = json!({
+        "name": "churn-model",
+        "hosts": ["churn-model"],
+        "variants": [
+            {"name": "stable", "weight_bp": 5000},
+            {"name": "canary", "weight_bp": 5000}
+        ],
+        "segment": {"header": "x-customer-age-band", "values": ["18-30", "31-60", "60+"]},
+        "predictions": {"format": "tfserving", "positive_threshold": 0.5}
+    });
+    let r = rig(config(vec![policy(0), other]));
+    let n = 20;
+    for i in 0..n {
+        let user = format!("user-{i}");
+        assert_eq!(get(r.envoy.port, &[("x-user-id", &user)]).status, 200);
+    }
+    let labels = [("policy", "fraud-model"), ("variant", "stable")];
+    let counted = wait_for(patience::SETTLE, || {
+        let c = r
+            .envoy
+            .sample("mlcanary_request_duration_ms_count", &labels)?;
+        (c >= n as f64).then_some(c)
+    });
+    assert_eq!(counted, Some(n as f64));
+    let text = r.envoy.prometheus();
+    let ours: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("mlcanary_"))
+        .collect();
+    assert!(
+        ours.iter()
+            .all(|l| l.contains(r#"policy="fraud-model",variant="stable""#)),
+        "only the served tuple may have series: {ours:#?}"
+    );
+    assert_eq!(
+        r.envoy.sample("mlcanary_requests_total", &labels),
+        Some(n as f64)
+    );
+    assert_eq!(r.envoy.sample("mlcanary_errors_total", &labels), Some(0.0));
+    // The other model gets its first request: its tuple appears, counted from the first.
+    let resp = http::get(
+        r.envoy.port,
+        "churn-model",
+        "/v1/models/churn:predict",
+        &[("x-user-id", "u"), ("x-customer-age-band", "60+")],
+    )
+    .expect("request through envoy");
+    assert_eq!(resp.status, 200);
+    let churn = wait_for(patience::SETTLE, || {
+        let text = r.envoy.prometheus();
+        let lines = text
+            .lines()
+            .filter(|l| l.starts_with("mlcanary_requests_total") && l.contains("churn-model"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        (!lines.is_empty()).then_some(lines)
+    })
+    .expect("the called tuple's series appears");
+    assert_eq!(churn.len(), 1, "{churn:?}");
+    assert!(
+        churn[0].contains(r#"segment="60+""#) && churn[0].ends_with(" 1"),
+        "{churn:?}"
+    );
 }
 
 #[test]
@@ -478,6 +548,12 @@ fn prediction_scores_and_positives_per_variant_and_segment() {
     for (v, per_reply, positive_per_reply) in [("stable", 1.0, 0.0), ("canary", 2.0, 1.0)] {
         for s in ["18-30", "31-60", "60+", "other"] {
             let n = sent.get(&(v.to_string(), s)).copied().unwrap_or(0) as f64;
+            if n == 0.0 {
+                // No request, no series.
+                let none = r.envoy.sample("mlcanary_requests_total", &labels(v, s));
+                assert_eq!(none, None, "{v} {s}");
+                continue;
+            }
             let got = |m: &str, want: f64| r.envoy.sample_eventually(m, &labels(v, s), want);
             let requests = got("mlcanary_requests_total", n);
             assert_eq!(requests, Some(n), "{v} {s}");

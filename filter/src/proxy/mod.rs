@@ -28,7 +28,7 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::new()) });
 }}
 
-/// Metric ids of one (policy, variant, segment) tuple, defined once per config.
+/// Metric ids of one (policy, variant, segment) tuple, defined on the tuple's first request.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     requests: u32,
@@ -51,50 +51,69 @@ struct PredictionIds {
 const MAX_SCORES_RECORDED: usize = 256;
 
 /// A config in force with its metric ids; shared by every stream it started.
+///
+/// A tuple's metrics are defined when its first request ends, not when the config loads: a sidecar
+/// exports series only for the models it calls (a mesh-wide config names every model, and defining
+/// all of them in every sidecar made ~400 series per policy per pod). Envoy keeps a stat across
+/// config reloads, so defining it again under a new config finds the same counters. The controller
+/// reads a series that is absent as zero, so the first request still counts.
 struct Active {
     config: Config,
-    slots: Vec<Slot>,
+    /// One per tuple, `None` until its first request (or while defining fails).
+    slots: Vec<Cell<Option<Slot>>>,
     /// First slot of each policy; a tuple's slot is `base + variant * segments + segment`.
     base: Vec<usize>,
 }
 
 impl Active {
-    fn new(config: Config) -> Result<Active, String> {
-        let mut slots = Vec::new();
+    fn new(config: Config) -> Active {
         let mut base = Vec::with_capacity(config.policies.len());
+        let mut n = 0;
         for p in &config.policies {
-            base.push(slots.len());
-            for v in &p.variants {
-                for s in 0..p.segment_count() {
-                    let seg = p.segment.as_ref().map(|g| g.label(s));
-                    let def = |kind, family| {
-                        let name = stats::stat_name(family, &p.name, &v.name, seg);
-                        hostcalls::define_metric(kind, &name)
-                            .map_err(|e| format!("defining metric {name}: {e:?}"))
-                    };
-                    let predictions = match p.predictions {
-                        None => None,
-                        Some(_) => Some(PredictionIds {
-                            score: def(MetricType::Histogram, stats::PREDICTION_SCORE)?,
-                            count: def(MetricType::Counter, stats::PREDICTIONS)?,
-                            positives: def(MetricType::Counter, stats::POSITIVES)?,
-                            failures: def(MetricType::Counter, stats::PARSE_FAILURES)?,
-                        }),
-                    };
-                    slots.push(Slot {
-                        requests: def(MetricType::Counter, stats::REQUESTS)?,
-                        errors: def(MetricType::Counter, stats::ERRORS)?,
-                        duration: def(MetricType::Histogram, stats::DURATION)?,
-                        predictions,
-                    });
-                }
-            }
+            base.push(n);
+            n += p.variants.len() * p.segment_count();
         }
-        Ok(Active {
+        Active {
             config,
-            slots,
+            slots: (0..n).map(|_| Cell::new(None)).collect(),
             base,
-        })
+        }
+    }
+
+    /// The metric ids of slot `i` of policy `pi`, defined on first use. `None` if Envoy refuses a
+    /// definition (logged; the request is then unmeasured, never failed).
+    fn slot(&self, pi: usize, i: usize) -> Option<Slot> {
+        let cell = self.slots.get(i)?;
+        if let Some(s) = cell.get() {
+            return Some(s);
+        }
+        let p = self.config.policies.get(pi)?;
+        let k = i.checked_sub(*self.base.get(pi)?)?;
+        let v = p.variants.get(k / p.segment_count())?;
+        let seg = p.segment.as_ref().map(|g| g.label(k % p.segment_count()));
+        let def = |kind, family| {
+            let name = stats::stat_name(family, &p.name, &v.name, seg);
+            hostcalls::define_metric(kind, &name)
+                .map_err(|e| log::warn!("defining metric {name}: {e:?}"))
+                .ok()
+        };
+        let predictions = match p.predictions {
+            None => None,
+            Some(_) => Some(PredictionIds {
+                score: def(MetricType::Histogram, stats::PREDICTION_SCORE)?,
+                count: def(MetricType::Counter, stats::PREDICTIONS)?,
+                positives: def(MetricType::Counter, stats::POSITIVES)?,
+                failures: def(MetricType::Counter, stats::PARSE_FAILURES)?,
+            }),
+        };
+        let slot = Slot {
+            requests: def(MetricType::Counter, stats::REQUESTS)?,
+            errors: def(MetricType::Counter, stats::ERRORS)?,
+            duration: def(MetricType::Histogram, stats::DURATION)?,
+            predictions,
+        };
+        cell.set(Some(slot));
+        Some(slot)
     }
 }
 
@@ -149,17 +168,12 @@ impl RootContext for Root {
             Ok(c) => c,
             Err(e) => return self.reject(&e.to_string()),
         };
-        match Active::new(config) {
-            Ok(a) => {
-                log::info!(
-                    "mlcanary: config loaded: {} policies",
-                    a.config.policies.len()
-                );
-                self.active = Some(Rc::new(a));
-                true
-            }
-            Err(e) => self.reject(&e),
-        }
+        log::info!(
+            "mlcanary: config loaded: {} policies",
+            config.policies.len()
+        );
+        self.active = Some(Rc::new(Active::new(config)));
+        true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -293,7 +307,7 @@ impl HttpContext for Stream {
         let Some(active) = &self.active else {
             return;
         };
-        let Some(slot) = self.slot.and_then(|i| active.slots.get(i)) else {
+        let Some(slot) = self.slot.and_then(|i| active.slot(self.policy, i)) else {
             return;
         };
         let _ = hostcalls::increment_metric(slot.requests, 1);
