@@ -8,8 +8,12 @@
 //! - a metrics error is **no data**: `None` verdicts go to [`rollout::step`], which holds (never
 //!   promotes, and rolls back only at the progress deadline) — an unreachable Prometheus must never
 //!   look like a failing canary;
-//! - the desired traffic is written only when it differs from what this engine last wrote for the
-//!   policy (so the first tick after a start always writes, and a failed write is retried next tick);
+//! - the desired traffic is written only when the policy's routes or its plugin's config differ from
+//!   what was last written ([`Written`], shared by every engine writing to the same targets): a
+//!   config shared by a hundred policies is rewritten when it changes, not once per policy per
+//!   interval. Nothing is known written at start (so the first tick writes, unless the loop wrote
+//!   everything itself and said so, [`Engine::assume_written`]), and a failed write is retried
+//!   next tick;
 //! - when the write fails the new status is **not** returned: the status must never claim a split
 //!   that is not in effect. The caller keeps the old status and ticks again;
 //! - every interval's window is added to the rollout's evidence (summed per canary weight, kept
@@ -21,7 +25,7 @@
 //!   restarted, `--once` or newly elected controller judges exactly as one that never stopped.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use mlcanary_filter::ConfigError;
@@ -32,10 +36,11 @@ use crate::metrics::{MetricsError, MetricsSource};
 use crate::policy::{CanaryPolicyStatus, ValidatedPolicy};
 use crate::traffic::{DesiredTraffic, TrafficError, TrafficTarget};
 use mlcanary_core::analysis::{evaluate, Observations, Verdict};
-use mlcanary_core::render::desired_traffic;
-use mlcanary_core::rollout::{self, Command, NotApplicable, RolloutEvent};
+use mlcanary_core::render::{desired_all, desired_traffic, HttpRoute};
+use mlcanary_core::rollout::{self, Command, NotApplicable, RolloutEvent, StepOutput};
 use mlcanary_core::weights::Weights;
 use mlcanary_core::window::{Evidence, Window};
+use mlcanary_filter::config::RawConfig;
 
 /// Why a tick wrote nothing and changed no status.
 #[derive(Debug, Error)]
@@ -98,10 +103,55 @@ pub enum CommandError {
     Engine(#[from] EngineError),
 }
 
-/// Steps policies and writes their traffic. Remembers what it last wrote per policy, so unchanged
-/// splits are not rewritten; every write of a policy's traffic — tick or command — goes through it.
+/// What was last written: each policy's routes and each plugin's config, keyed
+/// `namespace/name`. Clones share it: the kube loop gives every policy's engine the same one.
+#[derive(Debug, Clone, Default)]
+pub struct Written(Arc<Mutex<WrittenState>>);
+
+#[derive(Debug, Default)]
+struct WrittenState {
+    routes: HashMap<String, Vec<HttpRoute>>,
+    plugins: HashMap<String, Arc<RawConfig>>,
+}
+
+impl Written {
+    fn keys(d: &DesiredTraffic) -> (String, String) {
+        (
+            format!("{}/{}", d.namespace, d.policy),
+            format!("{}/{}", d.namespace, d.wasm_plugin),
+        )
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, WrittenState> {
+        // A poisoned lock only means a panic elsewhere; the maps are still sound.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether all of `d` is what was last written.
+    fn holds(&self, d: &DesiredTraffic) -> bool {
+        let (route_key, plugin_key) = Self::keys(d);
+        let st = self.state();
+        st.routes.get(&route_key) == Some(&d.routes)
+            && st
+                .plugins
+                .get(&plugin_key)
+                .is_some_and(|c| Arc::ptr_eq(c, &d.plugin_config) || c == &d.plugin_config)
+    }
+
+    fn record(&self, d: &DesiredTraffic) {
+        let (route_key, plugin_key) = Self::keys(d);
+        let mut st = self.state();
+        st.routes.insert(route_key, d.routes.clone());
+        st.plugins.insert(plugin_key, d.plugin_config.clone());
+    }
+}
+
+/// Steps policies and writes their traffic, skipping writes of what is already in effect
+/// ([`Written`]); every write of a policy's traffic — tick or command — goes through it.
 pub struct Engine {
-    applied: HashMap<String, DesiredTraffic>,
+    written: Written,
     /// `spec.webhooks`: gates before the write, notifications after (see [`crate::hooks`]).
     hooks: Hooks,
     clock: Clock,
@@ -110,7 +160,7 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("applied", &self.applied.keys().collect::<Vec<_>>())
+            .field("written", &self.written)
             .finish_non_exhaustive()
     }
 }
@@ -118,10 +168,22 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     pub fn new(clock: Clock, webhooks: Arc<dyn WebhookSender>) -> Self {
         Engine {
-            applied: HashMap::new(),
+            written: Written::default(),
             hooks: Hooks::new(webhooks),
             clock,
         }
+    }
+
+    /// Share `written` with the other engines writing to the same targets.
+    pub fn sharing(mut self, written: Written) -> Self {
+        self.written = written;
+        self
+    }
+
+    /// `desired` was written by the loop itself (local start-up writes every policy's split in one
+    /// go): a tick that wants the same writes nothing.
+    pub fn assume_written(&self, desired: &DesiredTraffic) {
+        self.written.record(desired);
     }
 
     /// The engine's clock, for the loops' own times (progress lines, schedules).
@@ -129,13 +191,13 @@ impl Engine {
         (self.clock)()
     }
 
-    /// Write `desired` unless it is what was last written for its policy; `true` when written.
+    /// Write `desired` unless all of it is what was last written; `true` when written.
     async fn write<T: TrafficTarget>(
         &mut self,
         desired: DesiredTraffic,
         target: &T,
     ) -> Result<bool, EngineError> {
-        if self.applied.get(&desired.policy) == Some(&desired) {
+        if self.written.holds(&desired) {
             return Ok(false);
         }
         target
@@ -145,7 +207,7 @@ impl Engine {
                 policy: desired.policy.clone(),
                 source,
             })?;
-        self.applied.insert(desired.policy.clone(), desired);
+        self.written.record(&desired);
         Ok(true)
     }
 
@@ -178,7 +240,7 @@ impl Engine {
         })
     }
 
-    /// One analysis interval of `input.policy`.
+    /// One analysis interval of `input.policy`: [`Engine::decide`], write, [`Engine::conclude`].
     pub async fn tick<S, T>(
         &mut self,
         input: TickInput<'_>,
@@ -189,6 +251,19 @@ impl Engine {
         S: MetricsSource,
         T: TrafficTarget,
     {
+        let decided = self.decide(input, source).await;
+        let desired = render(input.policy, decided.weights(), input.peers)?;
+        let applied = self.write(desired, target).await?;
+        Ok(self.conclude(input.policy, decided, applied).await)
+    }
+
+    /// A tick up to the write: fetch the window, judge all the evidence, step the rollout, ask
+    /// the gates. Nothing is written and no status changes until [`Engine::conclude`].
+    pub async fn decide<S: MetricsSource>(
+        &mut self,
+        input: TickInput<'_>,
+        source: &mut S,
+    ) -> Decided {
         let policy = input.policy;
         let now = self.now();
         let mut evidence = input.status.evidence.clone().unwrap_or_default();
@@ -223,23 +298,97 @@ impl Engine {
                 .gate(policy, input.status, verdicts.as_deref(), step, now)
                 .await;
         }
-        let desired = render(policy, step.weights, input.peers)?;
-        let applied = self.write(desired, target).await?;
+        Decided {
+            at: now,
+            step,
+            verdicts,
+            no_data,
+            evidence,
+        }
+    }
+
+    /// Write the desired traffic of many decided ticks at once: what is already in effect is
+    /// skipped, the rest goes to the target in one [`TrafficTarget::apply_all`]. Returns, per
+    /// entry, whether it was written; on an error nothing counts as written.
+    pub async fn write_all<T: TrafficTarget>(
+        &mut self,
+        desired: &[DesiredTraffic],
+        target: &T,
+    ) -> Result<Vec<bool>, EngineError> {
+        let needed: Vec<bool> = desired.iter().map(|d| !self.written.holds(d)).collect();
+        let changed: Vec<DesiredTraffic> = desired
+            .iter()
+            .zip(&needed)
+            .filter(|(_, n)| **n)
+            .map(|(d, _)| d.clone())
+            .collect();
+        if changed.is_empty() {
+            return Ok(needed);
+        }
+        target
+            .apply_all(&changed)
+            .await
+            .map_err(|source| EngineError::Apply {
+                policy: changed
+                    .iter()
+                    .map(|d| d.policy.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                source,
+            })?;
+        for d in &changed {
+            self.written.record(d);
+        }
+        Ok(needed)
+    }
+
+    /// The rest of a tick once its split is in effect (`applied`: it was written now): the
+    /// notifications, and the status with the rollout's evidence.
+    pub async fn conclude(
+        &mut self,
+        policy: &ValidatedPolicy,
+        decided: Decided,
+        applied: bool,
+    ) -> TickOutput {
+        let Decided {
+            at,
+            step,
+            verdicts,
+            no_data,
+            evidence,
+        } = decided;
         if !policy.webhooks.is_empty() {
             self.hooks.notify(policy, &step, verdicts.as_deref()).await;
         }
         let mut status = step.status;
         // The evidence runs over the whole rollout; an ended one carries nothing.
         status.evidence = (!status.phase.is_terminal() && !evidence.is_empty()).then_some(evidence);
-        Ok(TickOutput {
-            at: now,
+        TickOutput {
+            at,
             status,
             weights: step.weights,
             events: step.events,
             verdicts,
             no_data,
             applied,
-        })
+        }
+    }
+}
+
+/// A tick decided, not yet written ([`Engine::decide`]).
+#[derive(Debug)]
+pub struct Decided {
+    at: SystemTime,
+    step: StepOutput,
+    verdicts: Option<Vec<Verdict>>,
+    no_data: Option<MetricsError>,
+    evidence: Evidence,
+}
+
+impl Decided {
+    /// The split this tick wants.
+    pub fn weights(&self) -> Weights {
+        self.step.weights
     }
 }
 
@@ -251,6 +400,20 @@ pub fn render(
 ) -> Result<DesiredTraffic, EngineError> {
     desired_traffic(policy, weights, peers).map_err(|source| EngineError::Render {
         policy: policy.name.clone(),
+        source,
+    })
+}
+
+/// The desired traffic of every policy sharing one plugin at its weights, from one rendering of
+/// the shared config ([`desired_all`]); a refusal is named by the first policy.
+pub fn render_all(
+    policies: &[(&ValidatedPolicy, Weights)],
+) -> Result<Vec<DesiredTraffic>, EngineError> {
+    desired_all(policies).map_err(|source| EngineError::Render {
+        policy: policies
+            .first()
+            .map(|(p, _)| p.name.clone())
+            .unwrap_or_default(),
         source,
     })
 }

@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use super::fakes::{engine, FakeSender, FakeTarget, ManualClock};
 use super::*;
-use crate::metrics::envoy::reading;
+use crate::metrics::envoy::{counters, reading};
 use crate::metrics::exposition::parse;
-use crate::metrics::Reading;
+use crate::metrics::{unix_ms, Reading};
 use crate::policy::CanaryPolicy;
 use mlcanary_core::analysis::Outcome;
 use mlcanary_core::window::Mark;
@@ -45,7 +45,8 @@ impl MetricsSource for SimulatedEnvoy {
         since: Option<&Mark>,
         now: SystemTime,
     ) -> Result<Reading, MetricsError> {
-        Ok(reading(policy, &parse(&self.exposition(now)), since, now))
+        let cur = counters(policy, &parse(&self.exposition(now)));
+        Ok(reading(policy, cur, since, unix_ms(now)))
     }
 }
 

@@ -31,7 +31,7 @@ use clap::Args;
 use thiserror::Error;
 use tokio::time::Instant;
 
-use crate::engine::{render, system_clock, Engine, EngineError, TickInput};
+use crate::engine::{render_all, system_clock, Engine, EngineError, TickInput};
 use crate::exit::Exit;
 use crate::hooks::HttpSender;
 use crate::metrics::{EnvoySource, MetricsError, MetricsSource, PrometheusSource, Reading};
@@ -166,6 +166,13 @@ enum Source {
 }
 
 impl MetricsSource for Source {
+    async fn prepare(&mut self, policies: &[&ValidatedPolicy], now: SystemTime) {
+        match self {
+            Source::Envoy(s) => s.prepare(policies, now).await,
+            Source::Prometheus(s) => s.prepare(policies, now).await,
+        }
+    }
+
     async fn fetch(
         &mut self,
         policy: &ValidatedPolicy,
@@ -316,12 +323,11 @@ async fn set_up(args: &LocalArgs, plan: Plan, out: &mut impl Write) -> Result<Ru
         })
         .collect();
 
-    // The files Envoy needs at start-up: every policy at its current split.
+    // The files Envoy needs at start-up: every policy at its current split, in one write (the
+    // engine is told, so the first ticks rewrite nothing that is already in effect).
     let target = EnvoyFilesTarget::in_dir(&dir, plan.wasm)?;
-    let current = at_current_weights(&managed);
-    for (p, w) in &current {
-        target.write(&render(p, *w, &current)?)?;
-    }
+    let desired = render_all(&at_current_weights(&managed))?;
+    target.write_all(&desired)?;
     let bootstrap = target.write_bootstrap(args.listen, args.admin_port, &plan.upstreams)?;
 
     let child = match &args.envoy {
@@ -340,6 +346,9 @@ async fn set_up(args: &LocalArgs, plan: Plan, out: &mut impl Write) -> Result<Ru
         None => Source::Envoy(EnvoySource::new(&admin)?),
     };
     let engine = Engine::new(system_clock(), Arc::new(HttpSender::default()));
+    for d in &desired {
+        engine.assume_written(d);
+    }
     let (ui, commands) = crate::ui::Ui::with_commands();
     for m in &managed {
         ui.register(
@@ -408,39 +417,65 @@ impl Running {
         self.managed.iter().all(|m| m.status.phase.is_terminal())
     }
 
-    /// Tick every policy that is due.
+    /// Tick every policy that is due as one pass: one read of the metrics for all of them, each
+    /// decided, one rendering of the shared filter config at the weights they want and one write
+    /// of Envoy's files — then each status, only once its split is in effect (a failed write keeps
+    /// every status of the pass; the next pass retries, its windows covering this one).
     async fn tick_due(&mut self, out: &mut impl Write) -> Result<(), LocalError> {
         let now = Instant::now();
-        for i in 0..self.managed.len() {
-            if self.managed[i].due > now || self.managed[i].status.phase.is_terminal() {
-                continue;
-            }
-            let peers = at_current_weights(&self.managed);
+        let due: Vec<usize> = (0..self.managed.len())
+            .filter(|&i| {
+                let m = &self.managed[i];
+                m.due <= now && !m.status.phase.is_terminal()
+            })
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let policies: Vec<&ValidatedPolicy> =
+            due.iter().map(|&i| &self.managed[i].policy).collect();
+        self.source.prepare(&policies, self.engine.now()).await;
+        let mut decided = Vec::with_capacity(due.len());
+        for &i in &due {
             let m = &self.managed[i];
             let input = TickInput {
                 policy: &m.policy,
                 status: &m.status,
-                peers: &peers,
+                peers: &[],
             };
-            match self
-                .engine
-                .tick(input, &mut self.source, &self.target)
-                .await
-            {
-                Ok(o) => {
+            decided.push(self.engine.decide(input, &mut self.source).await);
+        }
+        let written = {
+            let mut at = at_current_weights(&self.managed);
+            for (&i, d) in due.iter().zip(&decided) {
+                at[i].1 = d.weights();
+            }
+            match render_all(&at) {
+                Ok(all) => {
+                    let desired: Vec<_> = due.iter().map(|&i| all[i].clone()).collect();
+                    self.engine.write_all(&desired, &self.target).await
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match written {
+            Ok(applied) => {
+                for ((&i, d), applied) in due.iter().zip(decided).zip(applied) {
+                    let o = self
+                        .engine
+                        .conclude(&self.managed[i].policy, d, applied)
+                        .await;
+                    let m = &self.managed[i];
                     writeln!(out, "{}", progress_line(&rfc3339(o.at), &m.policy, &o))?;
                     self.recorder
                         .record(m.policy.namespace_or_default(), &m.policy, &o);
                     self.managed[i].status = o.status;
                 }
-                // A failed write keeps the old status; the next tick retries it.
-                Err(e) => writeln!(
-                    out,
-                    "{} {} write failed: {e}",
-                    rfc3339(self.engine.now()),
-                    m.policy.name
-                )?,
             }
+            // Every status of the pass stays; the next pass retries the write.
+            Err(e) => writeln!(out, "{} write failed: {e}", rfc3339(self.engine.now()))?,
+        }
+        for &i in &due {
             let m = &mut self.managed[i];
             m.due += m.policy.interval;
             if m.due < now {

@@ -16,7 +16,7 @@ use mlcanary_filter::stats::{
     DURATION, ERRORS, POSITIVES, PREDICTIONS, PREDICTION_SCORE, REQUESTS,
 };
 
-use super::exposition::parse;
+use super::exposition::{parse, Sample};
 use mlcanary_core::window::{Bucket, SegmentCounts, VariantWindow, Window};
 
 /// Envoy's own uptime gauge: it only falls when the process restarts.
@@ -123,14 +123,14 @@ impl Counters {
         *v = v.max(value);
     }
 
-    /// `policy`'s counters in one Envoy scrape.
-    pub fn from_exposition(
-        e: &super::exposition::Exposition,
+    /// `policy`'s counters among `samples` (of one scrape).
+    pub fn from_samples<'s>(
+        samples: impl IntoIterator<Item = &'s Sample>,
         policy: &str,
         variants: [&str; 2],
     ) -> Self {
         let mut c = Counters::default();
-        for s in &e.samples {
+        for s in samples {
             let labels = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
             c.add(&s.name, labels, s.value, policy, variants);
         }

@@ -2,27 +2,39 @@
 //! counters read at each tick are handed back in the [`Mark`] (and persisted with the status): the
 //! next window is the difference from them ([`Counters`]), a counter reset (Envoy restarted) counted
 //! as Prometheus' `increase()` counts one.
+//!
+//! One scrape serves a whole pass ([`MetricsSource::prepare`]): Envoy is asked only for what a
+//! window is made of (`usedonly`, `filter=`: the filter's families and Envoy's uptime, not its
+//! thousands of own stats), the page is parsed once and its samples indexed by policy, so each
+//! policy's counters are built from its own samples — time linear in what is needed, not in
+//! policies × page.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use super::counters::Counters;
-use super::exposition::{parse, Exposition};
-use super::{unix_ms, MetricsError, MetricsSource, Reading};
+use super::counters::{Counters, UPTIME};
+use super::exposition::{parse, Exposition, Sample};
+use super::{unix_ms, MetricsError, MetricsSource, Prepared, Reading};
 use crate::policy::ValidatedPolicy;
 use mlcanary_core::window::Mark;
+
+/// The admin query: samples Envoy has recorded (`usedonly`) whose name holds the filter's prefix or
+/// is the uptime gauge (`server.uptime` as a regex matches both its stat and its Prometheus name).
+pub const STATS_QUERY: &str = "/stats/prometheus?usedonly&filter=mlcanary_%7Cserver.uptime";
 
 /// Envoy admin scraper.
 #[derive(Debug)]
 pub struct EnvoySource {
     url: String,
     client: reqwest::Client,
+    prepared: Prepared,
 }
 
 impl EnvoySource {
     /// `admin` is Envoy's admin base URL, e.g. `http://127.0.0.1:9901`.
     pub fn new(admin: &str) -> Result<Self, MetricsError> {
         crate::tls::install_crypto_provider();
-        let url = format!("{}/stats/prometheus", admin.trim_end_matches('/'));
+        let url = format!("{}{STATS_QUERY}", admin.trim_end_matches('/'));
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -30,7 +42,11 @@ impl EnvoySource {
                 url: url.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(EnvoySource { url, client })
+        Ok(EnvoySource {
+            url,
+            client,
+            prepared: Prepared::default(),
+        })
     }
 
     async fn scrape(&self) -> Result<Exposition, MetricsError> {
@@ -51,34 +67,86 @@ impl EnvoySource {
             });
         }
         let text = resp.text().await.map_err(unreachable)?;
-        Ok(parse(&text))
+        let e = parse(&text);
+        if e.skipped > 0 {
+            tracing::debug!(skipped = e.skipped, "unparsable lines in Envoy stats");
+        }
+        Ok(e)
     }
 }
 
 impl MetricsSource for EnvoySource {
+    async fn prepare(&mut self, policies: &[&ValidatedPolicy], now: SystemTime) {
+        let at_ms = unix_ms(now);
+        let counters: Vec<_> = match self.scrape().await {
+            Ok(e) => {
+                let index = ByPolicy::new(&e);
+                let each = |p: &&ValidatedPolicy| (p.name.clone(), Ok(index.counters(p)));
+                policies.iter().map(each).collect()
+            }
+            // Every policy of the pass has no data this interval, without a scrape of its own.
+            Err(err) => {
+                let each = |p: &&ValidatedPolicy| (p.name.clone(), Err(err.clone()));
+                policies.iter().map(each).collect()
+            }
+        };
+        self.prepared = Prepared::new(at_ms, counters);
+    }
+
     async fn fetch(
         &mut self,
         policy: &ValidatedPolicy,
         since: Option<&Mark>,
         now: SystemTime,
     ) -> Result<Reading, MetricsError> {
-        let e = self.scrape().await?;
-        if e.skipped > 0 {
-            tracing::debug!(skipped = e.skipped, "unparsable lines in Envoy stats");
-        }
-        Ok(reading(policy, &e, since, now))
+        let (at_ms, cur) = match self.prepared.take(&policy.name) {
+            Some((at_ms, read)) => (at_ms, read?),
+            None => {
+                let e = self.scrape().await?;
+                (unix_ms(now), ByPolicy::new(&e).counters(policy))
+            }
+        };
+        Ok(reading(policy, cur, since, at_ms))
     }
 }
 
-/// The window since `since` and the next mark, from one scrape.
+/// One scrape's samples by their `policy` label, and the instances' uptime samples every policy
+/// needs (they reveal restarts).
+struct ByPolicy<'a> {
+    policies: HashMap<&'a str, Vec<&'a Sample>>,
+    uptime: Vec<&'a Sample>,
+}
+
+impl<'a> ByPolicy<'a> {
+    fn new(e: &'a Exposition) -> Self {
+        let mut policies: HashMap<&str, Vec<&Sample>> = HashMap::new();
+        let mut uptime = Vec::new();
+        for s in &e.samples {
+            if s.name == UPTIME {
+                uptime.push(s);
+            } else if let Some(p) = s.label("policy") {
+                policies.entry(p).or_default().push(s);
+            }
+        }
+        ByPolicy { policies, uptime }
+    }
+
+    fn counters(&self, policy: &ValidatedPolicy) -> Counters {
+        let variants = [policy.stable_subset.as_str(), policy.canary_subset.as_str()];
+        let own = self.policies.get(policy.name.as_str());
+        let samples = own.into_iter().flatten().chain(&self.uptime);
+        Counters::from_samples(samples.copied(), &policy.name, variants)
+    }
+}
+
+/// The window since `since` and the next mark, from the counters read at `at_ms`.
 pub fn reading(
     policy: &ValidatedPolicy,
-    e: &Exposition,
+    cur: Counters,
     since: Option<&Mark>,
-    now: SystemTime,
+    at_ms: i64,
 ) -> Reading {
     let variants = [policy.stable_subset.as_str(), policy.canary_subset.as_str()];
-    let cur = Counters::from_exposition(e, &policy.name, variants);
     let window = since.map(|m| {
         let prev = Counters::from_map(&m.counters, &policy.name, variants);
         cur.window_since(&prev, &policy.stable_subset, &policy.canary_subset)
@@ -86,10 +154,15 @@ pub fn reading(
     Reading {
         window,
         mark: Mark {
-            at_ms: unix_ms(now),
+            at_ms,
             counters: cur.to_map(),
         },
     }
+}
+
+/// The counters of `policy` in one whole scrape (tests, tools).
+pub fn counters(policy: &ValidatedPolicy, e: &Exposition) -> Counters {
+    ByPolicy::new(e).counters(policy)
 }
 
 #[cfg(test)]

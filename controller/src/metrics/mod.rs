@@ -13,19 +13,21 @@ pub mod envoy;
 pub mod exposition;
 pub mod prometheus;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
 use crate::policy::ValidatedPolicy;
+use counters::Counters;
 use mlcanary_core::window::{Mark, Window};
 
 pub use envoy::EnvoySource;
 pub use prometheus::PrometheusSource;
 
 /// Why a source has no window.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum MetricsError {
     #[error("cannot reach {url}: {reason}")]
     Unreachable { url: String, reason: String },
@@ -68,6 +70,44 @@ pub trait MetricsSource {
         since: Option<&Mark>,
         now: SystemTime,
     ) -> impl Future<Output = Result<Reading, MetricsError>> + Send;
+
+    /// Read at `now`, in as few requests as the source can (one Envoy scrape, batched Prometheus
+    /// queries), what the `fetch`es of one pass over `policies` need. Each policy's part is taken
+    /// by its next `fetch`, whose window then ends at `now`; a `fetch` with nothing prepared reads
+    /// for itself. The default prepares nothing.
+    fn prepare(
+        &mut self,
+        policies: &[&ValidatedPolicy],
+        now: SystemTime,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (policies, now);
+        async {}
+    }
+}
+
+/// The counters a [`MetricsSource::prepare`] read, by policy, each taken once by its `fetch`: what
+/// a pass did not take is gone at the next `prepare`, so no fetch reads an older pass' counters.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    at_ms: i64,
+    by_policy: HashMap<String, Result<Counters, MetricsError>>,
+}
+
+impl Prepared {
+    pub fn new(
+        at_ms: i64,
+        by_policy: impl IntoIterator<Item = (String, Result<Counters, MetricsError>)>,
+    ) -> Self {
+        Prepared {
+            at_ms,
+            by_policy: by_policy.into_iter().collect(),
+        }
+    }
+
+    /// `policy`'s counters and the time they were read at, once.
+    pub fn take(&mut self, policy: &str) -> Option<(i64, Result<Counters, MetricsError>)> {
+        self.by_policy.remove(policy).map(|c| (self.at_ms, c))
+    }
 }
 
 /// Milliseconds since the Unix epoch (0 before it).

@@ -13,20 +13,29 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use futures::StreamExt;
 use prometheus_http_query::Client;
 
 use super::counters::{families, Counters};
-use super::{unix_ms, MetricsError, MetricsSource, Reading};
+use super::{unix_ms, MetricsError, MetricsSource, Prepared, Reading};
 use crate::policy::validated::CheckKind;
 use crate::policy::ValidatedPolicy;
 use mlcanary_core::window::{Mark, Window};
 
-/// `{__name__=~"<families>",policy="p"}`: every series a window is made of, unaggregated (resets
-/// are found per pod). Policy names are validated to `[A-Za-z0-9_-]`: no escaping needed.
-pub fn series_query(policy: &str) -> String {
+/// Policies per batched counters query: the query rides in a GET's URL, kept well under the
+/// 8 KiB many proxies allow (a policy name is at most 63 characters).
+pub const BATCH: usize = 50;
+/// Batched queries in flight at once: a pass over many policies must not flood Prometheus.
+pub const CONCURRENCY: usize = 4;
+
+/// `{__name__=~"<families>",policy=~"p1|p2"}`: every series the windows of these policies are made
+/// of, unaggregated (resets are found per pod). Policy names are validated to `[A-Za-z0-9_-]`: no
+/// escaping needed, and none is another's prefix in an anchored regex.
+pub fn series_query(policies: &[&str]) -> String {
     format!(
-        "{{__name__=~\"{}\",policy=\"{policy}\"}}",
-        families().join("|")
+        "{{__name__=~\"{}\",policy=~\"{}\"}}",
+        families().join("|"),
+        policies.join("|")
     )
 }
 
@@ -51,6 +60,8 @@ pub struct PrometheusSource {
     client: Client,
     /// Per policy: the counters read at the last mark, and its time.
     kept: Arc<Mutex<HashMap<String, (i64, Counters)>>>,
+    /// What the last [`MetricsSource::prepare`] read, until each policy's fetch takes it.
+    prepared: Prepared,
 }
 
 impl PrometheusSource {
@@ -67,6 +78,7 @@ impl PrometheusSource {
         Ok(PrometheusSource {
             client,
             kept: Default::default(),
+            prepared: Prepared::default(),
         })
     }
 
@@ -98,22 +110,61 @@ impl PrometheusSource {
         })
     }
 
-    /// The policy's cumulative counters as Prometheus holds them at `at_ms`.
+    /// The cumulative counters of `policies` as Prometheus holds them at `at_ms`, from one query;
+    /// a policy without series has empty counters (an absent series reads 0).
     async fn counters_at(
+        &self,
+        policies: &[&ValidatedPolicy],
+        at_ms: i64,
+    ) -> Result<HashMap<String, Counters>, MetricsError> {
+        let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
+        let rows = self.vector(&series_query(&names), at_ms).await?;
+        let mut out: HashMap<String, Counters> = names
+            .iter()
+            .map(|n| ((*n).to_owned(), Counters::default()))
+            .collect();
+        let variants: HashMap<&str, [&str; 2]> = policies
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    [p.stable_subset.as_str(), p.canary_subset.as_str()],
+                )
+            })
+            .collect();
+        for (labels, value) in &rows {
+            let (Some(name), Some(policy)) = (labels.get("__name__"), labels.get("policy")) else {
+                continue;
+            };
+            let (Some(c), Some(v)) = (out.get_mut(policy), variants.get(policy.as_str())) else {
+                continue;
+            };
+            let pairs = labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            c.add(name, pairs, *value, policy, *v);
+        }
+        Ok(out)
+    }
+
+    /// [`Self::counters_at`], handing back which policies it was for.
+    async fn batch<'a, 'p>(
+        &self,
+        chunk: &'a [&'p ValidatedPolicy],
+        at_ms: i64,
+    ) -> (
+        &'a [&'p ValidatedPolicy],
+        Result<HashMap<String, Counters>, MetricsError>,
+    ) {
+        (chunk, self.counters_at(chunk, at_ms).await)
+    }
+
+    /// One policy's counters at `at_ms`.
+    async fn counters_of(
         &self,
         policy: &ValidatedPolicy,
         at_ms: i64,
     ) -> Result<Counters, MetricsError> {
-        let variants = [policy.stable_subset.as_str(), policy.canary_subset.as_str()];
-        let mut c = Counters::default();
-        for (labels, value) in self.vector(&series_query(&policy.name), at_ms).await? {
-            let Some(name) = labels.get("__name__") else {
-                continue;
-            };
-            let pairs = labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-            c.add(name, pairs, value, &policy.name, variants);
-        }
-        Ok(c)
+        let mut all = self.counters_at(&[policy], at_ms).await?;
+        Ok(all.remove(&policy.name).unwrap_or_default())
     }
 
     /// Custom and resource check values of both variants, at `at_ms`.
@@ -158,14 +209,45 @@ impl PrometheusSource {
 }
 
 impl MetricsSource for PrometheusSource {
+    /// The counters of a whole pass: one query per [`BATCH`] policies, [`CONCURRENCY`] at a time,
+    /// all at the same evaluation time.
+    async fn prepare(&mut self, policies: &[&ValidatedPolicy], now: SystemTime) {
+        let at = unix_ms(now);
+        // Futures collected first: a closure inside the stream trips the `Send` proof.
+        let batches: Vec<_> = policies
+            .chunks(BATCH)
+            .map(|chunk| self.batch(chunk, at))
+            .collect();
+        let reads: Vec<_> = futures::stream::iter(batches)
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut by_policy = Vec::with_capacity(policies.len());
+        for (chunk, read) in reads {
+            match read {
+                Ok(mut counters) => by_policy.extend(chunk.iter().map(|p| {
+                    let c = counters.remove(&p.name).unwrap_or_default();
+                    (p.name.clone(), Ok(c))
+                })),
+                Err(e) => by_policy.extend(chunk.iter().map(|p| (p.name.clone(), Err(e.clone())))),
+            }
+        }
+        self.prepared = Prepared::new(at, by_policy);
+    }
+
     async fn fetch(
         &mut self,
         policy: &ValidatedPolicy,
         since: Option<&Mark>,
         now: SystemTime,
     ) -> Result<Reading, MetricsError> {
-        let at = unix_ms(now);
-        let cur = self.counters_at(policy, at).await?;
+        let (at, cur) = match self.prepared.take(&policy.name) {
+            Some((at, read)) => (at, read?),
+            None => {
+                let at = unix_ms(now);
+                (at, self.counters_of(policy, at).await?)
+            }
+        };
         let key = Self::key(policy);
         let window = match since {
             None => None,
@@ -180,7 +262,7 @@ impl MetricsSource for PrometheusSource {
                     .map(|(_, c)| c);
                 let prev = match kept {
                     Some(c) => c,
-                    None => self.counters_at(policy, mark.at_ms).await?,
+                    None => self.counters_of(policy, mark.at_ms).await?,
                 };
                 let mut w = cur.window_since(&prev, &policy.stable_subset, &policy.canary_subset);
                 self.custom(policy, &mut w, at).await?;

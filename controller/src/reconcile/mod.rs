@@ -34,7 +34,7 @@ use kube::ResourceExt;
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::engine::{Engine, EngineError, TickInput};
+use crate::engine::{Engine, EngineError, TickInput, Written};
 use crate::hooks::{HttpSender, WebhookSender};
 use crate::metrics::MetricsSource;
 use crate::policy::{CanaryPolicy, ValidatedPolicy};
@@ -72,7 +72,7 @@ pub use crate::engine::Clock;
 /// Per-policy memory of the loop (never persisted: a restart ticks each policy once at once).
 #[derive(Default)]
 struct PolicyState {
-    /// What the engine last wrote for this policy. One engine per policy: the controller never
+    /// The policy's engine (what it last wrote is shared, [`Written`]). One per policy: the controller never
     /// reconciles one object twice at once, so the lock is never contended.
     engine: Option<Arc<tokio::sync::Mutex<Engine>>>,
     last_tick: Option<SystemTime>,
@@ -97,6 +97,9 @@ pub struct Context<M, T> {
     pub ui: Arc<Ui>,
     /// Where the engines send `spec.webhooks` calls.
     pub webhooks: Arc<dyn WebhookSender>,
+    /// What every policy's engine last wrote, shared: a WasmPlugin holding a hundred policies'
+    /// config is rewritten when that config changes, not by each policy's tick.
+    written: Written,
     policies: Mutex<HashMap<ObjectRef<CanaryPolicy>, PolicyState>>,
 }
 
@@ -125,6 +128,7 @@ impl<M, T> Context<M, T> {
             clock,
             ui: Arc::new(Ui::new()),
             webhooks: Arc::new(HttpSender::default()),
+            written: Written::default(),
             policies: Mutex::new(HashMap::new()),
         }
     }
@@ -154,7 +158,8 @@ impl<M, T> Context<M, T> {
         self.with_state(key, |s| {
             s.engine
                 .get_or_insert_with(|| {
-                    let engine = Engine::new(self.clock.clone(), self.webhooks.clone());
+                    let engine = Engine::new(self.clock.clone(), self.webhooks.clone())
+                        .sharing(self.written.clone());
                     Arc::new(tokio::sync::Mutex::new(engine))
                 })
                 .clone()

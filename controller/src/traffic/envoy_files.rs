@@ -16,7 +16,7 @@
 //! Envoy's `watched_directory` reacts to the rename and never sees a half-written file. The files are
 //! JSON, which Envoy's YAML loader reads as it is.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -275,13 +275,16 @@ impl EnvoyFilesTarget {
     /// Merge `d` into the known routes and rewrite both files (filter config first, so a variant
     /// is known to the filter before a route depends on it).
     pub fn write(&self, d: &DesiredTraffic) -> Result<(), FilesError> {
-        let hosts = d
-            .plugin_config
-            .policies
-            .iter()
-            .find(|p| p.name == d.policy)
-            .map(|p| p.hosts.clone())
-            .ok_or_else(|| FilesError::UnknownPolicy(d.policy.clone()))?;
+        self.write_all(std::slice::from_ref(d))
+    }
+
+    /// [`Self::write`] for several policies sharing one filter config (the last one's), in one
+    /// write of each file: how start-up writes every policy's split.
+    pub fn write_all(&self, ds: &[DesiredTraffic]) -> Result<(), FilesError> {
+        let Some(last) = ds.last() else {
+            return Ok(());
+        };
+        let config = &last.plugin_config;
         // A poisoned lock only means another write panicked; the state is still a valid map.
         let mut st = self
             .state
@@ -289,25 +292,29 @@ impl EnvoyFilesTarget {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut routes = st.routes.clone();
         // Policies dropped from the filter config lose their routes too.
-        let live: BTreeSet<&str> = d
-            .plugin_config
+        let live: BTreeMap<&str, &Vec<String>> = config
             .policies
             .iter()
-            .map(|p| p.name.as_str())
+            .map(|p| (p.name.as_str(), &p.hosts))
             .collect();
-        routes.retain(|name, _| live.contains(name.as_str()));
-        routes.insert(
-            d.policy.clone(),
-            PolicyRoutes {
-                policy: d.policy.clone(),
-                hosts,
-                routes: d.routes.clone(),
-            },
-        );
+        routes.retain(|name, _| live.contains_key(name.as_str()));
+        for d in ds {
+            let hosts = live
+                .get(d.policy.as_str())
+                .ok_or_else(|| FilesError::UnknownPolicy(d.policy.clone()))?;
+            routes.insert(
+                d.policy.clone(),
+                PolicyRoutes {
+                    policy: d.policy.clone(),
+                    hosts: (*hosts).clone(),
+                    routes: d.routes.clone(),
+                },
+            );
+        }
         let version = st.version + 1;
         let all: Vec<PolicyRoutes> = routes.values().cloned().collect();
         let rds = render_rds(version, &all)?;
-        let ecds = render_ecds(version, &self.wasm, &d.plugin_config)?;
+        let ecds = render_ecds(version, &self.wasm, config)?;
         write_atomic(&self.ecds, &ecds)?;
         write_atomic(&self.rds, &rds)?;
         st.version = version;
@@ -320,6 +327,14 @@ impl TrafficTarget for EnvoyFilesTarget {
     async fn apply(&self, d: &DesiredTraffic) -> Result<(), TrafficError> {
         check_routes(&d.routes)?;
         self.write(d).map_err(TrafficError::from)
+    }
+
+    /// One write of each file for all of them.
+    async fn apply_all(&self, ds: &[DesiredTraffic]) -> Result<(), TrafficError> {
+        for d in ds {
+            check_routes(&d.routes)?;
+        }
+        self.write_all(ds).map_err(TrafficError::from)
     }
 }
 

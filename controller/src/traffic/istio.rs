@@ -174,7 +174,7 @@ impl IstioTarget {
             "apiVersion": "extensions.istio.io/v1alpha1",
             "kind": "WasmPlugin",
             "metadata": { "name": d.wasm_plugin, "namespace": d.namespace },
-            "spec": { "pluginConfig": serde_json::to_value(&d.plugin_config)? },
+            "spec": { "pluginConfig": serde_json::to_value(&*d.plugin_config)? },
         });
         let name = d.wasm_plugin.as_str();
         let mut attempt = 0;

@@ -34,9 +34,23 @@ pub enum TrafficError {
 }
 
 /// A place weights and filter config are written to.
-pub trait TrafficTarget {
+pub trait TrafficTarget: Sync {
     fn apply(
         &self,
         desired: &DesiredTraffic,
     ) -> impl Future<Output = Result<(), TrafficError>> + Send;
+
+    /// Several policies' desired traffic (sharing one plugin config), in as few writes as the
+    /// target can; the default applies them one by one.
+    fn apply_all(
+        &self,
+        desired: &[DesiredTraffic],
+    ) -> impl Future<Output = Result<(), TrafficError>> + Send {
+        async move {
+            for d in desired {
+                self.apply(d).await?;
+            }
+            Ok(())
+        }
+    }
 }

@@ -6,7 +6,7 @@ pub mod traffic;
 pub mod virtual_service;
 
 pub use filter::{render_config, render_policy};
-pub use traffic::{desired_traffic, DesiredTraffic};
+pub use traffic::{desired_all, desired_traffic, DesiredTraffic};
 pub use virtual_service::{check_routes, owned_routes, splice_routes, HttpRoute, RouteError};
 
 #[cfg(test)]

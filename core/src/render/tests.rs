@@ -142,3 +142,22 @@ fn desired_traffic_holds_every_peer_in_the_filter_config() {
     assert_eq!((w(0), w(1)), (2000, 500));
     assert_eq!(d.routes.len(), 3, "only the policy's own routes");
 }
+
+#[test]
+fn desired_all_renders_the_shared_config_once_as_each_policy_alone_would() {
+    let fraud = TestPolicy::fraud_model().validated();
+    let churn = TestPolicy::churn_model().validated();
+    let at = [
+        (&fraud, Weights::with_canary_bp(500)),
+        (&churn, Weights::with_canary_bp(2000)),
+    ];
+    let all = desired_all(&at).unwrap();
+    assert_eq!(all.len(), 2);
+    for (d, (p, w)) in all.iter().zip(at) {
+        assert_eq!(d, &desired_traffic(p, w, &at).unwrap(), "{}", p.name);
+    }
+    assert!(
+        std::sync::Arc::ptr_eq(&all[0].plugin_config, &all[1].plugin_config),
+        "one document for both"
+    );
+}

@@ -1,5 +1,9 @@
 //! Everything one policy wants written, as one value: its routes and the whole filter config of
-//! the policies it shares a WasmPlugin (or a local Envoy) with.
+//! the policies it shares a WasmPlugin (or a local Envoy) with. The config is one document for all
+//! of them, so it is shared ([`Arc`]): rendering every policy's desired traffic at once
+//! ([`desired_all`]) renders that document once, not once per policy.
+
+use std::sync::Arc;
 
 use mlcanary_filter::config::RawConfig;
 use mlcanary_filter::ConfigError;
@@ -18,7 +22,7 @@ pub struct DesiredTraffic {
     pub routes: Vec<HttpRoute>,
     pub wasm_plugin: String,
     /// The whole filter config of every policy sharing `wasm_plugin`.
-    pub plugin_config: RawConfig,
+    pub plugin_config: Arc<RawConfig>,
 }
 
 /// The routes and the whole filter config `policy` wants at `weights`, next to `peers`.
@@ -35,13 +39,35 @@ pub fn desired_traffic(
     all.push((policy, weights));
     // A stable order, so the same state always renders the same document.
     all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    let plugin_config = render_config(&all)?;
-    Ok(DesiredTraffic {
+    let plugin_config = Arc::new(render_config(&all)?);
+    Ok(desired(policy, weights, plugin_config))
+}
+
+/// The desired traffic of each of `policies` (all sharing one plugin) at its weights, in their
+/// order, with one rendering of their shared config.
+pub fn desired_all(
+    policies: &[(&ValidatedPolicy, Weights)],
+) -> Result<Vec<DesiredTraffic>, ConfigError> {
+    let mut all = policies.to_vec();
+    all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let plugin_config = Arc::new(render_config(&all)?);
+    Ok(policies
+        .iter()
+        .map(|(p, w)| desired(p, *w, plugin_config.clone()))
+        .collect())
+}
+
+fn desired(
+    policy: &ValidatedPolicy,
+    weights: Weights,
+    plugin_config: Arc<RawConfig>,
+) -> DesiredTraffic {
+    DesiredTraffic {
         namespace: policy.namespace_or_default().to_owned(),
         policy: policy.name.clone(),
         virtual_service: policy.virtual_service.clone(),
         routes: owned_routes(policy, weights),
         wasm_plugin: policy.wasm_plugin.clone(),
         plugin_config,
-    })
+    }
 }

@@ -22,7 +22,7 @@ fn at(s: u64) -> SystemTime {
 fn whole(text: &str) -> Window {
     let p = CanaryPolicy::test().validated();
     let zero = Mark::default();
-    reading(&p, &parse(text), Some(&zero), at(0))
+    reading(&p, counters(&p, &parse(text)), Some(&zero), unix_ms(at(0)))
         .window
         .unwrap()
 }
@@ -33,7 +33,12 @@ fn windows(scrapes: &[&str]) -> Vec<Option<Window>> {
     let mut mark: Option<Mark> = None;
     let mut out = Vec::new();
     for (i, text) in scrapes.iter().enumerate() {
-        let r = reading(&p, &parse(text), mark.as_ref(), at(i as u64));
+        let r = reading(
+            &p,
+            counters(&p, &parse(text)),
+            mark.as_ref(),
+            unix_ms(at(i as u64)),
+        );
         // Through JSON, as the status carries it.
         let json = serde_json::to_string(&r.mark).unwrap();
         mark = Some(serde_json::from_str(&json).unwrap());
@@ -198,13 +203,18 @@ async fn scrapes_admin_endpoint_over_http() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // Three scrapes: two lone fetches, then one pass over three policies.
     let server = tokio::spawn(async move {
-        for _ in 0..2 {
+        for _ in 0..3 {
             let (mut sock, _) = listener.accept().await.unwrap();
             let mut buf = vec![0u8; 4096];
             let n = sock.read(&mut buf).await.unwrap();
             let head = String::from_utf8_lossy(&buf[..n]).to_string();
-            assert!(head.starts_with("GET /stats/prometheus HTTP/1.1"), "{head}");
+            // Only what windows are made of: used stats of the filter's families and the uptime.
+            assert!(
+                head.starts_with(&format!("GET {STATS_QUERY} HTTP/1.1")),
+                "{head}"
+            );
             let resp = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{FIXTURE}",
                 FIXTURE.len()
@@ -220,8 +230,28 @@ async fn scrapes_admin_endpoint_over_http() {
     let second = src.fetch(&p, Some(&first.mark), at(1)).await.unwrap();
     let w = second.window.unwrap();
     assert_eq!(w.canary.requests, 0, "same counters twice: empty window");
+    // A pass: one scrape at the pass' time serves every policy's fetch.
+    let others: Vec<ValidatedPolicy> = (0..2)
+        .map(|i| {
+            let mut o = p.clone();
+            o.name = format!("other-{i}");
+            o
+        })
+        .collect();
+    let pass: Vec<&ValidatedPolicy> = std::iter::once(&p).chain(&others).collect();
+    src.prepare(&pass, at(2)).await;
+    for q in &pass {
+        let r = src.fetch(q, Some(&second.mark), at(3)).await.unwrap();
+        assert_eq!(r.mark.at_ms, 1_800_000_002_000, "{}", q.name);
+    }
     server.await.unwrap();
-    // Nothing listens any more: unreachable is an error (the loop holds).
-    let e = src.fetch(&p, Some(&second.mark), at(2)).await.unwrap_err();
+    // Nothing listens any more: unreachable is an error (the loop holds), for a lone fetch and
+    // for every policy of a pass, after one attempt.
+    let e = src.fetch(&p, Some(&second.mark), at(4)).await.unwrap_err();
     assert_eq!(e.label(), "unreachable");
+    src.prepare(&pass, at(5)).await;
+    for q in &pass {
+        let e = src.fetch(q, None, at(5)).await.unwrap_err();
+        assert_eq!(e.label(), "unreachable");
+    }
 }

@@ -25,10 +25,10 @@ struct Fake {
 }
 
 impl Fake {
-    /// Instant selector `{__name__=~"a|b",policy="p"}` at `t`: latest sample per series.
+    /// Instant selector `{__name__=~"a|b",policy=~"p|q"}` at `t`: latest sample per series.
     fn select(&self, query: &str, t: i64) -> Vec<(Labels, f64, i64)> {
         let names: Vec<&str> = between(query, "__name__=~\"", "\"").split('|').collect();
-        let policy = between(query, "policy=\"", "\"");
+        let policies: Vec<&str> = between(query, "policy=~\"", "\"").split('|').collect();
         let mut latest: HashMap<Labels, (f64, i64)> = HashMap::new();
         for (ts, series) in &self.scrapes {
             if *ts > t || t - ts > 300_000 {
@@ -37,7 +37,7 @@ impl Fake {
             for (labels, v) in series {
                 let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
                 if names.contains(&get("__name__").unwrap_or_default())
-                    && get("policy") == Some(policy)
+                    && get("policy").is_some_and(|p| policies.contains(&p))
                 {
                     latest.insert(labels.clone(), (*v, *ts));
                 }
@@ -313,7 +313,7 @@ async fn windows_at_fixed_instants_lose_nothing() {
     let series: Vec<i64> = f
         .queries
         .iter()
-        .filter(|(q, _)| q == &series_query("fraud-model"))
+        .filter(|(q, _)| q == &series_query(&["fraud-model"]))
         .map(|(_, t)| t - T0)
         .collect();
     assert_eq!(series, ticks);
@@ -341,7 +341,7 @@ async fn a_restarted_source_reads_the_mark_again() {
     let times: Vec<i64> = f
         .queries
         .iter()
-        .filter(|(q, _)| q == &series_query("fraud-model"))
+        .filter(|(q, _)| q == &series_query(&["fraud-model"]))
         .map(|(_, t)| t - T0)
         .collect();
     assert_eq!(
@@ -354,8 +354,12 @@ async fn a_restarted_source_reads_the_mark_again() {
 #[test]
 fn queries() {
     assert_eq!(
-        series_query("fraud-model"),
-        r#"{__name__=~"mlcanary_requests_total|mlcanary_errors_total|mlcanary_predictions_total|mlcanary_positive_predictions_total|mlcanary_request_duration_ms_bucket|mlcanary_prediction_score_bucket",policy="fraud-model"}"#
+        series_query(&["fraud-model"]),
+        r#"{__name__=~"mlcanary_requests_total|mlcanary_errors_total|mlcanary_predictions_total|mlcanary_positive_predictions_total|mlcanary_request_duration_ms_bucket|mlcanary_prediction_score_bucket",policy=~"fraud-model"}"#
+    );
+    assert_eq!(
+        series_query(&["a", "b-2"]).rsplit_once(',').unwrap().1,
+        r#"policy=~"a|b-2"}"#
     );
     assert_eq!(eval_time(1_800_000_000_042), "1800000000.042");
     assert_eq!(
@@ -366,6 +370,70 @@ fn queries() {
         ),
         r#"x{policy="p",variant="canary"}"#
     );
+}
+
+/// A pass over many policies asks for their counters in batches — one query per [`BATCH`]
+/// policies, all at the pass' time — and each policy's fetch then reads no counters of its own:
+/// the windows are those of unbatched fetches.
+#[tokio::test]
+async fn a_pass_reads_all_policies_counters_in_batches() {
+    let (fake, url) = serve_timeline().await;
+    let fraud = CanaryPolicy::test().validated();
+    let mut policies = vec![fraud.clone()];
+    for i in 1..120 {
+        let mut p = fraud.clone();
+        p.name = format!("model-{i}");
+        policies.push(p);
+    }
+    let all: Vec<&ValidatedPolicy> = policies.iter().collect();
+    let mut src = PrometheusSource::new(&url).unwrap();
+    let mut marks: HashMap<String, Mark> = HashMap::new();
+    let mut windows = Vec::new();
+    for t in [1_005, 5_010] {
+        src.prepare(&all, at(T0 + t)).await;
+        for p in &all {
+            let r = src
+                .fetch(p, marks.get(&p.name), at(T0 + t + 300))
+                .await
+                .unwrap();
+            assert_eq!(r.mark.at_ms, T0 + t, "the window ends at the pass' read");
+            if p.name == fraud.name {
+                windows.push(r.window.clone());
+            } else if let Some(w) = &r.window {
+                assert_eq!(w.canary.requests + w.stable.requests, 0, "no series: zero");
+            }
+            marks.insert(p.name.clone(), r.mark);
+        }
+    }
+    let counters_queries = |f: &Fake| {
+        f.queries
+            .iter()
+            .filter(|(q, _)| q.contains("__name__=~"))
+            .map(|(q, t)| (q.matches('|').count(), t - T0))
+            .collect::<Vec<_>>()
+    };
+    {
+        let f = fake.lock().unwrap();
+        let batches = counters_queries(&f);
+        // Three batches (50 + 50 + 20 policies) per pass, at the pass' time, nothing else.
+        assert_eq!(batches.len(), 6, "{batches:?}");
+        let family_bars = families().len() - 1;
+        let mut sizes: Vec<usize> = batches
+            .iter()
+            .map(|(bars, _)| bars - family_bars + 1)
+            .collect();
+        sizes.sort_unstable();
+        assert_eq!(sizes, [20, 20, 50, 50, 50, 50]);
+        assert!(batches.iter().all(|(_, t)| *t == 1_005 || *t == 5_010));
+    }
+    // The same policy read alone over the same instants.
+    let mut alone = PrometheusSource::new(&url).unwrap();
+    let first = alone.fetch(&fraud, None, at(T0 + 1_005)).await.unwrap();
+    let second = alone
+        .fetch(&fraud, Some(&first.mark), at(T0 + 5_010))
+        .await
+        .unwrap();
+    assert_eq!(windows, vec![None, second.window]);
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ fn desired(bp: u32) -> DesiredTraffic {
         virtual_service: v.virtual_service.clone(),
         routes: owned_routes(&v, w),
         wasm_plugin: v.wasm_plugin.clone(),
-        plugin_config: render_config(&[(&v, w)]).unwrap(),
+        plugin_config: std::sync::Arc::new(render_config(&[(&v, w)]).unwrap()),
     }
 }
 
