@@ -129,15 +129,43 @@ impl Written {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether all of `d` is what was last written.
-    fn holds(&self, d: &DesiredTraffic) -> bool {
+    /// Whether `d`'s routes, and its plugin's config, are what was last written.
+    fn held(&self, d: &DesiredTraffic) -> (bool, bool) {
         let (route_key, plugin_key) = Self::keys(d);
         let st = self.state();
-        st.routes.get(&route_key) == Some(&d.routes)
-            && st
-                .plugins
-                .get(&plugin_key)
-                .is_some_and(|c| Arc::ptr_eq(c, &d.plugin_config) || c == &d.plugin_config)
+        let routes = st.routes.get(&route_key) == Some(&d.routes);
+        let plugin = st
+            .plugins
+            .get(&plugin_key)
+            .is_some_and(|c| Arc::ptr_eq(c, &d.plugin_config) || c == &d.plugin_config);
+        (routes, plugin)
+    }
+
+    fn holds(&self, d: &DesiredTraffic) -> bool {
+        self.held(d) == (true, true)
+    }
+
+    /// The split of `policy` (canary variant `canary`) in the config last written to
+    /// `namespace/plugin`: what is in effect, which a peer's status may not show yet.
+    pub fn in_effect(
+        &self,
+        namespace: &str,
+        plugin: &str,
+        policy: &str,
+        canary: &str,
+    ) -> Option<Weights> {
+        let st = self.state();
+        let config = st.plugins.get(&format!("{namespace}/{plugin}"))?;
+        let p = config.policies.iter().find(|p| p.name == policy)?;
+        let v = p.variants.iter().find(|v| v.name == canary)?;
+        Some(Weights::with_canary_bp(v.weight_bp))
+    }
+
+    /// Forget everything: what another writer (a new leader) wrote since is unknown.
+    pub fn clear(&self) {
+        let mut st = self.state();
+        st.routes.clear();
+        st.plugins.clear();
     }
 
     fn record(&self, d: &DesiredTraffic) {
@@ -191,22 +219,23 @@ impl Engine {
         (self.clock)()
     }
 
-    /// Write `desired` unless all of it is what was last written; `true` when written.
+    /// Write what of `desired` is not what was last written — nothing, only the policy's routes
+    /// (its plugin already holds this config: another policy's tick wrote it), or all of it;
+    /// `true` when anything was written.
     async fn write<T: TrafficTarget>(
         &mut self,
         desired: DesiredTraffic,
         target: &T,
     ) -> Result<bool, EngineError> {
-        if self.written.holds(&desired) {
-            return Ok(false);
-        }
-        target
-            .apply(&desired)
-            .await
-            .map_err(|source| EngineError::Apply {
-                policy: desired.policy.clone(),
-                source,
-            })?;
+        let written = match self.written.held(&desired) {
+            (true, true) => return Ok(false),
+            (false, true) => target.apply_routes_only(&desired).await,
+            _ => target.apply(&desired).await,
+        };
+        written.map_err(|source| EngineError::Apply {
+            policy: desired.policy.clone(),
+            source,
+        })?;
         self.written.record(&desired);
         Ok(true)
     }

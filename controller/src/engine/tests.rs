@@ -257,3 +257,72 @@ async fn a_command_whose_split_cannot_be_written_changes_no_status() {
     );
     assert_eq!(r.target.canary_percents(), [10]);
 }
+
+/// A pass over two policies sharing one config: decided apart, written together — what is already
+/// in effect is skipped, and a failed write counts nothing as written, so the next pass retries.
+#[tokio::test]
+async fn a_pass_writes_once_skips_what_is_in_effect_and_retries_a_failure() {
+    let mut run = Run::new();
+    let mut other = CanaryPolicy::test()
+        .steps(&[10, 50])
+        .only_error_rate(0.01)
+        .validated();
+    other.name = "churn-model".into();
+    other.filter_template.name = "churn-model".into();
+    other.filter_template.hosts = vec!["churn-model".into()];
+    let (a, b) = (policy(), other);
+    let status = CanaryPolicyStatus::default();
+    let mut decided = Vec::new();
+    for p in [&a, &b] {
+        run.source.push(Ok(window(100, 0, 0)));
+        let input = TickInput {
+            policy: p,
+            status: &status,
+            peers: &[],
+        };
+        decided.push(run.engine.decide(input, &mut run.source).await);
+    }
+    let at: Vec<(&ValidatedPolicy, Weights)> =
+        vec![(&a, decided[0].weights()), (&b, decided[1].weights())];
+    let desired = render_all(&at).unwrap();
+    assert!(Arc::ptr_eq(
+        &desired[0].plugin_config,
+        &desired[1].plugin_config
+    ));
+
+    run.target.fail.store(true, Ordering::SeqCst);
+    assert!(run.engine.write_all(&desired, &run.target).await.is_err());
+    run.target.fail.store(false, Ordering::SeqCst);
+    assert_eq!(
+        run.engine.write_all(&desired, &run.target).await.unwrap(),
+        [true, true],
+        "nothing counted as written after the failure"
+    );
+    assert_eq!(run.target.writes().len(), 2);
+    assert_eq!(
+        run.engine.write_all(&desired, &run.target).await.unwrap(),
+        [false, false],
+        "in effect: nothing to write"
+    );
+    assert_eq!(run.target.writes().len(), 2);
+    // Concluded, the tick reports the split the pass wrote for it.
+    let out = run.engine.conclude(&a, decided.remove(0), true).await;
+    assert_eq!(out.weights, desired_weights(&desired[0], &a));
+}
+
+/// The canary weight `policy` has in `d`'s config.
+fn desired_weights(d: &DesiredTraffic, policy: &ValidatedPolicy) -> Weights {
+    let p = d
+        .plugin_config
+        .policies
+        .iter()
+        .find(|p| p.name == policy.name)
+        .unwrap();
+    let bp = p
+        .variants
+        .iter()
+        .find(|v| v.name == policy.canary_subset)
+        .unwrap()
+        .weight_bp;
+    Weights::with_canary_bp(bp)
+}

@@ -153,6 +153,23 @@ impl<M, T> Context<M, T> {
         }
     }
 
+    /// Each peer at the split this controller last wrote for it, where it wrote one: a peer's
+    /// status reaches the store only after its write, and a plugin config rendered from a stale
+    /// status would undo that peer's step.
+    fn in_effect(&self, peers: Vec<(ValidatedPolicy, Weights)>) -> Vec<(ValidatedPolicy, Weights)> {
+        peers
+            .into_iter()
+            .map(|(p, w)| {
+                let ns = p.namespace_or_default().to_owned();
+                let w = self
+                    .written
+                    .in_effect(&ns, &p.wasm_plugin, &p.name, &p.canary_subset)
+                    .unwrap_or(w);
+                (p, w)
+            })
+            .collect()
+    }
+
     /// The policy's engine, made on first use with the context's clock and webhook sender.
     fn engine(&self, key: &ObjectRef<CanaryPolicy>) -> Arc<tokio::sync::Mutex<Engine>> {
         self.with_state(key, |s| {
@@ -188,6 +205,9 @@ where
 {
     ctx.health.beat();
     if !*ctx.leading.borrow() {
+        // While another replica leads, what this one wrote stops being what is in effect: when it
+        // leads again, its first ticks write everything.
+        ctx.written.clear();
         return Ok(Action::await_change());
     }
     let now = (ctx.clock)();
@@ -211,7 +231,7 @@ where
                 return Ok(Action::requeue(wait));
             }
             let status = plan::with_new_canary(&obj, starting_status(&obj), now);
-            let peers = peers(&ctx.store.state(), &obj);
+            let peers = ctx.in_effect(peers(&ctx.store.state(), &obj));
             let peer_refs: Vec<(&ValidatedPolicy, Weights)> =
                 peers.iter().map(|(p, w)| (p, *w)).collect();
             let engine = ctx.engine(&key);
@@ -275,5 +295,7 @@ pub fn error_policy<M, T>(obj: Arc<CanaryPolicy>, err: &Error, ctx: Arc<Context<
     Action::requeue(delay)
 }
 
+#[cfg(test)]
+mod scale_tests;
 #[cfg(test)]
 mod tests;

@@ -202,6 +202,11 @@ impl TrafficTarget for IstioTarget {
         self.apply_plugin_config(d).await?;
         self.apply_routes(d).await
     }
+
+    /// The VirtualService alone: a WasmPlugin shared by many policies is not rewritten for each.
+    async fn apply_routes_only(&self, d: &DesiredTraffic) -> Result<(), TrafficError> {
+        self.apply_routes(d).await
+    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,15 @@ pub trait TrafficTarget: Sync {
         desired: &DesiredTraffic,
     ) -> impl Future<Output = Result<(), TrafficError>> + Send;
 
+    /// Only the policy's routes: its plugin's config is known to be in effect already. The
+    /// default writes everything.
+    fn apply_routes_only(
+        &self,
+        desired: &DesiredTraffic,
+    ) -> impl Future<Output = Result<(), TrafficError>> + Send {
+        self.apply(desired)
+    }
+
     /// Several policies' desired traffic (sharing one plugin config), in as few writes as the
     /// target can; the default applies them one by one.
     fn apply_all(
