@@ -211,4 +211,11 @@ fn the_score_bucket_bootstrap_matches_the_filter() {
     );
     let buckets: Vec<u32> = serde_json::from_value(settings["buckets"].clone()).unwrap();
     assert_eq!(buckets, mlcanary_filter::stats::SCORE_BUCKETS);
+    let settings = &boot["stats_config"]["histogram_bucket_settings"][1];
+    assert_eq!(
+        settings["match"]["suffix"],
+        mlcanary_filter::stats::DURATION
+    );
+    let buckets: Vec<u32> = serde_json::from_value(settings["buckets"].clone()).unwrap();
+    assert_eq!(buckets, mlcanary_filter::stats::DURATION_BUCKETS);
 }

@@ -36,6 +36,20 @@ pub const SCORE_BUCKETS: [u32; 20] = [
     50, 100, 150, 200, 250, 300, 350, 400, 450, 500, 550, 600, 650, 700, 750, 800, 850, 900, 950,
     1000,
 ];
+/// Bucket bounds (ms) for `mlcanary_request_duration_ms`, chosen for model serving: 1 ms to 10 s in
+/// 1-2.5-5 steps (a latency check tests at the bound at or above its `maxMs`, so 25, 50, 100, 250
+/// ms are exact), 13 bounds where Envoy's default has 19 reaching an hour. Set like the score
+/// buckets; with Envoy's default the histogram still works, with more series.
+pub const DURATION_BUCKETS: [u32; 13] =
+    [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+/// Series one (policy, variant, segment) tuple exports once it has served a request, with the
+/// bucket layouts above: two counters and the duration histogram (13 bounds, `+Inf`, `_sum`,
+/// `_count`); a policy that reads predictions adds the score histogram (20 bounds, `+Inf`, `_sum`,
+/// `_count`) and three counters.
+pub const SERIES_PER_TUPLE: usize = 2 + (DURATION_BUCKETS.len() + 3);
+/// [`SERIES_PER_TUPLE`] for a policy that reads predictions.
+pub const SERIES_PER_TUPLE_WITH_PREDICTIONS: usize =
+    SERIES_PER_TUPLE + (SCORE_BUCKETS.len() + 3) + 3;
 /// Counter (untagged): configs the filter refused.
 pub const CONFIG_REJECTED: &str = "mlcanary_config_rejected_total";
 

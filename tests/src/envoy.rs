@@ -102,6 +102,12 @@ fn render_bootstrap(dir: &Path, setup: &EnvoySetup) -> String {
         .map(u32::to_string)
         .collect();
     let score_buckets = score_buckets.join(", ");
+    let duration_family = mlcanary_filter::stats::DURATION;
+    let duration_buckets: Vec<String> = mlcanary_filter::stats::DURATION_BUCKETS
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    let duration_buckets = duration_buckets.join(", ");
     format!(
         "node: {{id: mlcanary-e2e, cluster: mlcanary-e2e}}
 admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
@@ -111,6 +117,8 @@ stats_config:
   histogram_bucket_settings:
   - match: {{suffix: {score_family}}}
     buckets: [{score_buckets}]
+  - match: {{suffix: {duration_family}}}
+    buckets: [{duration_buckets}]
 static_resources:
   listeners:
   - name: main

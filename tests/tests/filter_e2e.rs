@@ -269,6 +269,11 @@ fn series_exist_only_for_the_tuples_a_sidecar_served() {
         "only the served tuple may have series: {ours:#?}"
     );
     assert_eq!(
+        ours.len(),
+        mlcanary_filter::stats::SERIES_PER_TUPLE,
+        "the documented series per tuple: {ours:#?}"
+    );
+    assert_eq!(
         r.envoy.sample("mlcanary_requests_total", &labels),
         Some(n as f64)
     );
@@ -297,6 +302,18 @@ fn series_exist_only_for_the_tuples_a_sidecar_served() {
         churn[0].contains(r#"segment="60+""#) && churn[0].ends_with(" 1"),
         "{churn:?}"
     );
+    // With predictions, once the histograms are flushed.
+    let want = mlcanary_filter::stats::SERIES_PER_TUPLE_WITH_PREDICTIONS;
+    let lines = wait_for(patience::SETTLE, || {
+        let n = r
+            .envoy
+            .prometheus()
+            .lines()
+            .filter(|l| l.starts_with("mlcanary_") && l.contains(r#"policy="churn-model""#))
+            .count();
+        (n >= want).then_some(n)
+    });
+    assert_eq!(lines, Some(want));
 }
 
 #[test]

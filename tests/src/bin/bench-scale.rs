@@ -97,6 +97,9 @@ struct Figures {
     scraped_kb: f64,
     series_called: usize,
     series_all_models: usize,
+    /// (ms, kB) of `/api/policies` and of one policy's detail.
+    list: (f64, f64),
+    detail: (f64, f64),
 }
 
 fn run(n: usize, seconds: u64) -> Result<Figures, String> {
@@ -169,6 +172,21 @@ fn run(n: usize, seconds: u64) -> Result<Figures, String> {
         })
         .collect();
     let per_tuple = ours.len() as f64 / tuples.len().max(1) as f64;
+    // The status page's two reads: the list of every policy, and one opened policy.
+    let http_port: u16 = status["http"]
+        .as_str()
+        .and_then(|u| u.trim_end_matches('/').rsplit(':').next()?.parse().ok())
+        .ok_or("no http address")?;
+    let timed = |path: &str| {
+        let t = Instant::now();
+        let r = http::get(http_port, "127.0.0.1", path, &[]).map_err(|e| format!("{path}: {e}"))?;
+        Ok::<_, String>((
+            t.elapsed().as_secs_f64() * 1000.0,
+            r.body.len() as f64 / 1024.0,
+        ))
+    };
+    let list = timed("/api/policies")?;
+    let detail = timed("/api/policies/model-0")?;
     let figures = Figures {
         n,
         cpu_per_interval_s: (cpu1 - cpu0) / intervals,
@@ -180,6 +198,8 @@ fn run(n: usize, seconds: u64) -> Result<Figures, String> {
         scraped_kb: filtered.len() as f64 / 1024.0,
         series_called: ours.len(),
         series_all_models: (per_tuple * (n * 2 * SEGMENTS.len()) as f64).round() as usize,
+        list,
+        detail,
     };
     m.terminate();
     Ok(figures)
@@ -224,7 +244,8 @@ fn main() {
     let mut failed = false;
     for n in ns {
         match run(n, seconds) {
-            Ok(f) => println!(
+            Ok(f) => {
+                println!(
                 "{:>5} {:>12.3} s {:>5}/{:<6} {:>6.1} MB {:>7.1} MB {:>6.0} kB {:>6.1} kB {:>14} {:>18}",
                 f.n,
                 f.cpu_per_interval_s,
@@ -236,7 +257,16 @@ fn main() {
                 f.scraped_kb,
                 f.series_called,
                 f.series_all_models
-            ),
+            );
+                println!(
+                    "{:>5} status page: /api/policies {:.1} ms ({:.0} kB), one policy {:.1} ms ({:.0} kB)",
+                    "",
+                    f.list.0,
+                    f.list.1,
+                    f.detail.0,
+                    f.detail.1
+                );
+            }
             Err(e) => {
                 println!("{n:>5} run failed: {e}");
                 failed = true;

@@ -63,6 +63,16 @@ fn cluster(u: &Upstream) -> Value {
     })
 }
 
+/// The filter's bucket layouts (`mlcanary_filter::stats`): scores in 0.05 bins, durations for model
+/// serving.
+pub fn histogram_buckets() -> Value {
+    use mlcanary_filter::stats::{DURATION, DURATION_BUCKETS, PREDICTION_SCORE, SCORE_BUCKETS};
+    json!([
+        {"match": {"suffix": PREDICTION_SCORE}, "buckets": SCORE_BUCKETS},
+        {"match": {"suffix": DURATION}, "buckets": DURATION_BUCKETS},
+    ])
+}
+
 /// The bootstrap document (JSON, which Envoy reads as YAML).
 pub fn render_bootstrap(s: &BootstrapSpec<'_>) -> String {
     let tags: Vec<Value> = mlcanary_filter::stats::TAGS
@@ -87,7 +97,10 @@ pub fn render_bootstrap(s: &BootstrapSpec<'_>) -> String {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": s.admin_port}}},
         // Histograms reach the admin endpoint at each flush: 1 s keeps latency windows fresh.
         "stats_flush_interval": "1s",
-        "stats_config": {"stats_tags": tags},
+        "stats_config": {
+            "stats_tags": tags,
+            "histogram_bucket_settings": histogram_buckets(),
+        },
         "static_resources": {
             "listeners": [{
                 "name": LISTENER,
@@ -133,6 +146,14 @@ mod tests {
         assert_eq!(v["node"]["id"], NODE);
         assert_eq!(v["stats_flush_interval"], "1s");
         assert_eq!(v["stats_config"]["stats_tags"][1]["tag_name"], "variant");
+        let buckets = &v["stats_config"]["histogram_bucket_settings"];
+        assert_eq!(buckets[0]["match"]["suffix"], "mlcanary_prediction_score");
+        assert_eq!(buckets[0]["buckets"][19], 1000);
+        assert_eq!(
+            buckets[1]["match"]["suffix"],
+            "mlcanary_request_duration_ms"
+        );
+        assert_eq!(buckets[1]["buckets"][5], 50);
         let l = &v["static_resources"]["listeners"][0];
         assert_eq!(l["address"]["socket_address"]["port_value"], 10000);
         let hcm = &l["filter_chains"][0]["filters"][0]["typed_config"];

@@ -1,5 +1,6 @@
-// mlcanary status page: polls the controller's JSON API every second and draws every policy with
-// hand-written SVG charts. No library, no build step, nothing fetched from outside the controller.
+// mlcanary status page: polls the controller's JSON API every second, lists every policy and draws
+// the opened ones with hand-written SVG charts (a hundred policies cost one list request, not a
+// hundred histories). No library, no build step, nothing fetched from outside the controller.
 "use strict";
 
 const POLL_MS = 1000;
@@ -160,26 +161,35 @@ function historyTable(p) {
 
 const TERMINAL = ["Promoted", "RolledBack", "Failed"];
 
-function policyHtml(p) {
+// A policy's head, from the list view: enough to scan a hundred of them.
+function headHtml(p, open) {
   const steps = p.stepsBp.length;
   const at = p.stepIndex === null || p.stepIndex === undefined ? 0 : p.stepIndex + 1;
-  const ts = p.series.weight.map((w) => w.t).concat(p.series.events.map((e) => e.t));
-  let x0 = Math.min(...ts), x1 = Math.max(...ts);
-  if (!ts.length) { x1 = Date.now(); x0 = x1 - 60000; }
-  if (x1 - x0 < 10000) x1 = x0 + 10000;
   const done = TERMINAL.includes(p.phase);
   const btn = (c, enabled) => `<button data-command="${c}" ${enabled ? "" : "disabled"}>${c}</button>`;
-  const checks = Object.entries(p.series.checks);
+  const verdicts = p.lastVerdicts.map((v) =>
+    `<span class="badge v-${esc(v.verdict)}" title="${esc(v.name + ": " + v.message)}">${esc(v.name)}</span>`).join("");
   return `<div class="policy-head">
+      <button class="toggle" data-toggle aria-expanded="${open}" title="${open ? "hide" : "show"} charts and history">${open ? "▾" : "▸"}</button>
       <h2>${esc(p.name)}</h2><span class="ns">${esc(p.namespace)}</span>
       <span class="badge phase-${esc(p.phase)}" data-testid="phase">${esc(p.phase)}</span>
       <span class="stat" data-testid="step">step <b>${at}/${steps}</b><span class="progress"><span style="width:${steps ? (100 * at) / steps : 0}%"></span></span></span>
       <span class="stat">canary <b data-testid="weight">${pct(p.canaryWeightBp)}</b></span>
       <span class="stat">failed analyses <b>${p.failedChecks}/${p.failureThreshold}</b></span>
+      ${open ? "" : `<span class="stat verdicts">${verdicts}</span>`}
       <span class="actions">${btn("pause", !done && p.phase !== "Paused")}${btn("resume", p.phase === "Paused")}${btn("promote", !done)}${btn("abort", !done)}</span>
     </div>
-    <div class="msg" data-testid="message"></div>
-    <div class="grid">
+    <div class="msg" data-testid="message"></div>`;
+}
+
+// An opened policy's body, from its detail view (the only one that carries the series).
+function bodyHtml(p) {
+  const ts = p.series.weight.map((w) => w.t).concat(p.series.events.map((e) => e.t));
+  let x0 = Math.min(...ts), x1 = Math.max(...ts);
+  if (!ts.length) { x1 = Date.now(); x0 = x1 - 60000; }
+  if (x1 - x0 < 10000) x1 = x0 + 10000;
+  const checks = Object.entries(p.series.checks);
+  return `<div class="grid">
       <figure><figcaption>canary weight<span class="legend"><span><i class="key canary"></i>canary share of traffic</span></span></figcaption>${weightChart(p, x0, x1)}</figure>
       ${checks.map(([name, pts]) => checkChart(name, pts, x0, x1)).join("")}
     </div>
@@ -190,8 +200,14 @@ function policyHtml(p) {
 }
 
 const sections = new Map();
+// Policies shown with their charts. A few policies are all opened; past that, each opens on click,
+// and only the opened ones' details (with their series) are fetched.
+const AUTO_OPEN = 3;
+const opened = new Set();
+const closed = new Set();
+const isOpen = (name, count) => opened.has(name) || (count <= AUTO_OPEN && !closed.has(name));
 
-function render(list) {
+function render(list, details) {
   const main = document.getElementById("policies");
   if (!list.length) { main.innerHTML = `<p class="empty">No policy yet.</p>`; sections.clear(); return; }
   main.querySelector(".empty")?.remove();
@@ -208,13 +224,23 @@ function render(list) {
       sections.set(p.name, el);
     }
     const msg = el.querySelector("[data-testid=message]")?.textContent || "";
+    const d = details.get(p.name);
     el.dataset.phase = p.phase;
-    el.innerHTML = policyHtml(p);
+    el.dataset.open = d ? "true" : "false";
+    el.innerHTML = headHtml(d || p, !!d) + (d ? bodyHtml(d) : "");
     el.querySelector("[data-testid=message]").textContent = msg;
   }
 }
 
 async function onCommand(ev) {
+  const t = ev.target.closest("button[data-toggle]");
+  if (t) {
+    const name = t.closest("section.policy").dataset.policy;
+    const open = t.getAttribute("aria-expanded") === "true";
+    if (open) { opened.delete(name); closed.add(name); } else { opened.add(name); closed.delete(name); }
+    poll();
+    return;
+  }
   const b = ev.target.closest("button[data-command]");
   if (!b) return;
   const section = b.closest("section.policy");
@@ -243,8 +269,9 @@ async function poll() {
   const conn = document.getElementById("conn");
   try {
     const list = await getJson("/api/policies");
-    const details = await Promise.all(list.map((p) => getJson(`/api/policies/${encodeURIComponent(p.name)}`)));
-    render(details);
+    const shown = list.filter((p) => isOpen(p.name, list.length));
+    const got = await Promise.all(shown.map((p) => getJson(`/api/policies/${encodeURIComponent(p.name)}`)));
+    render(list, new Map(got.map((d) => [d.name, d])));
     conn.className = "conn live";
     conn.textContent = `live · ${clock(Date.now())}`;
   } catch (e) {
