@@ -173,6 +173,13 @@ impl MetricsSource for Source {
         }
     }
 
+    fn prepared_for(&self, policy: &str) -> bool {
+        match self {
+            Source::Envoy(s) => s.prepared_for(policy),
+            Source::Prometheus(s) => s.prepared_for(policy),
+        }
+    }
+
     async fn fetch(
         &mut self,
         policy: &ValidatedPolicy,

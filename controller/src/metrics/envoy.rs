@@ -93,6 +93,10 @@ impl MetricsSource for EnvoySource {
         self.prepared = Prepared::new(at_ms, counters);
     }
 
+    fn prepared_for(&self, policy: &str) -> bool {
+        self.prepared.holds(policy)
+    }
+
     async fn fetch(
         &mut self,
         policy: &ValidatedPolicy,

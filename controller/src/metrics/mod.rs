@@ -83,6 +83,12 @@ pub trait MetricsSource {
         let _ = (policies, now);
         async {}
     }
+
+    /// Whether a `prepare` read something for `policy` that its next `fetch` will take.
+    fn prepared_for(&self, policy: &str) -> bool {
+        let _ = policy;
+        false
+    }
 }
 
 /// The counters a [`MetricsSource::prepare`] read, by policy, each taken once by its `fetch`: what
@@ -107,6 +113,20 @@ impl Prepared {
     /// `policy`'s counters and the time they were read at, once.
     pub fn take(&mut self, policy: &str) -> Option<(i64, Result<Counters, MetricsError>)> {
         self.by_policy.remove(policy).map(|c| (self.at_ms, c))
+    }
+
+    /// Like [`Prepared::take`], but `None` (and gone) when read before `not_before_ms`: a fetch
+    /// long after its pass' read reads afresh rather than judge an old window.
+    pub fn take_since(
+        &mut self,
+        policy: &str,
+        not_before_ms: i64,
+    ) -> Option<(i64, Result<Counters, MetricsError>)> {
+        self.take(policy).filter(|(at, _)| *at >= not_before_ms)
+    }
+
+    pub fn holds(&self, policy: &str) -> bool {
+        self.by_policy.contains_key(policy)
     }
 }
 

@@ -60,8 +60,9 @@ pub struct PrometheusSource {
     client: Client,
     /// Per policy: the counters read at the last mark, and its time.
     kept: Arc<Mutex<HashMap<String, (i64, Counters)>>>,
-    /// What the last [`MetricsSource::prepare`] read, until each policy's fetch takes it.
-    prepared: Prepared,
+    /// What the last [`MetricsSource::prepare`] read, until each policy's fetch takes it; shared
+    /// by clones, so the kube loop's first reconcile of an interval reads for the others.
+    prepared: Arc<Mutex<Prepared>>,
 }
 
 impl PrometheusSource {
@@ -78,7 +79,7 @@ impl PrometheusSource {
         Ok(PrometheusSource {
             client,
             kept: Default::default(),
-            prepared: Prepared::default(),
+            prepared: Default::default(),
         })
     }
 
@@ -232,7 +233,11 @@ impl MetricsSource for PrometheusSource {
                 Err(e) => by_policy.extend(chunk.iter().map(|p| (p.name.clone(), Err(e.clone())))),
             }
         }
-        self.prepared = Prepared::new(at, by_policy);
+        *self.prepared.lock().expect("lock") = Prepared::new(at, by_policy);
+    }
+
+    fn prepared_for(&self, policy: &str) -> bool {
+        self.prepared.lock().expect("lock").holds(policy)
     }
 
     async fn fetch(
@@ -241,7 +246,11 @@ impl MetricsSource for PrometheusSource {
         since: Option<&Mark>,
         now: SystemTime,
     ) -> Result<Reading, MetricsError> {
-        let (at, cur) = match self.prepared.take(&policy.name) {
+        // A batch read more than half an interval ago is too old to end this window.
+        let half = i64::try_from(policy.interval.as_millis() / 2).unwrap_or(i64::MAX);
+        let prepared = (self.prepared.lock().expect("lock"))
+            .take_since(&policy.name, unix_ms(now).saturating_sub(half));
+        let (at, cur) = match prepared {
             Some((at, read)) => (at, read?),
             None => {
                 let at = unix_ms(now);

@@ -170,6 +170,30 @@ impl<M, T> Context<M, T> {
             .collect()
     }
 
+    /// Every valid, running policy whose tick is due within half an interval of `now`: their
+    /// counters are read in one batch when the first of them reconciles, and each reconcile that
+    /// follows takes its own ([`MetricsSource::prepare`]).
+    fn due_soon(&self, now: SystemTime) -> Vec<ValidatedPolicy> {
+        let last_ticks: HashMap<ObjectRef<CanaryPolicy>, Option<SystemTime>> = {
+            let map = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+            map.iter().map(|(k, s)| (k.clone(), s.last_tick)).collect()
+        };
+        self.store
+            .state()
+            .iter()
+            .filter(|o| !o.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
+            .filter_map(|o| {
+                let p = ValidatedPolicy::try_from(o.as_ref()).ok()?;
+                let last = last_ticks
+                    .get(&ObjectRef::from_obj(o.as_ref()))
+                    .copied()
+                    .flatten();
+                let soon = now + p.interval / 2;
+                last.is_none_or(|t| t + p.interval <= soon).then_some(p)
+            })
+            .collect()
+    }
+
     /// The policy's engine, made on first use with the context's clock and webhook sender.
     fn engine(&self, key: &ObjectRef<CanaryPolicy>) -> Arc<tokio::sync::Mutex<Engine>> {
         self.with_state(key, |s| {
@@ -236,6 +260,12 @@ where
                 peers.iter().map(|(p, w)| (p, *w)).collect();
             let engine = ctx.engine(&key);
             let mut source = ctx.source.clone();
+            if !source.prepared_for(&policy.name) {
+                // The first reconcile of an interval reads for every policy due about now.
+                let due = ctx.due_soon(now);
+                let refs: Vec<&ValidatedPolicy> = due.iter().collect();
+                source.prepare(&refs, now).await;
+            }
             let started = Instant::now();
             let out = engine
                 .lock()

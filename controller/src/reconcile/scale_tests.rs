@@ -29,18 +29,36 @@ use mlcanary_core::window::{Mark, VariantWindow, Window};
 const N: usize = 100;
 const NOW: u64 = 1_800_000_000;
 
-/// Windows by policy name: empty (the policy holds) unless set.
+/// Windows by policy name: empty (the policy holds) unless set. Counts its batch reads
+/// (`prepare`) and the fetches that found theirs prepared; clones share all of it.
 #[derive(Clone, Default)]
-struct ByPolicy(Arc<Mutex<BTreeMap<String, Window>>>);
+struct ByPolicy {
+    windows: Arc<Mutex<BTreeMap<String, Window>>>,
+    prepared: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    /// (policies per prepare, fetches that found theirs prepared).
+    batches: Arc<Mutex<(Vec<usize>, usize)>>,
+}
 
 impl MetricsSource for ByPolicy {
+    async fn prepare(&mut self, policies: &[&ValidatedPolicy], _now: SystemTime) {
+        self.batches.lock().unwrap().0.push(policies.len());
+        *self.prepared.lock().unwrap() = policies.iter().map(|p| p.name.clone()).collect();
+    }
+
+    fn prepared_for(&self, policy: &str) -> bool {
+        self.prepared.lock().unwrap().contains(policy)
+    }
+
     async fn fetch(
         &mut self,
         p: &ValidatedPolicy,
         _since: Option<&Mark>,
         now: SystemTime,
     ) -> Result<Reading, MetricsError> {
-        let window = self.0.lock().unwrap().get(&p.name).cloned();
+        if self.prepared.lock().unwrap().remove(&p.name) {
+            self.batches.lock().unwrap().1 += 1;
+        }
+        let window = self.windows.lock().unwrap().get(&p.name).cloned();
         Ok(Reading {
             window: Some(window.unwrap_or_default()),
             mark: Mark {
@@ -214,10 +232,12 @@ async fn a_hundred_policies_share_one_plugin_written_only_when_it_changes() {
     // One interval later, nothing changed: nothing is rewritten.
     round(60).await;
     assert_eq!(writes(&seen), (1, N, 2 * N), "steady state");
+    // Each round's counters were read in one batch for all of them, by the first reconcile.
+    assert_eq!(*source.batches.lock().unwrap(), (vec![N, N], 2 * N));
 
     // One policy steps (5 % → 10 %); the store does not show its new status yet.
     source
-        .0
+        .windows
         .lock()
         .unwrap()
         .insert("model-042".into(), passing());

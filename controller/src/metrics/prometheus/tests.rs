@@ -443,3 +443,23 @@ async fn unreachable_prometheus_is_an_error() {
     let e = src.fetch(&p, None, SystemTime::now()).await.unwrap_err();
     assert_eq!(e.label(), "query");
 }
+
+/// A batch read is shared by clones (the kube loop's reconciles) and taken once; one read more than
+/// half an interval before the fetch is not used: the fetch reads at its own time.
+#[tokio::test]
+async fn a_batch_is_shared_by_clones_taken_once_and_not_when_old() {
+    let (_fake, url) = serve_timeline().await;
+    let p = CanaryPolicy::test().validated();
+    let half = i64::try_from(p.interval.as_millis() / 2).unwrap();
+    let mut first = PrometheusSource::new(&url).unwrap();
+    let mut clone = first.clone();
+    first.prepare(&[&p], at(T0 + 1_000)).await;
+    assert!(clone.prepared_for(&p.name));
+    let r = clone.fetch(&p, None, at(T0 + 1_500)).await.unwrap();
+    assert_eq!(r.mark.at_ms, T0 + 1_000, "the clone took the batch");
+    assert!(!first.prepared_for(&p.name), "taken once");
+    first.prepare(&[&p], at(T0 + 1_000)).await;
+    let late = T0 + 1_000 + half + 1;
+    let r = first.fetch(&p, None, at(late)).await.unwrap();
+    assert_eq!(r.mark.at_ms, late, "too old a batch: read afresh");
+}
