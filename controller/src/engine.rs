@@ -141,10 +141,6 @@ impl Written {
         (routes, plugin)
     }
 
-    fn holds(&self, d: &DesiredTraffic) -> bool {
-        self.held(d) == (true, true)
-    }
-
     /// The split of `policy` (canary variant `canary`) in the config last written to
     /// `namespace/plugin`: what is in effect, which a peer's status may not show yet.
     pub fn in_effect(
@@ -219,25 +215,16 @@ impl Engine {
         (self.clock)()
     }
 
-    /// Write what of `desired` is not what was last written — nothing, only the policy's routes
-    /// (its plugin already holds this config: another policy's tick wrote it), or all of it;
-    /// `true` when anything was written.
+    /// [`Engine::write_all`] for one; `true` when anything was written.
     async fn write<T: TrafficTarget>(
         &mut self,
         desired: DesiredTraffic,
         target: &T,
     ) -> Result<bool, EngineError> {
-        let written = match self.written.held(&desired) {
-            (true, true) => return Ok(false),
-            (false, true) => target.apply_routes_only(&desired).await,
-            _ => target.apply(&desired).await,
-        };
-        written.map_err(|source| EngineError::Apply {
-            policy: desired.policy.clone(),
-            source,
-        })?;
-        self.written.record(&desired);
-        Ok(true)
+        let written = self
+            .write_all(std::slice::from_ref(&desired), target)
+            .await?;
+        Ok(written.contains(&true))
     }
 
     /// An operator's command on `input.policy`, at once and without an analysis: refused when
@@ -336,15 +323,17 @@ impl Engine {
         }
     }
 
-    /// Write the desired traffic of many decided ticks at once: what is already in effect is
-    /// skipped, the rest goes to the target in one [`TrafficTarget::apply_all`]. Returns, per
-    /// entry, whether it was written; on an error nothing counts as written.
+    /// Write what of `desired` is not what was last written: nothing; only the policies' routes
+    /// when their plugin already holds this config (another policy's tick wrote it); else all of
+    /// it in one [`TrafficTarget::apply_all`]. Returns, per entry, whether it was written; on an
+    /// error nothing counts as written.
     pub async fn write_all<T: TrafficTarget>(
         &mut self,
         desired: &[DesiredTraffic],
         target: &T,
     ) -> Result<Vec<bool>, EngineError> {
-        let needed: Vec<bool> = desired.iter().map(|d| !self.written.holds(d)).collect();
+        let held: Vec<(bool, bool)> = desired.iter().map(|d| self.written.held(d)).collect();
+        let needed: Vec<bool> = held.iter().map(|h| *h != (true, true)).collect();
         let changed: Vec<DesiredTraffic> = desired
             .iter()
             .zip(&needed)
@@ -354,17 +343,26 @@ impl Engine {
         if changed.is_empty() {
             return Ok(needed);
         }
-        target
-            .apply_all(&changed)
+        let plugins_held = held.iter().zip(&needed).all(|((_, p), n)| *p || !n);
+        let written = if plugins_held {
+            async {
+                for d in &changed {
+                    target.apply_routes_only(d).await?;
+                }
+                Ok::<(), TrafficError>(())
+            }
             .await
-            .map_err(|source| EngineError::Apply {
-                policy: changed
-                    .iter()
-                    .map(|d| d.policy.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                source,
-            })?;
+        } else {
+            target.apply_all(&changed).await
+        };
+        written.map_err(|source| EngineError::Apply {
+            policy: changed
+                .iter()
+                .map(|d| d.policy.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            source,
+        })?;
         for d in &changed {
             self.written.record(d);
         }
