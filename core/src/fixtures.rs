@@ -9,6 +9,14 @@ use crate::policy::{
     ValidationError, WebhookSpec,
 };
 
+/// A cumulative histogram from `(le, count)` pairs.
+pub fn buckets(pairs: &[(f64, f64)]) -> Vec<crate::window::Bucket> {
+    pairs
+        .iter()
+        .map(|&(le, count)| crate::window::Bucket { le, count })
+        .collect()
+}
+
 /// The two-policy fixture file (also used by the controller's tests).
 pub const POLICY_FILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

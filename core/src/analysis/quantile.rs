@@ -85,12 +85,7 @@ pub fn histogram_quantile(q: f64, buckets: &[Bucket]) -> Option<Quantile> {
 mod tests {
     use super::*;
 
-    fn h(pairs: &[(f64, f64)]) -> Vec<Bucket> {
-        pairs
-            .iter()
-            .map(|&(le, count)| Bucket { le, count })
-            .collect()
-    }
+    use crate::fixtures::buckets as h;
 
     fn value(q: f64, b: &[Bucket]) -> f64 {
         histogram_quantile(q, b)

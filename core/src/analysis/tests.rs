@@ -7,10 +7,7 @@ use crate::fixtures::TestPolicy;
 use crate::policy::validated::LatencyBound;
 
 fn hist(pairs: &[(f64, f64)]) -> VariantWindow {
-    let duration: Vec<Bucket> = pairs
-        .iter()
-        .map(|&(le, count)| Bucket { le, count })
-        .collect();
+    let duration = crate::fixtures::buckets(pairs);
     let n = pairs.last().map_or(0.0, |p| p.1) as u64;
     VariantWindow {
         requests: n,

@@ -65,12 +65,7 @@ fn add_cumulative(a: &[Bucket], b: &[Bucket]) -> Vec<Bucket> {
 mod tests {
     use super::*;
 
-    fn h(pairs: &[(f64, f64)]) -> Vec<Bucket> {
-        pairs
-            .iter()
-            .map(|&(le, count)| Bucket { le, count })
-            .collect()
-    }
+    use crate::fixtures::buckets as h;
 
     #[test]
     fn histograms_add_over_the_union_of_bounds() {
