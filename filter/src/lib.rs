@@ -16,7 +16,7 @@ pub mod rules;
 pub mod stats;
 
 #[cfg(feature = "proxy")]
-// proxy-wasm's `main!` expands to `#[no_mangle]` and an unsafe call into the WASI constructors.
+// The ABI: `#[no_mangle]` exports and the host imports (`proxy::abi`).
 #[allow(unsafe_code)]
 mod proxy;
 

@@ -1,18 +1,18 @@
 //! The thin proxy-wasm adapter: reads what the pure decision needs from Envoy, applies the result,
 //! and records per-variant stats at the end of the stream.
 //!
-//! Host calls go through `proxy_wasm::hostcalls` with their `Result`s handled here: the SDK's trait
-//! helpers `unwrap()` (and turn a non-UTF-8 header into a panic), and a panic traps the VM.
+//! The module speaks the ABI itself ([`abi`]) and exports only the callbacks it acts on: a request's
+//! headers (route), the reply's headers, body and trailers (outcome, cookie, scores), the log phase
+//! (record) and the context's creation and deletion. Every other callback of the ABI (request
+//! bodies and trailers, `on_done`, timers, …) is absent, so the host never enters the VM for it.
+//! State lives in one [`Vm`] per VM (a VM runs on one worker thread); no callback re-enters another,
+//! so each holds the `RefCell` for its whole run.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
-
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
 use crate::config::{Config, Predictions};
 use crate::decide::{decide, AssignedId};
@@ -21,12 +21,9 @@ use crate::headers::HeaderPairs;
 use crate::predictions::{self, BodyError};
 use crate::stats::{self, Outcome};
 
-mod host;
+mod abi;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::new()) });
-}}
+use abi::{now_ns, COUNTER, HISTOGRAM};
 
 /// Metric ids of one (policy, variant, segment) tuple, defined on the tuple's first request.
 #[derive(Debug, Clone, Copy)]
@@ -93,23 +90,28 @@ impl Active {
         let seg = p.segment.as_ref().map(|g| g.label(k % p.segment_count()));
         let def = |kind, family| {
             let name = stats::stat_name(family, &p.name, &v.name, seg);
-            hostcalls::define_metric(kind, &name)
-                .map_err(|e| log::warn!("defining metric {name}: {e:?}"))
+            abi::define_metric(kind, &name)
+                .map_err(|e| {
+                    log(
+                        abi::LOG_WARN,
+                        &format!("defining metric {name}: status {e}"),
+                    )
+                })
                 .ok()
         };
         let predictions = match p.predictions {
             None => None,
             Some(_) => Some(PredictionIds {
-                score: def(MetricType::Histogram, stats::PREDICTION_SCORE)?,
-                count: def(MetricType::Counter, stats::PREDICTIONS)?,
-                positives: def(MetricType::Counter, stats::POSITIVES)?,
-                failures: def(MetricType::Counter, stats::PARSE_FAILURES)?,
+                score: def(HISTOGRAM, stats::PREDICTION_SCORE)?,
+                count: def(COUNTER, stats::PREDICTIONS)?,
+                positives: def(COUNTER, stats::POSITIVES)?,
+                failures: def(COUNTER, stats::PARSE_FAILURES)?,
             }),
         };
         let slot = Slot {
-            requests: def(MetricType::Counter, stats::REQUESTS)?,
-            errors: def(MetricType::Counter, stats::ERRORS)?,
-            duration: def(MetricType::Histogram, stats::DURATION)?,
+            requests: def(COUNTER, stats::REQUESTS)?,
+            errors: def(COUNTER, stats::ERRORS)?,
+            duration: def(HISTOGRAM, stats::DURATION)?,
             predictions,
         };
         cell.set(Some(slot));
@@ -117,89 +119,220 @@ impl Active {
     }
 }
 
+fn log(level: u32, message: &str) {
+    abi::log(level, message);
+}
+
+/// A root context: one plugin instance (its config) in this VM.
 struct Root {
+    id: u32,
     active: Option<Rc<Active>>,
-    /// SplitMix64 state shared by this VM's streams (a VM runs on one worker thread).
-    rng: Rc<Cell<u64>>,
     rejected: Option<u32>,
 }
 
 impl Root {
-    fn new() -> Root {
-        // WASI random_get (behind RandomState) and the clock: distinct per VM, no host call later.
-        let seed = RandomState::new().hash_one(now_ns());
-        Root {
-            active: None,
-            rng: Rc::new(Cell::new(seed)),
-            rejected: None,
-        }
-    }
-
     fn reject(&mut self, reason: &str) -> bool {
-        log::error!("config rejected, previous config stays in force: {reason}");
+        log(
+            abi::LOG_ERROR,
+            &format!("config rejected, previous config stays in force: {reason}"),
+        );
         if self.rejected.is_none() {
-            self.rejected =
-                hostcalls::define_metric(MetricType::Counter, stats::CONFIG_REJECTED).ok();
+            self.rejected = abi::define_metric(COUNTER, stats::CONFIG_REJECTED).ok();
         }
         if let Some(id) = self.rejected {
-            let _ = hostcalls::increment_metric(id, 1);
+            abi::increment(id, 1);
         }
         false
     }
-}
 
-fn now_ns() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+    fn configure(&mut self) -> bool {
+        let bytes = match abi::buffer(abi::PLUGIN_CONFIGURATION, 0, usize::MAX) {
             Ok(Some(b)) => b,
             Ok(None) => return self.reject("no plugin configuration"),
-            Err(e) => return self.reject(&format!("reading plugin configuration: {e:?}")),
+            Err(e) => return self.reject(&format!("reading plugin configuration: status {e}")),
         };
         let config = match Config::from_json(&bytes) {
             Ok(c) => c,
             Err(e) => return self.reject(&e.to_string()),
         };
-        log::info!(
-            "mlcanary: config loaded: {} policies",
-            config.policies.len()
+        log(
+            abi::LOG_INFO,
+            &format!(
+                "mlcanary: config loaded: {} policies",
+                config.policies.len()
+            ),
         );
         self.active = Some(Rc::new(Active::new(config)));
         true
     }
+}
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // Never `None`: the SDK panics (and traps the VM) on a missing context.
-        Some(Box::new(Stream {
-            active: self.active.clone(),
-            rng: Rc::clone(&self.rng),
-            slot: None,
-            policy: 0,
-            started_ns: 0,
-            outcome: Outcome::default(),
-            assigned: None,
-            body: Body::Off,
-        }))
+/// A context id as its own hash: ids are small distinct integers, so a multiply spreads them and
+/// SipHash (the std default) would only cost time on every callback.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn write_u32(&mut self, id: u32) {
+        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Everything one VM holds.
+struct Vm {
+    roots: Vec<Root>,
+    /// Streams of a canaried model, from context creation to the log phase (or deletion). A stream
+    /// no policy routes leaves at its request headers, so later callbacks find nothing and return.
+    streams: HashMap<u32, Stream, BuildHasherDefault<IdHasher>>,
+    /// SplitMix64 state shared by this VM's streams; seeded when the first root is created.
+    rng: u64,
+}
+
+thread_local! {
+    static VM: RefCell<Vm> = const {
+        RefCell::new(Vm {
+            roots: Vec::new(),
+            streams: HashMap::with_hasher(BuildHasherDefault::new()),
+            rng: 0,
+        })
+    };
+}
+
+fn with_vm<T>(f: impl FnOnce(&mut Vm) -> T) -> T {
+    VM.with(|vm| f(&mut vm.borrow_mut()))
+}
+
+#[cfg(target_os = "wasi")]
+extern "C" {
+    fn __wasm_call_ctors();
+}
+
+/// Run once when the module is instantiated: the WASI constructors, then a panic hook that says in
+/// Envoy's log why the VM stopped (a panic traps it; none is expected).
+#[no_mangle]
+pub extern "C" fn _initialize() {
+    #[cfg(target_os = "wasi")]
+    // SAFETY: called once, before any other export, as the WASI reactor model requires.
+    unsafe {
+        __wasm_call_ctors();
+    }
+    std::panic::set_hook(Box::new(|info| log(abi::LOG_CRITICAL, &info.to_string())));
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_context_create(id: u32, parent: u32) {
+    with_vm(|vm| {
+        if parent == 0 {
+            if vm.rng == 0 {
+                // WASI random_get (behind RandomState) and the clock: distinct per VM.
+                vm.rng = RandomState::new().hash_one(now_ns()) | 1;
+            }
+            if !vm.roots.iter().any(|r| r.id == id) {
+                vm.roots.push(Root {
+                    id,
+                    active: None,
+                    rejected: None,
+                });
+            }
+            return;
+        }
+        // A stream before any config loaded passes through untouched: no entry.
+        let Some(active) = vm
+            .roots
+            .iter()
+            .find(|r| r.id == parent)
+            .and_then(|r| r.active.clone())
+        else {
+            return;
+        };
+        vm.streams.insert(id, Stream::new(active));
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_configure(root: u32, _size: usize) -> u32 {
+    with_vm(|vm| {
+        vm.roots
+            .iter_mut()
+            .find(|r| r.id == root)
+            .is_some_and(Root::configure)
+    })
+    .into()
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, _end: u32) -> u32 {
+    with_vm(|vm| {
+        let Vm { streams, rng, .. } = vm;
+        if let Some(s) = streams.get_mut(&id) {
+            if !s.route(rng) {
+                streams.remove(&id); // not a canaried model: untouched, unmeasured
+            }
+        }
+    });
+    abi::CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end: u32) -> u32 {
+    with_vm(|vm| {
+        if let Some(s) = vm.streams.get_mut(&id) {
+            s.response_headers();
+        }
+    });
+    abi::CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_body(id: u32, size: usize, _end: u32) -> u32 {
+    with_vm(|vm| {
+        if let Some(s) = vm.streams.get_mut(&id) {
+            s.response_body(size);
+        }
+    });
+    // Always pass the chunk on: reading scores never delays or alters the reply.
+    abi::CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_trailers(id: u32, _trailers: usize) -> u32 {
+    with_vm(|vm| {
+        if let Some(s) = vm.streams.get_mut(&id) {
+            s.response_trailers();
+        }
+    });
+    abi::CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_log(id: u32) {
+    if let Some(s) = with_vm(|vm| vm.streams.remove(&id)) {
+        s.record();
+    }
+}
+
+/// A stream whose log phase never came (or a root going away) leaves here.
+#[no_mangle]
+pub extern "C" fn proxy_on_delete(id: u32) {
+    with_vm(|vm| {
+        vm.streams.remove(&id);
+        vm.roots.retain(|r| r.id != id);
+    });
 }
 
 /// Per-request state: which slot to record into, and what the response said.
 struct Stream {
-    /// `None` only if Envoy creates a stream before any config loaded: pass-through.
-    active: Option<Rc<Active>>,
-    rng: Rc<Cell<u64>>,
+    active: Rc<Active>,
     slot: Option<usize>,
     policy: usize,
     started_ns: u64,
@@ -216,35 +349,47 @@ enum Body {
     Failed(BodyError),
 }
 
-impl Context for Stream {}
+fn header_pairs(map: u32) -> HeaderPairs {
+    abi::header_pairs(map).map_or_else(HeaderPairs::default, HeaderPairs::new)
+}
 
-impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        let Some(active) = self.active.clone() else {
-            return Action::Continue;
-        };
+impl Stream {
+    fn new(active: Rc<Active>) -> Stream {
+        Stream {
+            active,
+            slot: None,
+            policy: 0,
+            started_ns: 0,
+            outcome: Outcome::default(),
+            assigned: None,
+            body: Body::Off,
+        }
+    }
+
+    /// Decide and tag the request; `false` when no policy routes it.
+    fn route(&mut self, rng_state: &mut u64) -> bool {
+        let active = Rc::clone(&self.active);
         let config = &active.config;
         // One host call for every header this request's decision may need.
-        let mut headers = host::header_pairs(MapType::HttpRequestHeaders);
+        let mut headers = header_pairs(abi::REQUEST_HEADERS);
         let Some(authority) = headers.get_str(":authority") else {
-            return Action::Continue;
+            return false;
         };
         let Some(pi) = config.find_policy(authority, headers.get_str(":path")) else {
-            return Action::Continue; // not a canaried model: untouched, unmeasured
+            return false;
         };
         let policy = &config.policies[pi];
-        let mut rng = SplitMix64(self.rng.get());
+        let mut rng = SplitMix64(*rng_state);
         let d = decide(policy, &mut headers, &mut rng);
-        self.rng.set(rng.0);
+        *rng_state = rng.0;
         // Replacing the header also strips whatever value the client sent: a client never picks
         // its own variant (the override header is the one, opt-in, exception).
         let variant = &policy.variants[d.variant].name;
-        if let Err(e) = hostcalls::set_map_value(
-            MapType::HttpRequestHeaders,
-            &config.variant_header,
-            Some(variant),
-        ) {
-            log::warn!("tagging the request failed: {e:?}");
+        if let Err(e) = abi::replace_header(abi::REQUEST_HEADERS, &config.variant_header, variant) {
+            log(
+                abi::LOG_WARN,
+                &format!("tagging the request failed: status {e}"),
+            );
         }
         let seg = policy
             .segment
@@ -254,14 +399,11 @@ impl HttpContext for Stream {
         self.policy = pi;
         self.assigned = d.assigned.map(|id| (pi, id));
         self.started_ns = now_ns();
-        Action::Continue
+        true
     }
 
-    fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        if self.slot.is_none() {
-            return Action::Continue;
-        }
-        let headers = host::header_pairs(MapType::HttpResponseHeaders);
+    fn response_headers(&mut self) {
+        let headers = header_pairs(abi::RESPONSE_HEADERS);
         self.outcome.status = headers
             .get_str(":status")
             .and_then(|s| s.parse().ok())
@@ -273,85 +415,53 @@ impl HttpContext for Stream {
             self.set_cookie(pi, id);
         }
         self.body = self.body_plan(&headers);
-        Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+    fn response_body(&mut self, size: usize) {
         let max = self.predictions().map_or(0, |p| p.max_body_bytes);
         if let Body::Collecting(buf) = &mut self.body {
-            if buf.len() + body_size > max {
+            if buf.len() + size > max {
                 self.body = Body::Failed(BodyError::TooLarge);
-            } else if body_size > 0 {
-                match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+            } else if size > 0 {
+                match abi::buffer(abi::RESPONSE_BODY, 0, size) {
                     Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
                     Ok(None) => {}
                     Err(_) => self.body = Body::Failed(BodyError::TooLarge),
                 }
             }
         }
-        // Always pass the chunk on: reading scores never delays or alters the reply.
-        Action::Continue
     }
 
-    fn on_http_response_trailers(&mut self, _n: usize) -> Action {
-        if self.slot.is_some() {
-            let trailers = host::header_pairs(MapType::HttpResponseTrailers);
-            if let Some(g) = trailers.get_str("grpc-status").and_then(|s| s.parse().ok()) {
-                self.outcome.grpc_status = Some(g);
-            }
+    fn response_trailers(&mut self) {
+        let trailers = header_pairs(abi::RESPONSE_TRAILERS);
+        if let Some(g) = trailers.get_str("grpc-status").and_then(|s| s.parse().ok()) {
+            self.outcome.grpc_status = Some(g);
         }
-        Action::Continue
     }
 
-    fn on_log(&mut self) {
-        let Some(active) = &self.active else {
+    /// The log phase: count the request, its outcome, its duration and its scores.
+    fn record(self) {
+        let Some(slot) = self.slot.and_then(|i| self.active.slot(self.policy, i)) else {
             return;
         };
-        let Some(slot) = self.slot.and_then(|i| active.slot(self.policy, i)) else {
-            return;
-        };
-        let _ = hostcalls::increment_metric(slot.requests, 1);
+        abi::increment(slot.requests, 1);
         if self.outcome.is_error() {
-            let _ = hostcalls::increment_metric(slot.errors, 1);
+            abi::increment(slot.errors, 1);
         }
         let ms = now_ns().saturating_sub(self.started_ns) / 1_000_000;
-        let _ = hostcalls::record_metric(slot.duration, ms);
-        let body = std::mem::replace(&mut self.body, Body::Off);
+        abi::record(slot.duration, ms);
         if let (Some(ids), Some(p)) = (slot.predictions, self.predictions()) {
-            let read = match body {
+            let read = match &self.body {
                 Body::Off => return,
-                Body::Failed(e) => Err(e),
-                Body::Collecting(buf) => predictions::scores(&p.spec, &buf),
+                Body::Failed(e) => Err(*e),
+                Body::Collecting(buf) => predictions::scores(&p.spec, buf),
             };
             record_scores(ids, p.positive_threshold, read);
         }
     }
-}
 
-/// Bump the prediction stats of one reply.
-fn record_scores(ids: PredictionIds, threshold: f64, read: Result<Vec<f64>, BodyError>) {
-    match read {
-        Ok(scores) => {
-            let positives = scores.iter().filter(|&&s| s >= threshold).count();
-            for &s in scores.iter().take(MAX_SCORES_RECORDED) {
-                let _ = hostcalls::record_metric(ids.score, predictions::per_mille(s));
-            }
-            let _ = hostcalls::increment_metric(ids.count, scores.len() as i64);
-            if positives > 0 {
-                let _ = hostcalls::increment_metric(ids.positives, positives as i64);
-            }
-        }
-        Err(e) => {
-            log::debug!("no prediction scores in the reply: {}", e.label());
-            let _ = hostcalls::increment_metric(ids.failures, 1);
-        }
-    }
-}
-
-impl Stream {
     fn predictions(&self) -> Option<&Predictions> {
-        let active = self.active.as_ref()?;
-        active
+        self.active
             .config
             .policies
             .get(self.policy)?
@@ -386,10 +496,8 @@ impl Stream {
 
     /// Give a keyless client the id it was routed by, so its next request is sticky.
     fn set_cookie(&self, pi: usize, id: AssignedId) {
-        let Some(active) = &self.active else {
-            return;
-        };
-        let Some(sticky) = active
+        let Some(sticky) = self
+            .active
             .config
             .policies
             .get(pi)
@@ -405,6 +513,29 @@ impl Stream {
             id.as_str(),
             sticky.cookie_max_age_s
         );
-        let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie);
+        let _ = abi::add_header(abi::RESPONSE_HEADERS, "set-cookie", &cookie);
+    }
+}
+
+/// Bump the prediction stats of one reply.
+fn record_scores(ids: PredictionIds, threshold: f64, read: Result<Vec<f64>, BodyError>) {
+    match read {
+        Ok(scores) => {
+            let positives = scores.iter().filter(|&&s| s >= threshold).count();
+            for &s in scores.iter().take(MAX_SCORES_RECORDED) {
+                abi::record(ids.score, predictions::per_mille(s));
+            }
+            abi::increment(ids.count, scores.len() as i64);
+            if positives > 0 {
+                abi::increment(ids.positives, positives as i64);
+            }
+        }
+        Err(e) => {
+            log(
+                abi::LOG_DEBUG,
+                &format!("no prediction scores in the reply: {}", e.label()),
+            );
+            abi::increment(ids.failures, 1);
+        }
     }
 }
