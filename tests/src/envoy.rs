@@ -19,6 +19,12 @@ pub struct EnvoySetup {
     pub concurrency: u32,
     /// Answer every request itself with 200 and this body (an upstream for benchmarks).
     pub direct_response: Option<String>,
+    /// `Some(hosts)`: the filter is disabled in the connection manager and enabled only on a virtual
+    /// host for these hosts (`typed_per_filter_config`), as `mlcanary local` attaches it; requests to
+    /// other hosts never enter the Wasm VM. `None`: the filter runs on every route.
+    pub filter_hosts: Option<Vec<String>>,
+    /// An Envoy Lua filter (inline source) before the router: the benchmark's hand-written peer.
+    pub lua: Option<String>,
 }
 
 impl EnvoySetup {
@@ -28,6 +34,8 @@ impl EnvoySetup {
             filter_config: Some(filter_config),
             concurrency: 2,
             direct_response: None,
+            filter_hosts: None,
+            lua: None,
         }
     }
 }
@@ -67,10 +75,15 @@ fn render_bootstrap(dir: &Path, setup: &EnvoySetup) -> String {
             "\n              - match: {{prefix: /}}\n                route: {{cluster: {default}}}"
         );
     }
-    let filter = if setup.filter_config.is_some() {
+    let disabled = if setup.filter_hosts.is_some() {
+        "\n            disabled: true"
+    } else {
+        ""
+    };
+    let mut filter = if setup.filter_config.is_some() {
         format!(
             "
-          - name: mlcanary
+          - name: mlcanary{disabled}
             config_discovery:
               config_source:
                 path_config_source:
@@ -82,6 +95,43 @@ fn render_bootstrap(dir: &Path, setup: &EnvoySetup) -> String {
     } else {
         String::new()
     };
+    if let Some(lua) = &setup.lua {
+        let code = lua.replace('\'', "''");
+        let _ = write!(
+            filter,
+            "
+          - name: envoy.filters.http.lua
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+              default_source_code: {{inline_string: '{code}'}}"
+        );
+    }
+    // With `filter_hosts`, the named hosts get a virtual host of their own that enables the filter;
+    // every other host falls to the catch-all one, where the filter stays disabled.
+    let mut virtual_hosts = String::new();
+    if let Some(hosts) = &setup.filter_hosts {
+        let domains: Vec<String> = hosts
+            .iter()
+            .flat_map(|h| [format!("\"{h}\""), format!("\"{h}:*\"")])
+            .collect();
+        let _ = write!(
+            virtual_hosts,
+            "
+            - name: canaried
+              domains: [{domains}]
+              typed_per_filter_config:
+                mlcanary: {{\"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig, config: {{}}}}
+              routes:{routes}",
+            domains = domains.join(", ")
+        );
+    }
+    let _ = write!(
+        virtual_hosts,
+        "
+            - name: models
+              domains: [\"*\"]
+              routes:{routes}"
+    );
     let mut clusters = String::new();
     for (name, port) in &setup.variants {
         let _ = write!(
@@ -130,10 +180,7 @@ static_resources:
           \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: main
           route_config:
-            virtual_hosts:
-            - name: models
-              domains: [\"*\"]
-              routes:{routes}
+            virtual_hosts:{virtual_hosts}
           http_filters:{filter}
           - name: envoy.filters.http.router
             typed_config: {ROUTER}

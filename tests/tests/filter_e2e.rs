@@ -230,6 +230,44 @@ fn requests_for_other_hosts_pass_untouched_and_unmeasured() {
     assert_eq!(total("stable"), None);
 }
 
+/// Attached per host (disabled in the connection manager, enabled on the policy's virtual host, as
+/// `mlcanary local` does), the filter never runs for a host whose virtual host does not enable it —
+/// even one its config names. The same config on every route does route that host: the contrast
+/// shows the attachment, not the config, kept the filter out.
+#[test]
+fn enabled_per_host_the_filter_never_runs_for_other_hosts() {
+    let mut billing = policy(10_000);
+    billing["name"] = json!("billing");
+    billing["hosts"] = json!(["billing"]);
+    let cfg = config(vec![policy(10_000), billing]);
+    let stable = Upstream::start("stable");
+    let canary = Upstream::start("canary");
+    let variants = [("stable", stable.port), ("canary", canary.port)];
+    let on_every_route = Envoy::start(EnvoySetup::new(&variants, cfg.clone()));
+    let per_host = Envoy::start(EnvoySetup {
+        filter_hosts: Some(vec![HOST.to_string()]),
+        ..EnvoySetup::new(&variants, cfg)
+    });
+    let served = |e: &Envoy, host: &str| {
+        let r = http::get(e.port, host, "/", &[("x-mlcanary-variant", "stable")]).unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        r.served_by().unwrap()
+    };
+    assert_eq!(served(&on_every_route, "billing"), "canary");
+    // Per host: billing's request keeps the client's tag (nothing replaced it) and is not counted.
+    assert_eq!(served(&per_host, "billing"), "stable");
+    assert_eq!(served(&per_host, HOST), "canary");
+    let count = |policy| {
+        per_host.sample(
+            "mlcanary_requests_total",
+            &[("policy", policy), ("variant", "canary")],
+        )
+    };
+    let counted = wait_for(patience::SETTLE, || count("fraud-model"));
+    assert_eq!(counted, Some(1.0));
+    assert_eq!(count("billing"), None);
+}
+
 /// A mesh-wide config names every model; a sidecar must export series only for the (policy,
 /// variant, segment) tuples it served, not ~25 per tuple for every model in the mesh.
 #[test]

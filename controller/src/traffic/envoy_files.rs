@@ -7,7 +7,8 @@
 //!   [`ROUTE_CONFIG_NAME`]: one virtual host per policy (its hosts as domains, with and without a
 //!   port), a header-match route per variant on `x-mlcanary-variant` → the cluster of that name, then
 //!   a default route with `weighted_clusters` at the current split for untagged traffic (filter
-//!   absent or failed open) — the VirtualService shape of DESIGN.md in Envoy's terms.
+//!   absent or failed open) — the VirtualService shape of DESIGN.md in Envoy's terms. Each of these
+//!   virtual hosts enables the filter, which the listener declares disabled ([`enable_filter`]).
 //!
 //! Clusters are named after the DestinationRule subsets (`stable`, `canary`): locally there is one
 //! upstream per subset name, so two policies that share a subset name share its upstream.
@@ -136,6 +137,15 @@ fn envoy_route(r: &HttpRoute) -> Value {
     json!({"name": r.name, "match": m, "route": action})
 }
 
+/// Per-virtual-host config that turns on the filter the listener declares disabled: an empty
+/// `FilterConfig` (Envoy's route-based filter chain). Only policies' hosts carry it.
+pub fn enable_filter() -> Value {
+    json!({FILTER_NAME: {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "config": {},
+    }})
+}
+
 /// The RDS `DiscoveryResponse` for every policy's routes.
 pub fn render_rds(version: u64, policies: &[PolicyRoutes]) -> Result<String, FilesError> {
     let mut claimed: BTreeMap<String, &str> = BTreeMap::new();
@@ -154,6 +164,7 @@ pub fn render_rds(version: u64, policies: &[PolicyRoutes]) -> Result<String, Fil
         hosts.push(json!({
             "name": p.policy,
             "domains": d,
+            "typed_per_filter_config": enable_filter(),
             "routes": p.routes.iter().map(envoy_route).collect::<Vec<_>>(),
         }));
     }

@@ -83,8 +83,10 @@ pub fn render_bootstrap(s: &BootstrapSpec<'_>) -> String {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": LISTENER,
         "rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": watched(s.rds)},
+        // Disabled here and enabled on each policy's virtual host (`render_rds`): a request to a
+        // host no policy names never enters the Wasm VM.
         "http_filters": [
-            {"name": FILTER_NAME, "config_discovery": {
+            {"name": FILTER_NAME, "disabled": true, "config_discovery": {
                 "config_source": watched(s.ecds),
                 "type_urls": [WASM_TYPE_URL],
             }},
@@ -163,6 +165,10 @@ mod tests {
         assert_eq!(hcm["rds"]["route_config_name"], ROUTE_CONFIG_NAME);
         let f = &hcm["http_filters"];
         assert_eq!(f[0]["name"], "mlcanary");
+        assert_eq!(
+            f[0]["disabled"], true,
+            "enabled per policy virtual host only"
+        );
         assert_eq!(
             f[0]["config_discovery"]["config_source"]["path_config_source"]["path"],
             "/w/ecds/ecds.yaml"

@@ -66,6 +66,11 @@ fn rds_has_tagged_routes_then_the_weighted_default() {
     assert_eq!(rc["name"], ROUTE_CONFIG_NAME);
     let vh = &rc["virtual_hosts"][0];
     assert_eq!(vh["domains"], json!(["fraud-model", "fraud-model:*", "*"]));
+    // The listener declares the filter disabled; a policy's virtual host turns it on.
+    assert_eq!(
+        vh["typed_per_filter_config"]["mlcanary"]["@type"],
+        "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+    );
     assert_eq!(
         vh["routes"],
         json!([
