@@ -1,8 +1,13 @@
-//! Benchmark (not a test): the same Envoy with the mlcanary filter vs routing on a fixed header
-//! without it. Prints qps, p50 / p99 latency and the proxy's CPU per request for both, and ratios.
+//! Benchmark (not a test): what the mlcanary filter costs Envoy, against no filter and against a
+//! hand-written Envoy Lua filter doing the same sticky routing, for a canaried request and for a
+//! request to a host no policy names (the filter on every route, as a mesh-wide WasmPlugin attaches
+//! it, and enabled per host, as `mlcanary local` and the Istio EnvoyFilter attachment do).
 //!
 //! One proxy worker (`--concurrency 1`), an upstream Envoy answering directly, and `wrk` as the
-//! load, all on 127.0.0.1. Run it on a quiet machine: anything else on the cores skews the figures. Usage: `bench-filter [SECONDS] [CONNECTIONS] [ROUNDS]` (defaults 10, 16, 3).
+//! load, all on 127.0.0.1. Modes are interleaved round by round and each is compared with the first
+//! mode of the same round (this machine's speed drifts); the table gives medians of those paired
+//! figures with their range. Usage: `bench-filter [SECONDS] [CONNECTIONS] [ROUNDS]` (defaults 10,
+//! 16, 3); `BENCH_FILTER_MODES=0,4` picks rows; `MLCANARY_WASM` picks the module.
 
 use std::process::Command;
 
@@ -15,6 +20,19 @@ struct Run {
     p99_ms: f64,
     cpu_us_per_rq: f64,
     requests: u64,
+    /// Share of upstream requests that went to the `canary` cluster: shows each router routed.
+    canary_share: f64,
+    /// Requests the filter counted (`mlcanary_requests_total` over every series): shows which
+    /// mode's requests entered the filter.
+    counted: u64,
+}
+
+fn counted(proxy: &Envoy) -> u64 {
+    let page = proxy.prometheus();
+    page.lines()
+        .filter(|l| l.starts_with(mlcanary_filter::stats::REQUESTS))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -92,9 +110,16 @@ fn measure(mut proxy: Envoy, script: &std::path::Path, seconds: u32, conns: u32)
     pin(pid, PROXY_CPU);
     let _ = wrk(proxy.port, script, 2, conns); // warm-up: JIT, connections, stats
     let rq = |e: &Envoy| e.stat("http.main.downstream_rq_total").unwrap_or(0);
+    let to = |e: &Envoy, c: &str| {
+        e.stat(&format!("cluster.{c}.upstream_rq_total"))
+            .unwrap_or(0)
+    };
+    let (c0, s0) = (to(&proxy, "canary"), to(&proxy, "stable"));
     let (t0, r0) = (cpu_ticks(pid), rq(&proxy));
     let (qps, p50_ms, p99_ms) = wrk(proxy.port, script, seconds, conns);
     let (t1, r1) = (cpu_ticks(pid), rq(&proxy));
+    let canary = to(&proxy, "canary").saturating_sub(c0) as f64;
+    let stable = to(&proxy, "stable").saturating_sub(s0) as f64;
     let requests = r1.saturating_sub(r0).max(1);
     let cpu_s = (t1 - t0) as f64 / clock_ticks_per_s();
     Run {
@@ -103,8 +128,75 @@ fn measure(mut proxy: Envoy, script: &std::path::Path, seconds: u32, conns: u32)
         p99_ms,
         cpu_us_per_rq: cpu_s * 1e6 / requests as f64,
         requests,
+        canary_share: canary / (canary + stable).max(1.0),
+        counted: counted(&proxy),
     }
 }
+
+/// The benchmark's peer: an Envoy Lua filter routing the same host by the same kind of sticky hash
+/// (djb2 of the user id → bucket of 10 000 → the variant header), without stats.
+const LUA_ROUTER: &str = r#"
+function envoy_on_request(h)
+  local headers = h:headers()
+  if headers:get(":authority") ~= "fraud-model" then return end
+  local id = headers:get("x-user-id")
+  local variant = "stable"
+  if id then
+    local x = 5381
+    for i = 1, #id do x = (x * 33 + id:byte(i)) % 4294967296 end
+    if x % 10000 < 500 then variant = "canary" end
+  end
+  headers:replace("x-mlcanary-variant", variant)
+end
+"#;
+
+/// One proxy set-up measured in each round.
+struct Mode {
+    name: &'static str,
+    host: &'static str,
+    filter: bool,
+    /// The filter enabled only on the policy's virtual host (`mlcanary local`'s attachment).
+    per_host: bool,
+    lua: bool,
+}
+
+const MODES: [Mode; 5] = [
+    Mode {
+        name: "no filter (fixed header)",
+        host: "fraud-model",
+        filter: false,
+        per_host: false,
+        lua: false,
+    },
+    Mode {
+        name: "Lua sticky router",
+        host: "fraud-model",
+        filter: false,
+        per_host: false,
+        lua: true,
+    },
+    Mode {
+        name: "mlcanary, other host, on every route",
+        host: "other-service",
+        filter: true,
+        per_host: false,
+        lua: false,
+    },
+    Mode {
+        name: "mlcanary, other host, per-host",
+        host: "other-service",
+        filter: true,
+        per_host: true,
+        lua: false,
+    },
+    Mode {
+        name: "mlcanary, canaried request",
+        host: "fraud-model",
+        filter: true,
+        per_host: true,
+        lua: false,
+    },
+];
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -112,25 +204,32 @@ fn main() {
     let conns: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(16);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    // Both runs send the same headers: a user id and a tag; only the filter run has a filter to
-    // replace the tag with its own decision.
-    let script = dir.path().join("req.lua");
-    std::fs::write(
-        &script,
-        r#"math.randomseed(42)
+    // Every mode sends the same headers: a user id and a tag; a router replaces the tag with its
+    // own decision, and without one the tag routes.
+    let script = |host: &str| {
+        let path = dir.path().join(format!("{host}.lua"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"math.randomseed(42)
 request = function()
-  return wrk.format("GET", nil, {["Host"] = "fraud-model", ["x-user-id"] = "user-" .. math.random(1, 1000000),
-                                 ["x-mlcanary-variant"] = "stable"})
+  return wrk.format("GET", nil, {{["Host"] = "{host}", ["x-user-id"] = "user-" .. math.random(1, 1000000),
+                                 ["x-mlcanary-variant"] = "stable"}})
 end
-"#,
-    )
-    .expect("write wrk script");
+"#
+            ),
+        )
+        .expect("write wrk script");
+        path
+    };
 
     let mut upstream = Envoy::start(EnvoySetup {
         variants: vec![],
         filter_config: None,
         concurrency: 1,
         direct_response: Some(r#"{"predictions": [[0.12]]}"#.into()),
+        filter_hosts: None,
+        lua: None,
     });
     pin(upstream.pid().expect("upstream running"), PROXY_CPU);
     let variants = vec![
@@ -143,53 +242,91 @@ end
         "sticky": {"header": "x-user-id", "cookie": "mlcanary-uid", "salt": "fraud-model"},
         "rules": [{"match": {"header": "x-user-segment", "exact": "beta"}, "variant": "canary"}]
     }]});
-    let setup = |fc| EnvoySetup {
+    let setup = |m: &Mode| EnvoySetup {
         variants: variants.clone(),
-        filter_config: fc,
+        filter_config: m.filter.then(|| filter_config.clone()),
         concurrency: 1,
         direct_response: None,
+        filter_hosts: m.per_host.then(|| vec!["fraud-model".to_string()]),
+        lua: m.lua.then(|| LUA_ROUTER.to_string()),
     };
 
     println!(
         "mlcanary filter benchmark: {rounds} rounds of {seconds} s per mode, {conns} connections, \
          the proxy (1 worker) and the upstream Envoy pinned to CPU {PROXY_CPU}, wrk to CPU {LOAD_CPU}"
     );
-    let (mut base, mut with) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        base.push(measure(Envoy::start(setup(None)), &script, seconds, conns));
-        with.push(measure(
-            Envoy::start(setup(Some(filter_config.clone()))),
-            &script,
-            seconds,
-            conns,
-        ));
+    // BENCH_FILTER_MODES=0,4 measures only those rows (the first one given is the ratios' base).
+    let picked: Vec<&Mode> = match std::env::var("BENCH_FILTER_MODES") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|i| MODES.get(i.trim().parse::<usize>().ok()?))
+            .collect(),
+        Err(_) => MODES.iter().collect(),
+    };
+    let mut runs: Vec<Vec<Run>> = picked.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        // Interleaved, so a drift of the machine's speed touches every mode alike.
+        for (m, out) in picked.iter().zip(&mut runs) {
+            let r = measure(Envoy::start(setup(m)), &script(m.host), seconds, conns);
+            println!(
+                "  round {round}: {:<38} {:>8.0} qps {:>8.2} µs/request",
+                m.name, r.qps, r.cpu_us_per_rq
+            );
+            out.push(r);
+        }
     }
-    let (base, with) = (median(base), median(with));
+    if runs.is_empty() {
+        eprintln!("BENCH_FILTER_MODES picked no mode (0..{})", MODES.len());
+        std::process::exit(2);
+    }
 
+    // This machine's speed drifts (shared host): each mode is compared with the first mode *of the
+    // same round*, and the table gives the median of those paired figures with their range.
     println!(
-        "\n{:<28} {:>10} {:>9} {:>9} {:>16} {:>10}",
-        "(median of rounds)", "qps", "p50 ms", "p99 ms", "CPU µs/request", "requests"
+        "\n{:<38} {:>9} {:>8} {:>8} {:>10} {:>9} {:>17} {:>8} {:>9}",
+        "(median of rounds)",
+        "qps",
+        "ratio",
+        "p99 ms",
+        "CPU µs/rq",
+        "added µs",
+        "added, min..max",
+        "canary",
+        "counted"
     );
-    for (name, r) in [
-        ("baseline (fixed header)", &base),
-        ("with mlcanary filter", &with),
-    ] {
+    let base = &runs[0];
+    for (m, mode_runs) in picked.iter().zip(&runs) {
+        let paired = |f: &dyn Fn(&Run, &Run) -> f64| -> Vec<f64> {
+            let mut v: Vec<f64> = mode_runs.iter().zip(base).map(|(r, b)| f(r, b)).collect();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let ratio = paired(&|r, b| r.qps / b.qps);
+        let added = paired(&|r, b| r.cpu_us_per_rq - b.cpu_us_per_rq);
+        let r = median(mode_runs);
         println!(
-            "{name:<28} {:>10.0} {:>9.3} {:>9.3} {:>16.2} {:>10}",
-            r.qps, r.p50_ms, r.p99_ms, r.cpu_us_per_rq, r.requests
+            "{:<38} {:>9.0} {:>7.3}× {:>8.3} {:>10.2} {:>+9.2} {:>+8.1}..{:<+7.1} {:>7.1}% {:>9}",
+            m.name,
+            r.qps,
+            mid(&ratio),
+            r.p99_ms,
+            r.cpu_us_per_rq,
+            mid(&added),
+            added[0],
+            added[added.len() - 1],
+            r.canary_share * 100.0,
+            r.counted
         );
     }
-    println!(
-        "\nqps ratio {:.3}   p50 ratio {:.3}   p99 ratio {:.3}   added CPU per request {:.2} µs",
-        with.qps / base.qps,
-        with.p50_ms / base.p50_ms,
-        with.p99_ms / base.p99_ms,
-        with.cpu_us_per_rq - base.cpu_us_per_rq
-    );
+}
+
+/// The median of sorted, non-empty `v`.
+fn mid(v: &[f64]) -> f64 {
+    v[v.len() / 2]
 }
 
 /// Field-wise median over rounds (each figure on its own, as benchmark tables usually do).
-fn median(runs: Vec<Run>) -> Run {
+fn median(runs: &[Run]) -> Run {
     let med = |f: &dyn Fn(&Run) -> f64| {
         let mut v: Vec<f64> = runs.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
@@ -201,5 +338,7 @@ fn median(runs: Vec<Run>) -> Run {
         p99_ms: med(&|r| r.p99_ms),
         cpu_us_per_rq: med(&|r| r.cpu_us_per_rq),
         requests: med(&|r| r.requests as f64) as u64,
+        canary_share: med(&|r| r.canary_share),
+        counted: med(&|r| r.counted as f64) as u64,
     }
 }
