@@ -5,6 +5,6 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup-test.sh
-cargo build -p mlcanary-filter --target wasm32-wasip1 --release --quiet
+bash scripts/build-filter.sh
 ls -l target/wasm32-wasip1/release/mlcanary_filter.wasm | awk '{print "filter .wasm: " $5 " bytes"}'
 cargo run --release --quiet -p mlcanary-e2e --bin bench-filter -- "$@"

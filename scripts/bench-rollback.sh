@@ -6,7 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup-test.sh
-cargo build -p mlcanary-filter --target wasm32-wasip1 --release --quiet
+bash scripts/build-filter.sh
 cargo build -p mlcanary-controller --bin mlcanary --quiet
 cargo build -p mlcanary-e2e --bin bench-rollback --quiet
 target=${CARGO_TARGET_DIR:-target}

@@ -7,7 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup-test.sh
-cargo build -p mlcanary-filter --target wasm32-wasip1 --release --quiet
+bash scripts/build-filter.sh
 cargo build -p mlcanary-controller --bin mlcanary --release --quiet
 cargo build -p mlcanary-e2e --bin bench-scale --quiet
 target=${CARGO_TARGET_DIR:-target}

@@ -8,7 +8,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh
-cargo build -p mlcanary-filter --target wasm32-wasip1 --release --quiet
+bash scripts/build-filter.sh
 case "${1:-}" in
   filter)
     exec cargo run --quiet -p mlcanary-e2e --bin filter-demo ;;

