@@ -19,7 +19,7 @@ use crate::pipeline::{run_start, run_wait, PipelineError, RolloutCmd, WaitArgs, 
 use crate::policy::file::{load, FileError};
 use crate::policy::CanaryPolicy;
 use crate::reconcile::{ControllerArgs, RunError};
-use mlcanary_core::render::render_policy;
+use mlcanary_core::render::{per_host_envoy_filter, render_policy, PluginRef};
 use mlcanary_core::rollout::Command as RolloutCommand;
 use mlcanary_core::weights::Weights;
 
@@ -61,6 +61,19 @@ pub enum Command {
     Validate { file: PathBuf },
     /// Print the CanaryPolicy CustomResourceDefinition as YAML.
     Crd,
+    /// Print the Istio EnvoyFilter that keeps the mesh-wide WasmPlugin's filter disabled except on
+    /// the policies' hosts (the per-host attachment: requests to other hosts skip the filter).
+    Attachment {
+        /// A policy file; every policy in it (repeatable).
+        #[arg(long = "policy", required = true)]
+        policies: Vec<PathBuf>,
+        /// A model service port (TF Serving REST 8501, KServe 8080; repeatable).
+        #[arg(long = "port", required = true)]
+        ports: Vec<u16>,
+        /// The WasmPlugin that carries the filter, `namespace/name`.
+        #[arg(long, default_value = "istio-system/mlcanary")]
+        plugin: String,
+    },
     /// Show rollouts: phase, canary weight, step, failed checks, last verdicts and a progress bar
     /// of the steps. From the cluster, or a running server with --server.
     #[command(after_help = crate::exit::help())]
@@ -145,6 +158,14 @@ pub fn run(cmd: &Command, out: &mut impl Write) -> Result<(), CliError> {
             out.write_all(crd_yaml()?.as_bytes())?;
             Ok(())
         }
+        Command::Attachment {
+            policies,
+            ports,
+            plugin,
+        } => {
+            out.write_all(attachment_yaml(policies, ports, plugin)?.as_bytes())?;
+            Ok(())
+        }
         Command::Controller(args) => Ok(crate::reconcile::run(args)?),
         Command::Status(args) => run_status(args, out),
         Command::Promote(args) => run_command(RolloutCommand::Promote, args, out),
@@ -187,6 +208,27 @@ fn validate(file: &Path, out: &mut impl Write) -> Result<(), CliError> {
         writeln!(out, "{}: ok (steps {})", v.name, steps.join(", "))?;
     }
     Ok(())
+}
+
+/// The per-host EnvoyFilter for every policy in `files` (`mlcanary attachment`).
+pub fn attachment_yaml(files: &[PathBuf], ports: &[u16], plugin: &str) -> Result<String, CliError> {
+    let (namespace, name) = plugin
+        .split_once('/')
+        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
+        .ok_or_else(|| CliError::Usage(format!("--plugin {plugin:?} is not namespace/name")))?;
+    let mut hosts = Vec::new();
+    for f in files {
+        for (_, v) in load(f)? {
+            hosts.extend(render_policy(&v, Weights::ALL_STABLE).hosts);
+        }
+    }
+    let plugin = PluginRef {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    };
+    let ef = per_host_envoy_filter(&plugin, &hosts, ports)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(serde_yaml::to_string(&ef)?)
 }
 
 fn assign(

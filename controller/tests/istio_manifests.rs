@@ -203,7 +203,7 @@ fn every_top_level_manifest_is_in_the_kustomization_or_meant_not_to_be() {
         .collect();
     let not_listed = [
         "kustomization.yaml",
-        "envoyfilter-alternative.yaml",
+        "envoyfilter-per-host.yaml",
         "mesh-config.yaml",
     ];
     for e in std::fs::read_dir(&dir).unwrap() {
@@ -215,6 +215,29 @@ fn every_top_level_manifest_is_in_the_kustomization_or_meant_not_to_be() {
             );
         }
     }
+}
+
+/// The per-host attachment under `istio/` is exactly what `mlcanary attachment` renders for the
+/// sample policy (so it cannot drift from the renderer the unit tests check), and the renderer's
+/// output for a sample's policy enables the filter on the sample's FQDN.
+#[test]
+fn the_per_host_attachment_is_the_rendered_one() {
+    let file = istio_dir().join("envoyfilter-per-host.yaml");
+    let on_disk = yaml_documents(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let policy = istio_dir().join("samples/fraud-model/canary-policy.yaml");
+    let rendered =
+        mlcanary_controller::cli::attachment_yaml(&[policy], &[8501], "istio-system/mlcanary")
+            .unwrap();
+    assert_eq!(
+        on_disk,
+        yaml_documents(&rendered).unwrap(),
+        "regenerate {}",
+        file.display()
+    );
+    assert!(
+        rendered.contains("name: fraud-model.ml.svc.cluster.local:8501"),
+        "{rendered}"
+    );
 }
 
 #[test]

@@ -1,10 +1,13 @@
 //! Desired state as values: the filter config and the VirtualService routes a policy wants at a given
-//! split. Pure; the traffic targets write what these return.
+//! split, and the per-host attachment of the filter on Istio. Pure; the traffic targets (and the
+//! CLI) write what these return.
 
+pub mod attachment;
 pub mod filter;
 pub mod traffic;
 pub mod virtual_service;
 
+pub use attachment::{per_host_envoy_filter, AttachmentError, PluginRef};
 pub use filter::{render_config, render_policy};
 pub use traffic::{desired_all, desired_traffic, DesiredTraffic};
 pub use virtual_service::{check_routes, owned_routes, splice_routes, HttpRoute, RouteError};
