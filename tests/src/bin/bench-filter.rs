@@ -152,51 +152,79 @@ end
 
 /// One proxy set-up measured in each round.
 struct Mode {
-    name: &'static str,
+    name: String,
     host: &'static str,
     filter: bool,
     /// The filter enabled only on the policy's virtual host (`mlcanary local`'s attachment).
     per_host: bool,
     lua: bool,
+    /// Another filter module than `MLCANARY_WASM` (`BENCH_FILTER_COMPARE`).
+    wasm: Option<String>,
 }
 
-const MODES: [Mode; 5] = [
+fn mode(name: &str, host: &'static str, filter: bool, per_host: bool, lua: bool) -> Mode {
     Mode {
-        name: "no filter (fixed header)",
-        host: "fraud-model",
-        filter: false,
-        per_host: false,
-        lua: false,
-    },
-    Mode {
-        name: "Lua sticky router",
-        host: "fraud-model",
-        filter: false,
-        per_host: false,
-        lua: true,
-    },
-    Mode {
-        name: "mlcanary, other host, on every route",
-        host: "other-service",
-        filter: true,
-        per_host: false,
-        lua: false,
-    },
-    Mode {
-        name: "mlcanary, other host, per-host",
-        host: "other-service",
-        filter: true,
-        per_host: true,
-        lua: false,
-    },
-    Mode {
-        name: "mlcanary, canaried request",
-        host: "fraud-model",
-        filter: true,
-        per_host: true,
-        lua: false,
-    },
-];
+        name: name.to_string(),
+        host,
+        filter,
+        per_host,
+        lua,
+        wasm: None,
+    }
+}
+
+/// The rows: `BENCH_FILTER_COMPARE=label=path,…` adds a canaried row per other module (an older
+/// build, a variant cut short), measured in the same rounds.
+fn modes() -> Vec<Mode> {
+    let mut m = vec![
+        mode(
+            "no filter (fixed header)",
+            "fraud-model",
+            false,
+            false,
+            false,
+        ),
+        mode("Lua sticky router", "fraud-model", false, false, true),
+        mode(
+            "mlcanary, other host, on every route",
+            "other-service",
+            true,
+            false,
+            false,
+        ),
+        mode(
+            "mlcanary, other host, per-host",
+            "other-service",
+            true,
+            true,
+            false,
+        ),
+        mode(
+            "mlcanary, canaried request",
+            "fraud-model",
+            true,
+            true,
+            false,
+        ),
+    ];
+    for pair in std::env::var("BENCH_FILTER_COMPARE")
+        .unwrap_or_default()
+        .split(',')
+    {
+        if let Some((label, path)) = pair.split_once('=') {
+            let mut c = mode(
+                &format!("canaried, {label}"),
+                "fraud-model",
+                true,
+                true,
+                false,
+            );
+            c.wasm = Some(path.to_string());
+            m.push(c);
+        }
+    }
+    m
+}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -256,17 +284,26 @@ end
          the proxy (1 worker) and the upstream Envoy pinned to CPU {PROXY_CPU}, wrk to CPU {LOAD_CPU}"
     );
     // BENCH_FILTER_MODES=0,4 measures only those rows (the first one given is the ratios' base).
+    let all = modes();
     let picked: Vec<&Mode> = match std::env::var("BENCH_FILTER_MODES") {
         Ok(list) => list
             .split(',')
-            .filter_map(|i| MODES.get(i.trim().parse::<usize>().ok()?))
+            .filter_map(|i| all.get(i.trim().parse::<usize>().ok()?))
             .collect(),
-        Err(_) => MODES.iter().collect(),
+        Err(_) => all.iter().collect(),
     };
+    let default_wasm = mlcanary_e2e::wasm_path();
     let mut runs: Vec<Vec<Run>> = picked.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
         // Interleaved, so a drift of the machine's speed touches every mode alike.
         for (m, out) in picked.iter().zip(&mut runs) {
+            // Envoy::start renders the module path from MLCANARY_WASM.
+            std::env::set_var(
+                "MLCANARY_WASM",
+                m.wasm
+                    .as_deref()
+                    .map_or(default_wasm.as_os_str(), std::ffi::OsStr::new),
+            );
             let r = measure(Envoy::start(setup(m)), &script(m.host), seconds, conns);
             println!(
                 "  round {round}: {:<38} {:>8.0} qps {:>8.2} µs/request",
@@ -276,7 +313,7 @@ end
         }
     }
     if runs.is_empty() {
-        eprintln!("BENCH_FILTER_MODES picked no mode (0..{})", MODES.len());
+        eprintln!("BENCH_FILTER_MODES picked no mode (0..{})", all.len());
         std::process::exit(2);
     }
 
