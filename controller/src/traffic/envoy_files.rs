@@ -32,7 +32,7 @@ pub mod bootstrap;
 pub use bootstrap::Upstream;
 
 use super::{DesiredTraffic, TrafficError, TrafficTarget};
-use mlcanary_core::render::{check_routes, HttpRoute};
+use mlcanary_core::render::{check_routes, enabling_filter_config, HttpRoute};
 
 /// Name of the route configuration the listener asks RDS for.
 pub const ROUTE_CONFIG_NAME: &str = "mlcanary";
@@ -137,13 +137,10 @@ fn envoy_route(r: &HttpRoute) -> Value {
     json!({"name": r.name, "match": m, "route": action})
 }
 
-/// Per-virtual-host config that turns on the filter the listener declares disabled: an empty
-/// `FilterConfig` (Envoy's route-based filter chain). Only policies' hosts carry it.
+/// Per-virtual-host config that turns on the filter the listener declares disabled. Only policies'
+/// hosts carry it.
 pub fn enable_filter() -> Value {
-    json!({FILTER_NAME: {
-        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
-        "config": {},
-    }})
+    json!({ FILTER_NAME: enabling_filter_config() })
 }
 
 /// The RDS `DiscoveryResponse` for every policy's routes.

@@ -39,6 +39,28 @@ pub fn plugin_filter_names(p: &PluginRef) -> [String; 3] {
     ]
 }
 
+/// The per-route config that turns on a filter the connection manager declares disabled: an empty
+/// `FilterConfig` (Envoy's route-based filter chain). Used by this attachment and by the local
+/// Envoy's route file alike.
+pub fn enabling_filter_config() -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "config": {},
+    })
+}
+
+/// One EnvoyFilter patch that merges `value` into what `target` (`listener` / `routeConfiguration`
+/// match) selects in `context`.
+fn merge(apply_to: &str, context: &str, target: (&str, Value), value: Value) -> Value {
+    let mut m = json!({"context": context});
+    m[target.0] = target.1;
+    json!({
+        "applyTo": apply_to,
+        "match": m,
+        "patch": {"operation": "MERGE", "value": value},
+    })
+}
+
 /// Where the filter runs: callers' outbound listeners and gateways (never the inbound side).
 const CONTEXTS: [&str; 2] = ["SIDECAR_OUTBOUND", "GATEWAY"];
 
@@ -60,28 +82,17 @@ pub fn per_host_envoy_filter(
     let mut patches = Vec::new();
     for context in CONTEXTS {
         for name in &names {
-            patches.push(json!({
-                "applyTo": "HTTP_FILTER",
-                "match": {
-                    "context": context,
-                    "listener": {"filterChain": {"filter": {
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "subFilter": {"name": name},
-                    }}},
-                },
-                "patch": {"operation": "MERGE", "value": {"disabled": true}},
-            }));
+            let filter = json!({"filterChain": {"filter": {
+                "name": "envoy.filters.network.http_connection_manager",
+                "subFilter": {"name": name},
+            }}});
+            let disable = json!({"disabled": true});
+            patches.push(merge("HTTP_FILTER", context, ("listener", filter), disable));
         }
     }
     let enable: serde_json::Map<String, Value> = names
         .iter()
-        .map(|n| {
-            let v = json!({
-                "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
-                "config": {},
-            });
-            (n.clone(), v)
-        })
+        .map(|n| (n.clone(), enabling_filter_config()))
         .collect();
     let mut vhosts: Vec<String> = hosts
         .iter()
@@ -91,14 +102,14 @@ pub fn per_host_envoy_filter(
     vhosts.dedup();
     for context in CONTEXTS {
         for vhost in &vhosts {
-            patches.push(json!({
-                "applyTo": "VIRTUAL_HOST",
-                "match": {
-                    "context": context,
-                    "routeConfiguration": {"vhost": {"name": vhost}},
-                },
-                "patch": {"operation": "MERGE", "value": {"typed_per_filter_config": enable}},
-            }));
+            let route = json!({"vhost": {"name": vhost}});
+            let value = json!({"typed_per_filter_config": enable});
+            patches.push(merge(
+                "VIRTUAL_HOST",
+                context,
+                ("routeConfiguration", route),
+                value,
+            ));
         }
     }
     Ok(json!({
@@ -195,9 +206,10 @@ mod tests {
         assert_eq!(vh.len(), 8, "four virtual hosts in two contexts");
         let cfg = &vh[0]["patch"]["value"]["typed_per_filter_config"];
         for n in plugin_filter_names(&plugin()) {
+            assert_eq!(cfg[&n], enabling_filter_config());
             assert_eq!(
-                cfg[&n],
-                json!({"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}})
+                cfg[&n]["@type"],
+                "type.googleapis.com/envoy.config.route.v3.FilterConfig"
             );
         }
         assert_eq!(ef["metadata"]["namespace"], "istio-system");
