@@ -23,7 +23,7 @@ use crate::stats::{self, Outcome};
 
 mod abi;
 
-use abi::{now_ns, COUNTER, HISTOGRAM};
+use abi::{log, now_ns, COUNTER, HISTOGRAM};
 
 /// Metric ids of one (policy, variant, segment) tuple, defined on the tuple's first request.
 #[derive(Debug, Clone, Copy)]
@@ -117,10 +117,6 @@ impl Active {
         cell.set(Some(slot));
         Some(slot)
     }
-}
-
-fn log(level: u32, message: &str) {
-    abi::log(level, message);
 }
 
 /// A root context: one plugin instance (its config) in this VM.
@@ -283,35 +279,30 @@ pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, _end: u32) 
     abi::CONTINUE
 }
 
-#[no_mangle]
-pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end: u32) -> u32 {
+/// Run `f` on stream `id` if it is one a policy routes; every reply callback goes on at once.
+fn with_stream(id: u32, f: impl FnOnce(&mut Stream)) -> u32 {
     with_vm(|vm| {
         if let Some(s) = vm.streams.get_mut(&id) {
-            s.response_headers();
+            f(s);
         }
     });
     abi::CONTINUE
 }
 
 #[no_mangle]
+pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end: u32) -> u32 {
+    with_stream(id, Stream::response_headers)
+}
+
+/// Always passes the chunk on: reading scores never delays or alters the reply.
+#[no_mangle]
 pub extern "C" fn proxy_on_response_body(id: u32, size: usize, _end: u32) -> u32 {
-    with_vm(|vm| {
-        if let Some(s) = vm.streams.get_mut(&id) {
-            s.response_body(size);
-        }
-    });
-    // Always pass the chunk on: reading scores never delays or alters the reply.
-    abi::CONTINUE
+    with_stream(id, |s| s.response_body(size))
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_trailers(id: u32, _trailers: usize) -> u32 {
-    with_vm(|vm| {
-        if let Some(s) = vm.streams.get_mut(&id) {
-            s.response_trailers();
-        }
-    });
-    abi::CONTINUE
+    with_stream(id, Stream::response_trailers)
 }
 
 #[no_mangle]

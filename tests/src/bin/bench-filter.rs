@@ -16,10 +16,8 @@ use serde_json::json;
 
 struct Run {
     qps: f64,
-    p50_ms: f64,
     p99_ms: f64,
     cpu_us_per_rq: f64,
-    requests: u64,
     /// Share of upstream requests that went to the `canary` cluster: shows each router routed.
     canary_share: f64,
     /// Requests the filter counted (`mlcanary_requests_total` over every series): shows which
@@ -72,7 +70,7 @@ fn pin(pid: u32, cpu: &str) {
         .output();
 }
 
-fn wrk(port: u16, script: &std::path::Path, seconds: u32, conns: u32) -> (f64, f64, f64) {
+fn wrk(port: u16, script: &std::path::Path, seconds: u32, conns: u32) -> (f64, f64) {
     let out = Command::new("taskset")
         .args([
             "-c",
@@ -99,7 +97,7 @@ fn wrk(port: u16, script: &std::path::Path, seconds: u32, conns: u32) -> (f64, f
             .unwrap_or_default()
     };
     let qps = find("Requests/sec:").parse().unwrap_or(0.0);
-    (qps, ms(&find("50%")), ms(&find("99%")))
+    (qps, ms(&find("99%")))
 }
 
 const PROXY_CPU: &str = "0";
@@ -116,7 +114,7 @@ fn measure(mut proxy: Envoy, script: &std::path::Path, seconds: u32, conns: u32)
     };
     let (c0, s0) = (to(&proxy, "canary"), to(&proxy, "stable"));
     let (t0, r0) = (cpu_ticks(pid), rq(&proxy));
-    let (qps, p50_ms, p99_ms) = wrk(proxy.port, script, seconds, conns);
+    let (qps, p99_ms) = wrk(proxy.port, script, seconds, conns);
     let (t1, r1) = (cpu_ticks(pid), rq(&proxy));
     let canary = to(&proxy, "canary").saturating_sub(c0) as f64;
     let stable = to(&proxy, "stable").saturating_sub(s0) as f64;
@@ -124,10 +122,8 @@ fn measure(mut proxy: Envoy, script: &std::path::Path, seconds: u32, conns: u32)
     let cpu_s = (t1 - t0) as f64 / clock_ticks_per_s();
     Run {
         qps,
-        p50_ms,
         p99_ms,
         cpu_us_per_rq: cpu_s * 1e6 / requests as f64,
-        requests,
         canary_share: canary / (canary + stable).max(1.0),
         counted: counted(&proxy),
     }
@@ -292,6 +288,10 @@ end
             .collect(),
         Err(_) => all.iter().collect(),
     };
+    if picked.is_empty() {
+        eprintln!("BENCH_FILTER_MODES picked no mode (0..{})", all.len());
+        std::process::exit(2);
+    }
     let default_wasm = mlcanary_e2e::wasm_path();
     let mut runs: Vec<Vec<Run>> = picked.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
@@ -312,10 +312,6 @@ end
             out.push(r);
         }
     }
-    if runs.is_empty() {
-        eprintln!("BENCH_FILTER_MODES picked no mode (0..{})", all.len());
-        std::process::exit(2);
-    }
 
     // This machine's speed drifts (shared host): each mode is compared with the first mode *of the
     // same round*, and the table gives the median of those paired figures with their range.
@@ -333,10 +329,8 @@ end
     );
     let base = &runs[0];
     for (m, mode_runs) in picked.iter().zip(&runs) {
-        let paired = |f: &dyn Fn(&Run, &Run) -> f64| -> Vec<f64> {
-            let mut v: Vec<f64> = mode_runs.iter().zip(base).map(|(r, b)| f(r, b)).collect();
-            v.sort_by(f64::total_cmp);
-            v
+        let paired = |f: &dyn Fn(&Run, &Run) -> f64| {
+            sorted(mode_runs.iter().zip(base).map(|(r, b)| f(r, b)))
         };
         let ratio = paired(&|r, b| r.qps / b.qps);
         let added = paired(&|r, b| r.cpu_us_per_rq - b.cpu_us_per_rq);
@@ -357,6 +351,12 @@ end
     }
 }
 
+fn sorted(v: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = v.collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
 /// The median of sorted, non-empty `v`.
 fn mid(v: &[f64]) -> f64 {
     v[v.len() / 2]
@@ -364,17 +364,11 @@ fn mid(v: &[f64]) -> f64 {
 
 /// Field-wise median over rounds (each figure on its own, as benchmark tables usually do).
 fn median(runs: &[Run]) -> Run {
-    let med = |f: &dyn Fn(&Run) -> f64| {
-        let mut v: Vec<f64> = runs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let med = |f: &dyn Fn(&Run) -> f64| mid(&sorted(runs.iter().map(f)));
     Run {
         qps: med(&|r| r.qps),
-        p50_ms: med(&|r| r.p50_ms),
         p99_ms: med(&|r| r.p99_ms),
         cpu_us_per_rq: med(&|r| r.cpu_us_per_rq),
-        requests: med(&|r| r.requests as f64) as u64,
         canary_share: med(&|r| r.canary_share),
         counted: med(&|r| r.counted as f64) as u64,
     }
