@@ -312,12 +312,19 @@ fn the_dashboard_has_policy_and_namespace_variables_and_both_variants_side_by_si
             "{t} split by variant: {per_variant:?}"
         );
     }
-    // Filter stats carry policy/variant/segment labels only: every filter query selects the policy.
+    // A policy is its namespace and name: every per-policy query (the filter's stats and the
+    // controller's) selects both, so same-named policies of two namespaces never add up.
     for (where_, expr) in expressions(&d) {
-        if expr.contains("mlcanary_") && !expr.contains("mlcanary_controller_") {
-            assert!(
-                expr.contains("policy=\"$policy\"") || expr.contains("config_rejected"),
-                "{where_}: {expr}"
+        // Variables list the policies (`label_values`): they select none.
+        let per_policy = !expr.contains("config_rejected") && !where_.starts_with("variable");
+        if expr.contains("mlcanary_") && per_policy {
+            let selectors = expr.matches("policy=\"$policy\"").count();
+            assert!(selectors > 0, "{where_}: {expr}");
+            assert_eq!(
+                expr.matches("policy_namespace=\"$namespace\", policy=\"$policy\"")
+                    .count(),
+                selectors,
+                "{where_}: every policy selector names the namespace: {expr}"
             );
         }
     }

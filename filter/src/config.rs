@@ -14,6 +14,8 @@ use crate::rules::{Matcher, Rule, Source};
 
 /// Default request header that carries the chosen variant to the route match.
 pub const DEFAULT_VARIANT_HEADER: &str = "x-mlcanary-variant";
+/// Namespace of a policy whose config names none (the controller's `DEFAULT_NAMESPACE`).
+pub const DEFAULT_NAMESPACE: &str = "default";
 /// Default lifetime of an assigned sticky cookie: 30 days.
 pub const DEFAULT_COOKIE_MAX_AGE_S: u32 = 30 * 24 * 3600;
 /// Segment label for values outside the allow-list (and for requests without the attribute).
@@ -54,6 +56,10 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     pub name: String,
+    /// The CanaryPolicy's namespace: part of its identity in the stats (`policy_namespace` tag),
+    /// so same-named policies of two namespaces are counted apart. Default `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     pub hosts: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -174,6 +180,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub name: String,
+    pub namespace: String,
     pub model: Option<String>,
     pub variants: Vec<Variant>,
     /// Cumulative upper bounds of each variant's bucket range, in listed order (last is `BUCKETS`).
@@ -393,10 +400,16 @@ impl TryFrom<RawConfig> for Config {
                 }
             }
             let p = validate_policy(&field, rp)?;
-            if let Some(j) = policies.iter().position(|q| q.name == p.name) {
+            if let Some(j) = policies
+                .iter()
+                .position(|q| q.name == p.name && q.namespace == p.namespace)
+            {
                 return Err(invalid(
                     format!("{field}.name"),
-                    format!("{:?} is also the name of policies[{j}]", p.name),
+                    format!(
+                        "{:?} in namespace {:?} is also policies[{j}]",
+                        p.name, p.namespace
+                    ),
                 ));
             }
             policies.push(p);
@@ -449,6 +462,8 @@ impl TryFrom<RawConfig> for Config {
 
 fn validate_policy(field: &str, rp: RawPolicy) -> Result<Policy, ConfigError> {
     check_name(&format!("{field}.name"), &rp.name)?;
+    let namespace = rp.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    check_name(&format!("{field}.namespace"), &namespace)?;
     if let Some(m) = &rp.model {
         let bad = |b: u8| b == b'/' || b == b':' || b == b'?' || b.is_ascii_whitespace();
         if m.is_empty() || m.bytes().any(bad) {
@@ -618,6 +633,7 @@ fn validate_policy(field: &str, rp: RawPolicy) -> Result<Policy, ConfigError> {
 
     Ok(Policy {
         name: rp.name,
+        namespace,
         model: rp.model,
         variants,
         bounds,

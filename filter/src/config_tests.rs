@@ -155,6 +155,29 @@ fn duplicate_policy_names_and_host_clashes_are_refused() {
     second["hosts"] = json!(["other"]);
     v["policies"].as_array_mut().unwrap().push(second.clone()); // ok: test
     assert_eq!(err_field(v.clone()), "policies[1].name");
+    // The same name in another namespace is another policy.
+    second["namespace"] = json!("staging");
+    v["policies"][1] = second.clone();
+    let c = parse(v.clone()).expect("same name, two namespaces");
+    let ids: Vec<(&str, &str)> = c
+        .policies
+        .iter()
+        .map(|p| (p.namespace.as_str(), p.name.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [("default", "fraud-model"), ("staging", "fraud-model")]
+    );
+    second["namespace"] = json!("bad namespace");
+    v["policies"][1] = second.clone();
+    assert_eq!(err_field(v.clone()), "policies[1].namespace");
+    second["namespace"] = json!("default");
+    v["policies"][1] = second.clone();
+    assert_eq!(
+        err_field(v.clone()),
+        "policies[1].name",
+        "explicit default = absent"
+    );
     second["name"] = json!("other");
     second["hosts"] = json!(["fraud-model"]);
     v["policies"][1] = second.clone();

@@ -2,13 +2,18 @@
 //!
 //! Envoy's Wasm metrics carry no labels, so labels ride in the name and Envoy's `stats_tags` regexes
 //! lift them out (the convention Istio's own stats use): the stat
-//! `segment=.=60+;.;variant=.=canary;.;policy=.=fraud-model;.;mlcanary_requests_total`
+//! `segment=.=60+;.;variant=.=canary;.;policy=.=fraud-model;.;policy_namespace=.=ml;.;mlcanary_requests_total`
 //! is exported on `/stats/prometheus` as
-//! `mlcanary_requests_total{policy="fraud-model",variant="canary",segment="60+"}`.
+//! `mlcanary_requests_total{policy_namespace="ml",policy="fraud-model",variant="canary",segment="60+"}`.
+//!
+//! The namespace tag is `policy_namespace`, not `namespace`: Prometheus' usual Kubernetes pod
+//! scrape (Istio's `envoy-stats` monitor among them) attaches a `namespace` target label — the
+//! scraped proxy's own namespace — which would push ours aside to `exported_namespace`.
 
 /// Tags mlcanary puts in its stat names, with the regex Envoy (`stats_config.stats_tags`) or Istio
 /// (`extraStatTags` + these regexes) needs to extract each.
-pub const TAGS: [(&str, &str); 3] = [
+pub const TAGS: [(&str, &str); 4] = [
+    ("policy_namespace", r"(policy_namespace=\.=(.*?);\.;)"),
     ("policy", r"(policy=\.=(.*?);\.;)"),
     ("variant", r"(variant=\.=(.*?);\.;)"),
     ("segment", r"(segment=\.=(.*?);\.;)"),
@@ -53,9 +58,23 @@ pub const SERIES_PER_TUPLE_WITH_PREDICTIONS: usize =
 /// Counter (untagged): configs the filter refused.
 pub const CONFIG_REJECTED: &str = "mlcanary_config_rejected_total";
 
+/// The policy a stat belongs to: its namespace and name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyId<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
 /// The tagged stat name of `family` for one (policy, variant, segment) tuple.
-pub fn stat_name(family: &str, policy: &str, variant: &str, segment: Option<&str>) -> String {
-    let mut s = String::with_capacity(family.len() + policy.len() + variant.len() + 48);
+pub fn stat_name(
+    family: &str,
+    policy: PolicyId<'_>,
+    variant: &str,
+    segment: Option<&str>,
+) -> String {
+    let mut s = String::with_capacity(
+        family.len() + policy.namespace.len() + policy.name.len() + variant.len() + 72,
+    );
     if let Some(seg) = segment {
         s.push_str("segment=.=");
         s.push_str(seg);
@@ -64,7 +83,9 @@ pub fn stat_name(family: &str, policy: &str, variant: &str, segment: Option<&str
     s.push_str("variant=.=");
     s.push_str(variant);
     s.push_str(";.;policy=.=");
-    s.push_str(policy);
+    s.push_str(policy.name);
+    s.push_str(";.;policy_namespace=.=");
+    s.push_str(policy.namespace);
     s.push_str(";.;");
     s.push_str(family);
     s
@@ -93,13 +114,14 @@ mod tests {
 
     #[test]
     fn names_carry_tags_envoy_can_extract() {
+        let id = |namespace, name| PolicyId { namespace, name };
         assert_eq!(
-            stat_name(REQUESTS, "fraud-model", "canary", None),
-            "variant=.=canary;.;policy=.=fraud-model;.;mlcanary_requests_total"
+            stat_name(REQUESTS, id("ml", "fraud-model"), "canary", None),
+            "variant=.=canary;.;policy=.=fraud-model;.;policy_namespace=.=ml;.;mlcanary_requests_total"
         );
         assert_eq!(
-            stat_name(ERRORS, "p", "stable", Some("60+")),
-            "segment=.=60+;.;variant=.=stable;.;policy=.=p;.;mlcanary_errors_total"
+            stat_name(ERRORS, id("default", "p"), "stable", Some("60+")),
+            "segment=.=60+;.;variant=.=stable;.;policy=.=p;.;policy_namespace=.=default;.;mlcanary_errors_total"
         );
     }
 

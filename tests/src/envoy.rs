@@ -402,8 +402,18 @@ impl Envoy {
     }
 }
 
-/// Find `metric{a="x",b="y"} value` in Prometheus text whose label set is exactly `labels`.
+/// Find `metric{a="x",b="y"} value` in Prometheus text whose label set is exactly `labels`. A
+/// `labels` with `policy` but no `policy_namespace` means the filter's default namespace (a
+/// config that names none): the tests' configs mostly do not.
 pub fn find_sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut labels = labels.to_vec();
+    let has = |k: &str, l: &[(&str, &str)]| l.iter().any(|(n, _)| *n == k);
+    if has("policy", &labels) && !has("policy_namespace", &labels) {
+        labels.push((
+            "policy_namespace",
+            mlcanary_filter::config::DEFAULT_NAMESPACE,
+        ));
+    }
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (series, value) = l.rsplit_once(' ')?;
         let (name, rest) = series.split_once('{').unwrap_or((series, "}"));
@@ -419,7 +429,7 @@ pub fn find_sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<
                 Some((k, v.trim_end_matches('"')))
             })
             .collect();
-        let mut want = labels.to_vec();
+        let mut want = labels.clone();
         got.sort_unstable();
         want.sort_unstable();
         (got == want).then(|| value.parse().ok()).flatten()

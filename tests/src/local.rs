@@ -197,9 +197,9 @@ impl Mlcanary {
         serde_json::from_str(&text).ok()
     }
 
-    /// One policy's status.
-    pub fn policy(&self, name: &str) -> Option<Value> {
-        self.status().map(|s| s["policies"][name].clone())
+    /// One policy's status, by its key `namespace/name` (`default/…` for a file without one).
+    pub fn policy(&self, key: &str) -> Option<Value> {
+        self.status().map(|s| s["policies"][key].clone())
     }
 
     /// The listener port from `status.json` (waits for it).

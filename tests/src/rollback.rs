@@ -15,6 +15,8 @@ use crate::upstream::Upstream;
 
 pub const HOST: &str = "fraud-model";
 pub const POLICY: &str = "fraud-model";
+/// Its key in `status.json`: namespace (the policy file names none) and name.
+pub const POLICY_KEY: &str = "default/fraud-model";
 /// `failureThreshold` of the scenario's policy.
 pub const FAILURE_THRESHOLD: u32 = 2;
 
@@ -52,11 +54,11 @@ impl Source {
 }
 
 pub fn weight(s: &Value) -> Option<u64> {
-    s["policies"][POLICY]["canaryWeightBp"].as_u64()
+    s["policies"][POLICY_KEY]["canaryWeightBp"].as_u64()
 }
 
 pub fn phase(s: &Value) -> Option<&str> {
-    s["policies"][POLICY]["phase"].as_str()
+    s["policies"][POLICY_KEY]["phase"].as_str()
 }
 
 /// Everything the scenario runs; dropped in field order: traffic first, then mlcanary (and its
@@ -130,7 +132,7 @@ impl Rig {
     pub fn breach(&mut self) -> Result<Breach, String> {
         let m = &mut self.m;
         let warm = m.wait_status(patience::ROLLOUT, |s| {
-            let verdicts = s["policies"][POLICY]["lastVerdicts"].as_array()?;
+            let verdicts = s["policies"][POLICY_KEY]["lastVerdicts"].as_array()?;
             let pass = verdicts.iter().any(|v| v["verdict"] == "pass");
             (pass && phase(s) == Some("Progressing")).then(|| weight(s))
         });

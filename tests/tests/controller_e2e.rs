@@ -11,7 +11,7 @@ use mlcanary_e2e::local::{
     wait_all_served_by, Mlcanary, Traffic,
 };
 use mlcanary_e2e::patience;
-use mlcanary_e2e::rollback::{phase, weight, Rig, Source, HOST, POLICY};
+use mlcanary_e2e::rollback::{phase, weight, Rig, Source, HOST, POLICY, POLICY_KEY};
 use mlcanary_e2e::upstream::Upstream;
 
 fn share(counts: &HashMap<String, usize>, name: &str) -> f64 {
@@ -76,7 +76,7 @@ fn healthy_canary_is_promoted_step_by_step_and_traffic_follows() {
     println!("weight (bp) -> measured canary share: {seen:?}");
     let last = m.status().unwrap_or_default();
     assert_eq!(phase(&last), Some("Promoted"), "{last}");
-    let history = last["policies"][POLICY]["history"]
+    let history = last["policies"][POLICY_KEY]["history"]
         .as_array()
         .cloned()
         .unwrap_or_default();

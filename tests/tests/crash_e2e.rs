@@ -11,10 +11,10 @@ use mlcanary_e2e::{free_port, http, patience};
 use serde_json::Value;
 
 const HOST: &str = "fraud-model";
-const POLICY: &str = "fraud-model";
+const POLICY_KEY: &str = "default/fraud-model";
 
 fn policy_status(s: &Value) -> &Value {
-    &s["policies"][POLICY]
+    &s["policies"][POLICY_KEY]
 }
 
 fn weight(s: &Value) -> Option<u64> {

@@ -354,6 +354,46 @@ fn series_exist_only_for_the_tuples_a_sidecar_served() {
     assert_eq!(lines, Some(want));
 }
 
+/// Same-named policies of two namespaces (staging and prod, one host each) are two policies: each
+/// request is counted under its own namespace, never added to the other's.
+#[test]
+fn same_named_policies_of_two_namespaces_are_counted_apart() {
+    let in_ns = |ns: &str| {
+        let mut p = policy(0);
+        p["namespace"] = json!(ns);
+        p["hosts"] = json!([format!("fraud-model.{ns}")]);
+        p
+    };
+    let r = rig(config(vec![in_ns("staging"), in_ns("prod")]));
+    for (ns, n) in [("staging", 3), ("prod", 7)] {
+        let host = format!("fraud-model.{ns}");
+        for i in 0..n {
+            let user = format!("user-{i}");
+            let resp = http::get(
+                r.envoy.port,
+                &host,
+                "/v1/models/fraud:predict",
+                &[("x-user-id", &user)],
+            )
+            .expect("request through envoy");
+            assert_eq!(resp.status, 200);
+        }
+    }
+    for (ns, n) in [("staging", 3.0), ("prod", 7.0)] {
+        let labels = [
+            ("policy_namespace", ns),
+            ("policy", "fraud-model"),
+            ("variant", "stable"),
+        ];
+        assert_eq!(
+            r.envoy
+                .sample_eventually("mlcanary_requests_total", &labels, n),
+            Some(n),
+            "{ns}"
+        );
+    }
+}
+
 #[test]
 fn labelled_stats_count_requests_errors_and_latency_per_variant() {
     let r = rig(config(vec![policy(5000)]));
@@ -388,7 +428,7 @@ fn labelled_stats_count_requests_errors_and_latency_per_variant() {
         "{text}"
     );
     assert!(
-        text.contains(r#"mlcanary_request_duration_ms_bucket{policy="fraud-model",variant="canary",le="+Inf"}"#),
+        text.contains(r#"mlcanary_request_duration_ms_bucket{policy_namespace="default",policy="fraud-model",variant="canary",le="+Inf"}"#),
         "{text}"
     );
 }

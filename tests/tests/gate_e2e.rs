@@ -85,7 +85,7 @@ fn rollout_start_then_wait_exits_0_on_promotion_and_1_on_rollback() {
     assert_eq!(code, Some(0), "rollout start v2: {out}");
     let (code, out) = mlcanary(&wait);
     assert_eq!(code, Some(0), "v2 must be promoted: {out}\n{}", m.output());
-    let v2 = m.policy("fraud-model").expect("status");
+    let v2 = m.policy("default/fraud-model").expect("status");
     assert_eq!(v2["phase"], "Promoted");
     assert_eq!(v2["canaryWeightBp"], 10_000);
 
@@ -100,7 +100,7 @@ fn rollout_start_then_wait_exits_0_on_promotion_and_1_on_rollback() {
         "v3 must be rolled back: {out}\n{}",
         m.output()
     );
-    let v3 = m.policy("fraud-model").expect("status");
+    let v3 = m.policy("default/fraud-model").expect("status");
     assert_eq!(
         (v3["phase"].as_str(), v3["canaryWeightBp"].as_u64()),
         (Some("RolledBack"), Some(0))

@@ -26,17 +26,18 @@ use serde_json::Value;
 
 const HOST: &str = "fraud-model";
 const POLICY: &str = "fraud-model";
+const POLICY_KEY: &str = "default/fraud-model";
 
 fn weight(s: &Value) -> Option<u64> {
-    s["policies"][POLICY]["canaryWeightBp"].as_u64()
+    s["policies"][POLICY_KEY]["canaryWeightBp"].as_u64()
 }
 
 fn phase(s: &Value) -> Option<&str> {
-    s["policies"][POLICY]["phase"].as_str()
+    s["policies"][POLICY_KEY]["phase"].as_str()
 }
 
 fn history(s: &Value) -> Vec<Value> {
-    s["policies"][POLICY]["history"]
+    s["policies"][POLICY_KEY]["history"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -57,7 +58,7 @@ fn count_lines(m: &Mlcanary, what: &str) -> usize {
 /// Wait until an analysis passed on real data while Progressing past the first step.
 fn wait_judging(m: &mut Mlcanary, min_weight: u64) -> Value {
     let s = m.wait_status(patience::ROLLOUT, |s| {
-        let pass = s["policies"][POLICY]["lastVerdicts"]
+        let pass = s["policies"][POLICY_KEY]["lastVerdicts"]
             .as_array()?
             .iter()
             .any(|v| v["verdict"] == "pass");

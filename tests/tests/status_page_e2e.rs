@@ -41,7 +41,7 @@ fn an_abort_through_the_api_rolls_back_at_once_and_traffic_follows() {
 
     // The API reads what the loop does: wait for a step past the first on real data.
     let at = m.wait_status(patience::ROLLOUT, |s| {
-        let w = s["policies"]["fraud-model"]["canaryWeightBp"].as_u64()?;
+        let w = s["policies"]["default/fraud-model"]["canaryWeightBp"].as_u64()?;
         (w >= 4000).then_some(w)
     });
     assert!(at.is_some(), "no second step:\n{}", m.output());
@@ -70,7 +70,7 @@ fn an_abort_through_the_api_rolls_back_at_once_and_traffic_follows() {
 
     // Applied before the answer: status.json already says so, and Envoy sends everyone to stable.
     let s = m.status().unwrap_or_default();
-    let p = &s["policies"]["fraud-model"];
+    let p = &s["policies"]["default/fraud-model"];
     assert_eq!(p["phase"], "RolledBack", "{s}");
     assert_eq!(p["canaryWeightBp"], 0);
     let last = p["history"].as_array().and_then(|h| h.last()).cloned();

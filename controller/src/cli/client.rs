@@ -70,6 +70,8 @@ pub fn new_command_id(now: SystemTime) -> String {
 pub struct HttpBackend {
     base: Url,
     client: reqwest::Client,
+    /// `-n`: policies are named `namespace/name` in the API; without it a name must be unique.
+    namespace: Option<String>,
 }
 
 impl HttpBackend {
@@ -89,7 +91,26 @@ impl HttpBackend {
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| bad(e.to_string()))?;
-        Ok(HttpBackend { base: url, client })
+        Ok(HttpBackend {
+            base: url,
+            client,
+            namespace: None,
+        })
+    }
+
+    /// Name policies in `namespace` (`-n`).
+    pub fn in_namespace(mut self, namespace: Option<String>) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// `{namespace}/{name}` segments of a policy's path (`{name}` alone without `-n`).
+    fn policy_path<'a>(&'a self, name: &'a str) -> Vec<&'a str> {
+        self.namespace
+            .as_deref()
+            .into_iter()
+            .chain([name])
+            .collect()
     }
 
     fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
@@ -146,7 +167,8 @@ impl HttpBackend {
 
     /// One policy.
     pub async fn get(&self, name: &str) -> Result<PolicyView, ClientError> {
-        let (status, body) = self.send(self.client.get(self.url(&[name])?)).await?;
+        let url = self.url(&self.policy_path(name))?;
+        let (status, body) = self.send(self.client.get(url)).await?;
         match status {
             s if s.is_success() => self.decode(&body),
             StatusCode::NOT_FOUND => Err(ClientError::NotFound(format!(
@@ -160,7 +182,9 @@ impl HttpBackend {
 
     /// Send `cmd`; the server applies it on its loop.
     pub async fn command(&self, name: &str, cmd: Command) -> Result<(), ClientError> {
-        let url = self.url(&[name, cmd.name()])?;
+        let mut path = self.policy_path(name);
+        path.push(cmd.name());
+        let url = self.url(&path)?;
         let (status, body) = self.send(self.client.post(url)).await?;
         let text = || Self::error_text(status, &body);
         match status {

@@ -20,7 +20,8 @@ pub struct Connection {
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
     /// Namespace of the CanaryPolicy (default: the kubeconfig context's namespace). With --server,
-    /// shows only this namespace's policies.
+    /// names the policy in this namespace (without it, a name two namespaces use is refused) and
+    /// lists only this namespace's policies.
     #[arg(short = 'n', long, value_name = "NS")]
     pub namespace: Option<String>,
 }
@@ -77,7 +78,9 @@ impl Backend {
     /// `--server` → HTTP; otherwise the cluster.
     pub async fn connect(c: &Connection, all_namespaces: bool) -> Result<Self, ClientError> {
         match &c.server {
-            Some(url) => Ok(Backend::Http(HttpBackend::new(url)?)),
+            Some(url) => Ok(Backend::Http(
+                HttpBackend::new(url)?.in_namespace(c.namespace.clone()),
+            )),
             None => Ok(Backend::Kube(
                 KubeBackend::connect(c.namespace.clone(), all_namespaces).await?,
             )),

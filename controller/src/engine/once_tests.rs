@@ -30,9 +30,9 @@ impl SimulatedEnvoy {
         let n = (self.rps * s).floor();
         let e = (n * self.canary_errors_pm / 1000.0).floor();
         format!(
-            "mlcanary_requests_total{{policy=\"fraud-model\",variant=\"stable\"}} {n}\n\
-             mlcanary_requests_total{{policy=\"fraud-model\",variant=\"canary\"}} {n}\n\
-             mlcanary_errors_total{{policy=\"fraud-model\",variant=\"canary\"}} {e}\n\
+            "mlcanary_requests_total{{policy_namespace=\"ml\",policy=\"fraud-model\",variant=\"stable\"}} {n}\n\
+             mlcanary_requests_total{{policy_namespace=\"ml\",policy=\"fraud-model\",variant=\"canary\"}} {n}\n\
+             mlcanary_errors_total{{policy_namespace=\"ml\",policy=\"fraud-model\",variant=\"canary\"}} {e}\n\
              envoy_server_uptime {s}\n"
         )
     }

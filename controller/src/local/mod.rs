@@ -36,7 +36,7 @@ use crate::exit::Exit;
 use crate::hooks::HttpSender;
 use crate::metrics::{EnvoySource, MetricsError, MetricsSource, PrometheusSource, Reading};
 use crate::policy::file::{load, FileError};
-use crate::policy::{CanaryPolicyStatus, Phase, ValidatedPolicy};
+use crate::policy::{CanaryPolicyStatus, Phase, PolicyKey, ValidatedPolicy};
 use crate::record::Recorder;
 use crate::server::ServerState;
 use crate::traffic::envoy_files::{EnvoyFilesTarget, FilesError, Upstream, BOOTSTRAP_FILE};
@@ -173,7 +173,7 @@ impl MetricsSource for Source {
         }
     }
 
-    fn prepared_for(&self, policy: &str) -> bool {
+    fn prepared_for(&self, policy: &PolicyKey) -> bool {
         match self {
             Source::Envoy(s) => s.prepared_for(policy),
             Source::Prometheus(s) => s.prepared_for(policy),
@@ -322,7 +322,7 @@ async fn set_up(args: &LocalArgs, plan: Plan, out: &mut impl Write) -> Result<Ru
         .map(|policy| Managed {
             status: previous
                 .policies
-                .get(&policy.name)
+                .get(&policy.key().to_string())
                 .cloned()
                 .unwrap_or_default(),
             policy,
@@ -415,7 +415,7 @@ impl Running {
         self.status_file.policies = self
             .managed
             .iter()
-            .map(|m| (m.policy.name.clone(), m.status.clone()))
+            .map(|m| (m.policy.key().to_string(), m.status.clone()))
             .collect();
         Ok(self.status_file.write(&self.status_path)?)
     }

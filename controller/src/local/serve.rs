@@ -49,7 +49,7 @@ pub(super) async fn handle_command<T: TrafficTarget>(
     recorder: &Recorder,
     out: &mut impl Write,
 ) -> Result<(), LocalError> {
-    let Some(i) = managed.iter().position(|m| m.policy.name == req.policy) else {
+    let Some(i) = managed.iter().position(|m| m.policy.key() == req.policy) else {
         let _ = req.reply.send(Err(CommandRefused::UnknownPolicy));
         return Ok(());
     };

@@ -124,8 +124,8 @@ fn once_without_envoy_writes_files_starts_and_then_holds_without_data() {
         assert!(work.join(f).exists(), "{f}");
     }
     let s = StatusFile::read(&work.join("status.json")).unwrap();
-    assert_eq!(s.policies["fraud-model"].canary_weight_bp, 500);
-    assert_eq!(s.policies["churn-model"].canary_weight_bp, 2000);
+    assert_eq!(s.policies["ml/fraud-model"].canary_weight_bp, 500);
+    assert_eq!(s.policies["ml/churn-model"].canary_weight_bp, 2000);
     assert_eq!(s.listener.as_deref(), Some("127.0.0.1:10000"));
     let rds = fs::read_to_string(work.join("rds/rds.yaml")).unwrap();
     assert!(rds.contains("\"weight\": 95"), "{rds}");
@@ -139,6 +139,6 @@ fn once_without_envoy_writes_files_starts_and_then_holds_without_data() {
     );
     assert!(text.contains("no data (unreachable"), "{text}");
     let s = StatusFile::read(&work.join("status.json")).unwrap();
-    assert_eq!(s.policies["fraud-model"].canary_weight_bp, 500);
+    assert_eq!(s.policies["ml/fraud-model"].canary_weight_bp, 500);
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -17,6 +17,7 @@ use mlcanary_filter::stats::{
 };
 
 use super::exposition::{parse, Sample};
+use mlcanary_core::policy::PolicyId;
 use mlcanary_core::window::{Bucket, SegmentCounts, VariantWindow, Window};
 
 /// Envoy's own uptime gauge: it only falls when the process restarts.
@@ -44,7 +45,14 @@ pub fn families() -> [String; 6] {
 }
 
 /// Labels that say *what* a series counts; every other label says *where* (the instance).
-const SERIES_LABELS: [&str; 5] = ["__name__", "policy", "variant", "segment", "le"];
+const SERIES_LABELS: [&str; 6] = [
+    "__name__",
+    "policy_namespace",
+    "policy",
+    "variant",
+    "segment",
+    "le",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct SeriesId {
@@ -71,7 +79,7 @@ impl Counters {
         name: &str,
         labels: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
         value: f64,
-        policy: &str,
+        policy: PolicyId<'_>,
         variants: [&str; 2],
     ) {
         if !value.is_finite() {
@@ -89,9 +97,9 @@ impl Counters {
             (String::new(), None, None)
         } else {
             let variant = get("variant").filter(|v| variants.contains(v));
-            let (true, Some(variant), Some(true)) =
-                (is_family(name), variant, get("policy").map(|p| p == policy))
-            else {
+            let ours = get("policy") == Some(policy.name)
+                && get("policy_namespace") == Some(policy.namespace);
+            let (true, true, Some(variant)) = (is_family(name), ours, variant) else {
                 return;
             };
             (
@@ -126,7 +134,7 @@ impl Counters {
     /// `policy`'s counters among `samples` (of one scrape).
     pub fn from_samples<'s>(
         samples: impl IntoIterator<Item = &'s Sample>,
-        policy: &str,
+        policy: PolicyId<'_>,
         variants: [&str; 2],
     ) -> Self {
         let mut c = Counters::default();
@@ -148,13 +156,20 @@ impl Counters {
     }
 
     /// Back from [`Counters::to_map`]: every key is a sample line's name and labels.
-    pub fn from_map(map: &BTreeMap<String, f64>, policy: &str, variants: [&str; 2]) -> Self {
+    pub fn from_map(
+        map: &BTreeMap<String, f64>,
+        policy: PolicyId<'_>,
+        variants: [&str; 2],
+    ) -> Self {
         let mut c = Counters::default();
         for (key, v) in map {
             for s in &parse(&format!("{key} {v}")).samples {
                 let labels = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-                // The policy label is implied by the map's owner.
-                let labels = labels.chain([("policy", policy)]);
+                // The policy's labels are implied by the map's owner.
+                let labels = labels.chain([
+                    ("policy", policy.name),
+                    ("policy_namespace", policy.namespace),
+                ]);
                 c.add(&s.name, labels, s.value, policy, variants);
             }
         }

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use super::counters::{Counters, UPTIME};
 use super::exposition::{parse, Exposition, Sample};
 use super::{unix_ms, MetricsError, MetricsSource, Prepared, Reading};
-use crate::policy::ValidatedPolicy;
+use crate::policy::{PolicyKey, ValidatedPolicy};
 use mlcanary_core::window::Mark;
 
 /// The admin query: samples Envoy has recorded (`usedonly`) whose name holds the filter's prefix or
@@ -81,19 +81,19 @@ impl MetricsSource for EnvoySource {
         let counters: Vec<_> = match self.scrape().await {
             Ok(e) => {
                 let index = ByPolicy::new(&e);
-                let each = |p: &&ValidatedPolicy| (p.name.clone(), Ok(index.counters(p)));
+                let each = |p: &&ValidatedPolicy| (p.key(), Ok(index.counters(p)));
                 policies.iter().map(each).collect()
             }
             // Every policy of the pass has no data this interval, without a scrape of its own.
             Err(err) => {
-                let each = |p: &&ValidatedPolicy| (p.name.clone(), Err(err.clone()));
+                let each = |p: &&ValidatedPolicy| (p.key(), Err(err.clone()));
                 policies.iter().map(each).collect()
             }
         };
         self.prepared = Prepared::new(at_ms, counters);
     }
 
-    fn prepared_for(&self, policy: &str) -> bool {
+    fn prepared_for(&self, policy: &PolicyKey) -> bool {
         self.prepared.holds(policy)
     }
 
@@ -103,7 +103,7 @@ impl MetricsSource for EnvoySource {
         since: Option<&Mark>,
         now: SystemTime,
     ) -> Result<Reading, MetricsError> {
-        let (at_ms, cur) = match self.prepared.take(&policy.name) {
+        let (at_ms, cur) = match self.prepared.take(&policy.key()) {
             Some((at_ms, read)) => (at_ms, read?),
             None => {
                 let e = self.scrape().await?;
@@ -114,22 +114,22 @@ impl MetricsSource for EnvoySource {
     }
 }
 
-/// One scrape's samples by their `policy` label, and the instances' uptime samples every policy
-/// needs (they reveal restarts).
+/// One scrape's samples by their `policy_namespace` and `policy` labels, and the instances' uptime
+/// samples every policy needs (they reveal restarts).
 struct ByPolicy<'a> {
-    policies: HashMap<&'a str, Vec<&'a Sample>>,
+    policies: HashMap<(&'a str, &'a str), Vec<&'a Sample>>,
     uptime: Vec<&'a Sample>,
 }
 
 impl<'a> ByPolicy<'a> {
     fn new(e: &'a Exposition) -> Self {
-        let mut policies: HashMap<&str, Vec<&Sample>> = HashMap::new();
+        let mut policies: HashMap<(&str, &str), Vec<&Sample>> = HashMap::new();
         let mut uptime = Vec::new();
         for s in &e.samples {
             if s.name == UPTIME {
                 uptime.push(s);
-            } else if let Some(p) = s.label("policy") {
-                policies.entry(p).or_default().push(s);
+            } else if let (Some(ns), Some(p)) = (s.label("policy_namespace"), s.label("policy")) {
+                policies.entry((ns, p)).or_default().push(s);
             }
         }
         ByPolicy { policies, uptime }
@@ -137,9 +137,10 @@ impl<'a> ByPolicy<'a> {
 
     fn counters(&self, policy: &ValidatedPolicy) -> Counters {
         let variants = [policy.stable_subset.as_str(), policy.canary_subset.as_str()];
-        let own = self.policies.get(policy.name.as_str());
+        let id = policy.stat_id();
+        let own = self.policies.get(&(id.namespace, id.name));
         let samples = own.into_iter().flatten().chain(&self.uptime);
-        Counters::from_samples(samples.copied(), &policy.name, variants)
+        Counters::from_samples(samples.copied(), id, variants)
     }
 }
 
@@ -152,7 +153,7 @@ pub fn reading(
 ) -> Reading {
     let variants = [policy.stable_subset.as_str(), policy.canary_subset.as_str()];
     let window = since.map(|m| {
-        let prev = Counters::from_map(&m.counters, &policy.name, variants);
+        let prev = Counters::from_map(&m.counters, policy.stat_id(), variants);
         cur.window_since(&prev, &policy.stable_subset, &policy.canary_subset)
     });
     Reading {

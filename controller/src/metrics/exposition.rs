@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn counters_histograms_and_escapes() {
         let text = r#"# TYPE mlcanary_requests_total counter
-mlcanary_requests_total{policy="fraud-model",variant="canary"} 42
+mlcanary_requests_total{policy_namespace="ml",policy="fraud-model",variant="canary"} 42
 # HELP x help text with {braces}
 weird{a="q\"uo\\te",b="line\nbreak",} 1.5e3 1700000000000
 mlcanary_request_duration_ms_bucket{policy="p",variant="v",le="+Inf"} 7

@@ -6,7 +6,7 @@
 //!
 //! Metric names and labels are the filter's (`mlcanary_filter::stats`): counters
 //! `mlcanary_requests_total`, `mlcanary_errors_total`, histogram `mlcanary_request_duration_ms`,
-//! labels `policy`, `variant` (and `segment`, summed over here).
+//! labels `policy_namespace`, `policy`, `variant` (and `segment`, summed over here).
 
 pub mod counters;
 pub mod envoy;
@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
-use crate::policy::ValidatedPolicy;
+use crate::policy::{PolicyKey, ValidatedPolicy};
 use counters::Counters;
 use mlcanary_core::window::{Mark, Window};
 
@@ -85,7 +85,7 @@ pub trait MetricsSource {
     }
 
     /// Whether a `prepare` read something for `policy` that its next `fetch` will take.
-    fn prepared_for(&self, policy: &str) -> bool {
+    fn prepared_for(&self, policy: &PolicyKey) -> bool {
         let _ = policy;
         false
     }
@@ -96,13 +96,13 @@ pub trait MetricsSource {
 #[derive(Debug, Clone, Default)]
 pub struct Prepared {
     at_ms: i64,
-    by_policy: HashMap<String, Result<Counters, MetricsError>>,
+    by_policy: HashMap<PolicyKey, Result<Counters, MetricsError>>,
 }
 
 impl Prepared {
     pub fn new(
         at_ms: i64,
-        by_policy: impl IntoIterator<Item = (String, Result<Counters, MetricsError>)>,
+        by_policy: impl IntoIterator<Item = (PolicyKey, Result<Counters, MetricsError>)>,
     ) -> Self {
         Prepared {
             at_ms,
@@ -111,7 +111,7 @@ impl Prepared {
     }
 
     /// `policy`'s counters and the time they were read at, once.
-    pub fn take(&mut self, policy: &str) -> Option<(i64, Result<Counters, MetricsError>)> {
+    pub fn take(&mut self, policy: &PolicyKey) -> Option<(i64, Result<Counters, MetricsError>)> {
         self.by_policy.remove(policy).map(|c| (self.at_ms, c))
     }
 
@@ -119,13 +119,13 @@ impl Prepared {
     /// long after its pass' read reads afresh rather than judge an old window.
     pub fn take_since(
         &mut self,
-        policy: &str,
+        policy: &PolicyKey,
         not_before_ms: i64,
     ) -> Option<(i64, Result<Counters, MetricsError>)> {
         self.take(policy).filter(|(at, _)| *at >= not_before_ms)
     }
 
-    pub fn holds(&self, policy: &str) -> bool {
+    pub fn holds(&self, policy: &PolicyKey) -> bool {
         self.by_policy.contains_key(policy)
     }
 }

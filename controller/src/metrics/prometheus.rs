@@ -19,7 +19,7 @@ use prometheus_http_query::Client;
 use super::counters::{families, Counters};
 use super::{unix_ms, MetricsError, MetricsSource, Prepared, Reading};
 use crate::policy::validated::CheckKind;
-use crate::policy::ValidatedPolicy;
+use crate::policy::{PolicyKey, ValidatedPolicy};
 use mlcanary_core::window::{Mark, Window};
 
 /// Policies per batched counters query: the query rides in a GET's URL, kept well under the
@@ -28,22 +28,37 @@ pub const BATCH: usize = 50;
 /// Batched queries in flight at once: a pass over many policies must not flood Prometheus.
 pub const CONCURRENCY: usize = 4;
 
-/// `{__name__=~"<families>",policy=~"p1|p2"}`: every series the windows of these policies are made
-/// of, unaggregated (resets are found per pod). Policy names are validated to `[A-Za-z0-9_-]`: no
-/// escaping needed, and none is another's prefix in an anchored regex.
-pub fn series_query(policies: &[&str]) -> String {
+/// `{__name__=~"<families>",policy_namespace="ns",policy=~"p1|p2"}`: every series the windows of
+/// these policies of one namespace are made of, unaggregated (resets are found per pod). Names and
+/// namespaces are validated to `[A-Za-z0-9_-]`: no escaping needed, and none is another's prefix
+/// in an anchored regex.
+pub fn series_query(namespace: &str, policies: &[&str]) -> String {
     format!(
-        "{{__name__=~\"{}\",policy=~\"{}\"}}",
+        "{{__name__=~\"{}\",policy_namespace=\"{namespace}\",policy=~\"{}\"}}",
         families().join("|"),
         policies.join("|")
     )
 }
 
-/// A custom check's query for one variant.
-pub fn custom_query(template: &str, policy: &str, variant: &str) -> String {
+/// A custom check's query for one variant: `{{namespace}}`, `{{policy}}` and `{{variant}}` filled.
+pub fn custom_query(template: &str, policy: &PolicyKey, variant: &str) -> String {
     template
-        .replace("{{policy}}", policy)
+        .replace("{{namespace}}", &policy.namespace)
+        .replace("{{policy}}", &policy.name)
         .replace("{{variant}}", variant)
+}
+
+/// The policies of a pass in query batches: one namespace per batch (the namespace is an exact
+/// matcher), at most [`BATCH`] names each.
+pub fn batches<'p>(policies: &[&'p ValidatedPolicy]) -> Vec<Vec<&'p ValidatedPolicy>> {
+    let mut by_ns: std::collections::BTreeMap<&str, Vec<&ValidatedPolicy>> = Default::default();
+    for p in policies {
+        by_ns.entry(p.namespace_or_default()).or_default().push(p);
+    }
+    by_ns
+        .into_values()
+        .flat_map(|ps| ps.chunks(BATCH).map(<[_]>::to_vec).collect::<Vec<_>>())
+        .collect()
 }
 
 /// The `time=` parameter: Unix seconds with milliseconds.
@@ -59,7 +74,7 @@ type Rows = Vec<(HashMap<String, String>, f64)>;
 pub struct PrometheusSource {
     client: Client,
     /// Per policy: the counters read at the last mark, and its time.
-    kept: Arc<Mutex<HashMap<String, (i64, Counters)>>>,
+    kept: Arc<Mutex<HashMap<PolicyKey, (i64, Counters)>>>,
     /// What the last [`MetricsSource::prepare`] read, until each policy's fetch takes it; shared
     /// by clones, so the kube loop's first reconcile of an interval reads for the others.
     prepared: Arc<Mutex<Prepared>>,
@@ -111,39 +126,38 @@ impl PrometheusSource {
         })
     }
 
-    /// The cumulative counters of `policies` as Prometheus holds them at `at_ms`, from one query;
-    /// a policy without series has empty counters (an absent series reads 0).
+    /// The cumulative counters of `policies` (one namespace) as Prometheus holds them at `at_ms`,
+    /// from one query; a policy without series has empty counters (an absent series reads 0).
     async fn counters_at(
         &self,
         policies: &[&ValidatedPolicy],
         at_ms: i64,
-    ) -> Result<HashMap<String, Counters>, MetricsError> {
+    ) -> Result<HashMap<PolicyKey, Counters>, MetricsError> {
+        let Some(first) = policies.first() else {
+            return Ok(HashMap::new());
+        };
+        let namespace = first.namespace_or_default();
+        debug_assert!(policies
+            .iter()
+            .all(|p| p.namespace_or_default() == namespace));
         let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
-        let rows = self.vector(&series_query(&names), at_ms).await?;
-        let mut out: HashMap<String, Counters> = names
+        let rows = self.vector(&series_query(namespace, &names), at_ms).await?;
+        let mut out: HashMap<&str, (&ValidatedPolicy, Counters)> = policies
             .iter()
-            .map(|n| ((*n).to_owned(), Counters::default()))
-            .collect();
-        let variants: HashMap<&str, [&str; 2]> = policies
-            .iter()
-            .map(|p| {
-                (
-                    p.name.as_str(),
-                    [p.stable_subset.as_str(), p.canary_subset.as_str()],
-                )
-            })
+            .map(|p| (p.name.as_str(), (*p, Counters::default())))
             .collect();
         for (labels, value) in &rows {
             let (Some(name), Some(policy)) = (labels.get("__name__"), labels.get("policy")) else {
                 continue;
             };
-            let (Some(c), Some(v)) = (out.get_mut(policy), variants.get(policy.as_str())) else {
+            let Some((p, c)) = out.get_mut(policy.as_str()) else {
                 continue;
             };
+            let variants = [p.stable_subset.as_str(), p.canary_subset.as_str()];
             let pairs = labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-            c.add(name, pairs, *value, policy, *v);
+            c.add(name, pairs, *value, p.stat_id(), variants);
         }
-        Ok(out)
+        Ok(out.into_values().map(|(p, c)| (p.key(), c)).collect())
     }
 
     /// [`Self::counters_at`], handing back which policies it was for.
@@ -153,7 +167,7 @@ impl PrometheusSource {
         at_ms: i64,
     ) -> (
         &'a [&'p ValidatedPolicy],
-        Result<HashMap<String, Counters>, MetricsError>,
+        Result<HashMap<PolicyKey, Counters>, MetricsError>,
     ) {
         (chunk, self.counters_at(chunk, at_ms).await)
     }
@@ -165,7 +179,7 @@ impl PrometheusSource {
         at_ms: i64,
     ) -> Result<Counters, MetricsError> {
         let mut all = self.counters_at(&[policy], at_ms).await?;
-        Ok(all.remove(&policy.name).unwrap_or_default())
+        Ok(all.remove(&policy.key()).unwrap_or_default())
     }
 
     /// Custom and resource check values of both variants, at `at_ms`.
@@ -181,7 +195,7 @@ impl PrometheusSource {
         ] {
             for c in &policy.checks {
                 let query = match &c.kind {
-                    CheckKind::Custom { query, .. } => custom_query(query, &policy.name, variant),
+                    CheckKind::Custom { query, .. } => custom_query(query, &policy.key(), variant),
                     // Resource checks ride in `custom` too: see `analysis::resources`.
                     CheckKind::Resource(r) => resources::resource_query(
                         r,
@@ -199,14 +213,6 @@ impl PrometheusSource {
         }
         Ok(())
     }
-
-    fn key(policy: &ValidatedPolicy) -> String {
-        format!(
-            "{}/{}",
-            policy.namespace.as_deref().unwrap_or_default(),
-            policy.name
-        )
-    }
 }
 
 impl MetricsSource for PrometheusSource {
@@ -215,10 +221,8 @@ impl MetricsSource for PrometheusSource {
     async fn prepare(&mut self, policies: &[&ValidatedPolicy], now: SystemTime) {
         let at = unix_ms(now);
         // Futures collected first: a closure inside the stream trips the `Send` proof.
-        let batches: Vec<_> = policies
-            .chunks(BATCH)
-            .map(|chunk| self.batch(chunk, at))
-            .collect();
+        let chunks = batches(policies);
+        let batches: Vec<_> = chunks.iter().map(|chunk| self.batch(chunk, at)).collect();
         let reads: Vec<_> = futures::stream::iter(batches)
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -227,16 +231,16 @@ impl MetricsSource for PrometheusSource {
         for (chunk, read) in reads {
             match read {
                 Ok(mut counters) => by_policy.extend(chunk.iter().map(|p| {
-                    let c = counters.remove(&p.name).unwrap_or_default();
-                    (p.name.clone(), Ok(c))
+                    let c = counters.remove(&p.key()).unwrap_or_default();
+                    (p.key(), Ok(c))
                 })),
-                Err(e) => by_policy.extend(chunk.iter().map(|p| (p.name.clone(), Err(e.clone())))),
+                Err(e) => by_policy.extend(chunk.iter().map(|p| (p.key(), Err(e.clone())))),
             }
         }
         *self.prepared.lock().expect("lock") = Prepared::new(at, by_policy);
     }
 
-    fn prepared_for(&self, policy: &str) -> bool {
+    fn prepared_for(&self, policy: &PolicyKey) -> bool {
         self.prepared.lock().expect("lock").holds(policy)
     }
 
@@ -249,7 +253,7 @@ impl MetricsSource for PrometheusSource {
         // A batch read more than half an interval ago is too old to end this window.
         let half = i64::try_from(policy.interval.as_millis() / 2).unwrap_or(i64::MAX);
         let prepared = (self.prepared.lock().expect("lock"))
-            .take_since(&policy.name, unix_ms(now).saturating_sub(half));
+            .take_since(&policy.key(), unix_ms(now).saturating_sub(half));
         let (at, cur) = match prepared {
             Some((at, read)) => (at, read?),
             None => {
@@ -257,7 +261,7 @@ impl MetricsSource for PrometheusSource {
                 (at, self.counters_of(policy, at).await?)
             }
         };
-        let key = Self::key(policy);
+        let key = policy.key();
         let window = match since {
             None => None,
             Some(mark) => {

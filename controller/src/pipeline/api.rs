@@ -6,17 +6,25 @@ use serde_json::{json, Value};
 use super::Watch;
 use crate::cli::client::{ClientError, HttpBackend, PolicyView};
 
-/// `{base}/api/policies/{name}/start`; the name must be a plain resource name.
-pub fn start_url(base: &str, name: &str) -> Result<String, ClientError> {
-    let plain = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !plain {
+/// `{base}/api/policies/[{namespace}/]{name}/start`; names must be plain resource names.
+pub fn start_url(base: &str, namespace: Option<&str>, name: &str) -> Result<String, ClientError> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if !plain(name) {
         return Err(ClientError::BadInput(format!(
             "{name:?} is not a policy name"
         )));
     }
+    if let Some(ns) = namespace.filter(|ns| !plain(ns)) {
+        return Err(ClientError::BadInput(format!("{ns:?} is not a namespace")));
+    }
+    let name = match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_owned(),
+    };
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         return Err(ClientError::BadInput(format!(
             "--server {base:?}: expected an http:// or https:// URL"
@@ -33,10 +41,15 @@ pub fn start_body(canary: &str) -> Value {
     json!({ "canary": canary })
 }
 
-/// `POST /api/policies/{name}/start` with `{"canary": ...}`: 2xx started, 404 no such policy,
-/// 400 / 409 refused.
-pub async fn start(base: &str, name: &str, canary: &str) -> Result<(), ClientError> {
-    let url = start_url(base, name)?;
+/// `POST /api/policies/[{namespace}/]{name}/start` with `{"canary": ...}`: 2xx started, 404 no
+/// such policy, 400 / 409 refused.
+pub async fn start(
+    base: &str,
+    namespace: Option<&str>,
+    name: &str,
+    canary: &str,
+) -> Result<(), ClientError> {
+    let url = start_url(base, namespace, name)?;
     crate::tls::install_crypto_provider();
     let unreachable = |reason: String| ClientError::Unreachable {
         what: base.to_owned(),
@@ -71,13 +84,13 @@ pub async fn start(base: &str, name: &str, canary: &str) -> Result<(), ClientErr
     }
 }
 
-/// `wait` over the HTTP API: `GET /api/policies/{name}`. The server applies a start before it
-/// answers, so every status it shows is about the current rollout.
+/// `wait` over the HTTP API: `GET /api/policies/[{namespace}/]{name}`. The server applies a start
+/// before it answers, so every status it shows is about the current rollout.
 pub struct HttpWatch(HttpBackend);
 
 impl HttpWatch {
-    pub fn new(base: &str) -> Result<Self, ClientError> {
-        Ok(HttpWatch(HttpBackend::new(base)?))
+    pub fn new(base: &str, namespace: Option<String>) -> Result<Self, ClientError> {
+        Ok(HttpWatch(HttpBackend::new(base)?.in_namespace(namespace)))
     }
 }
 

@@ -212,7 +212,10 @@ pub fn run_start(args: &StartArgs, out: &mut impl Write) -> Result<(), PipelineE
     }
     runtime()?.block_on(async {
         match &args.connection.server {
-            Some(url) => api::start(url, &args.policy, &args.canary).await?,
+            Some(url) => {
+                let ns = args.connection.namespace.as_deref();
+                api::start(url, ns, &args.policy, &args.canary).await?
+            }
             None => {
                 let k = cluster::connect(args.connection.namespace.clone()).await?;
                 cluster::start(&k, &args.policy, &args.canary).await?;
@@ -233,7 +236,7 @@ pub fn run_wait(args: &WaitArgs) -> Result<WaitOutcome, PipelineError> {
     runtime()?.block_on(async {
         match &args.connection.server {
             Some(url) => {
-                let mut src = api::HttpWatch::new(url)?;
+                let mut src = api::HttpWatch::new(url, args.connection.namespace.clone())?;
                 wait_for(&mut src, &args.policy, args.timeout, args.poll, &mut err).await
             }
             None => {

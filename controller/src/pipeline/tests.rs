@@ -158,11 +158,16 @@ async fn wait_times_out_and_stops_on_a_missing_policy() {
 #[test]
 fn start_url_and_body() {
     assert_eq!(
-        api::start_url("http://127.0.0.1:8080/", "fraud-model").unwrap(),
+        api::start_url("http://127.0.0.1:8080/", None, "fraud-model").unwrap(),
         "http://127.0.0.1:8080/api/policies/fraud-model/start"
     );
-    assert!(api::start_url("http://h", "a/b").is_err());
-    assert!(api::start_url("h:1", "a").is_err());
+    assert_eq!(
+        api::start_url("http://h", Some("ml"), "fraud-model").unwrap(),
+        "http://h/api/policies/ml/fraud-model/start"
+    );
+    assert!(api::start_url("http://h", None, "a/b").is_err());
+    assert!(api::start_url("http://h", Some("a/b"), "c").is_err());
+    assert!(api::start_url("h:1", None, "a").is_err());
     assert_eq!(api::start_body("v2"), json!({"canary": "v2"}));
 }
 
@@ -206,8 +211,8 @@ async fn http_start_posts_the_canary_and_wait_reads_the_policy() {
         (200, promoted),
         (404, json!({"error": "no policy named \"nope\""})),
     ]);
-    api::start(&base, "fraud-model", "v2").await.unwrap();
-    let mut w = api::HttpWatch::new(&base).unwrap();
+    api::start(&base, None, "fraud-model", "v2").await.unwrap();
+    let mut w = api::HttpWatch::new(&base, None).unwrap();
     let o = wait_for(
         &mut w,
         "fraud-model",
@@ -218,7 +223,7 @@ async fn http_start_posts_the_canary_and_wait_reads_the_policy() {
     .await
     .unwrap();
     assert_eq!(o, WaitOutcome::Promoted);
-    let e = api::start(&base, "nope", "v2").await.unwrap_err();
+    let e = api::start(&base, None, "nope", "v2").await.unwrap_err();
     assert_eq!(e.exit_code(), 4, "{e}");
     t.join().unwrap();
     let seen = seen.lock().unwrap().clone();

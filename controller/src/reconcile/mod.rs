@@ -260,7 +260,7 @@ where
                 peers.iter().map(|(p, w)| (p, *w)).collect();
             let engine = ctx.engine(&key);
             let mut source = ctx.source.clone();
-            if !source.prepared_for(&policy.name) {
+            if !source.prepared_for(&policy.key()) {
                 // The first reconcile of an interval reads for every policy due about now.
                 let due = ctx.due_soon(now);
                 let refs: Vec<&ValidatedPolicy> = due.iter().collect();

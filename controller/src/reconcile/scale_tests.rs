@@ -21,7 +21,7 @@ use tower_test::mock;
 use super::*;
 use crate::fixtures::AsResource;
 use crate::metrics::{MetricsError, Reading};
-use crate::policy::{CanaryPolicyStatus, Phase};
+use crate::policy::{CanaryPolicyStatus, Phase, PolicyKey};
 use crate::server::{ControllerMetrics, Health};
 use crate::traffic::IstioTarget;
 use mlcanary_core::window::{Mark, VariantWindow, Window};
@@ -34,7 +34,7 @@ const NOW: u64 = 1_800_000_000;
 #[derive(Clone, Default)]
 struct ByPolicy {
     windows: Arc<Mutex<BTreeMap<String, Window>>>,
-    prepared: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    prepared: Arc<Mutex<std::collections::BTreeSet<PolicyKey>>>,
     /// (policies per prepare, fetches that found theirs prepared).
     batches: Arc<Mutex<(Vec<usize>, usize)>>,
 }
@@ -42,10 +42,10 @@ struct ByPolicy {
 impl MetricsSource for ByPolicy {
     async fn prepare(&mut self, policies: &[&ValidatedPolicy], _now: SystemTime) {
         self.batches.lock().unwrap().0.push(policies.len());
-        *self.prepared.lock().unwrap() = policies.iter().map(|p| p.name.clone()).collect();
+        *self.prepared.lock().unwrap() = policies.iter().map(|p| p.key()).collect();
     }
 
-    fn prepared_for(&self, policy: &str) -> bool {
+    fn prepared_for(&self, policy: &PolicyKey) -> bool {
         self.prepared.lock().unwrap().contains(policy)
     }
 
@@ -55,7 +55,7 @@ impl MetricsSource for ByPolicy {
         _since: Option<&Mark>,
         now: SystemTime,
     ) -> Result<Reading, MetricsError> {
-        if self.prepared.lock().unwrap().remove(&p.name) {
+        if self.prepared.lock().unwrap().remove(&p.key()) {
             self.batches.lock().unwrap().1 += 1;
         }
         let window = self.windows.lock().unwrap().get(&p.name).cloned();

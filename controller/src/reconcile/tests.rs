@@ -272,7 +272,7 @@ async fn a_passing_analysis_steps_forward_writes_status_and_an_event() {
     let scrape = ctx.metrics.encode().unwrap();
     assert!(
         scrape.contains(
-            r#"mlcanary_controller_canary_weight_bp{namespace="ml",policy="fraud-model"} 1000"#
+            r#"mlcanary_controller_canary_weight_bp{policy_namespace="ml",policy="fraud-model"} 1000"#
         ),
         "{scrape}"
     );
@@ -329,7 +329,7 @@ async fn failed_analyses_at_the_threshold_roll_back() {
     let scrape = ctx.metrics.encode().unwrap();
     assert!(
         scrape.contains(
-            r#"mlcanary_controller_rollbacks_total{namespace="ml",policy="fraud-model"} 1"#
+            r#"mlcanary_controller_rollbacks_total{policy_namespace="ml",policy="fraud-model"} 1"#
         ),
         "{scrape}"
     );
@@ -480,7 +480,7 @@ async fn an_operator_command_is_applied_once_at_once_without_an_analysis() {
     let scrape = ctx.metrics.encode().unwrap();
     assert!(
         scrape.contains(
-            r#"mlcanary_controller_promotions_total{namespace="ml",policy="fraud-model"} 1"#
+            r#"mlcanary_controller_promotions_total{policy_namespace="ml",policy="fraud-model"} 1"#
         ),
         "{scrape}"
     );

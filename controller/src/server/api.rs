@@ -2,10 +2,14 @@
 //!
 //! - `GET /`, `/ui/app.js`, `/ui/app.css` — the page, compiled into the binary;
 //! - `GET /api/policies` — `[PolicyView]`;
-//! - `GET /api/policies/{name}` — `PolicyView` plus `series`; 404 `{"error"}` when unknown;
-//! - `POST /api/policies/{name}/{promote|abort|pause|resume|start}` (`start` with a body
-//!   `{"canary": VERSION}`) — 202 `{"accepted": command}`, 404
-//!   unknown policy or command, 409 when the command does not apply, 501 in kube mode.
+//! - `GET /api/policies/{namespace}/{name}` — `PolicyView` plus `series`; 404 `{"error"}` when
+//!   unknown;
+//! - `POST /api/policies/{namespace}/{name}/{promote|abort|pause|resume|start}` (`start` with a
+//!   body `{"canary": VERSION}`) — 202 `{"accepted": command}`, 404 unknown policy or command, 409
+//!   when the command does not apply, 501 in kube mode.
+//!
+//! `{namespace}/` may be left out while one namespace alone has a policy of that name (a local
+//! policy file, one cluster namespace); with two it is 409 naming them.
 //!
 //! Live updates are by polling (the page asks every second): no long-lived connections to track on
 //! a bare hyper server, nothing to reconnect after a controller restart, and the page reads exactly
@@ -17,6 +21,7 @@ use http_body_util::Full;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::ui::history::Lookup;
 use crate::ui::{assets, CommandRefused, Submit, Ui};
 use mlcanary_core::rollout::Command;
 
@@ -53,16 +58,35 @@ pub fn get(path: &str, ui: &Ui) -> Option<Response<Full<Bytes>>> {
         );
     }
     let rest = path.strip_prefix("/api/policies")?;
-    Some(match rest.trim_end_matches('/') {
-        "" => json_response(StatusCode::OK, &ui.list()),
-        name => {
-            let name = name.trim_start_matches('/');
-            match ui.detail(name) {
-                Some(d) if !name.contains('/') => json_response(StatusCode::OK, &d),
-                _ => error(StatusCode::NOT_FOUND, &format!("no policy named {name:?}")),
-            }
-        }
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    Some(match segments[..] {
+        [] => json_response(StatusCode::OK, &ui.list()),
+        [name] => detail(ui, None, name),
+        [namespace, name] => detail(ui, Some(namespace), name),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "GET /api/policies/{namespace}/{name}",
+        ),
     })
+}
+
+fn detail(ui: &Ui, namespace: Option<&str>, name: &str) -> Response<Full<Bytes>> {
+    match ui.detail(namespace, name) {
+        Ok(d) => json_response(StatusCode::OK, &d),
+        Err(e) => lookup_error(namespace, name, &e),
+    }
+}
+
+/// 404 for an unknown policy, 409 for a name several namespaces use.
+fn lookup_error(namespace: Option<&str>, name: &str, e: &Lookup) -> Response<Full<Bytes>> {
+    let who = match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_owned(),
+    };
+    match e {
+        Lookup::Unknown => error(StatusCode::NOT_FOUND, &format!("no policy {who:?}")),
+        Lookup::Ambiguous(_) => error(StatusCode::CONFLICT, &format!("{who}: {e}")),
+    }
 }
 
 /// The largest POST body read: a command's body is a small JSON object.
@@ -87,11 +111,16 @@ pub async fn post(path: &str, body: &[u8], ui: &Ui) -> Response<Full<Bytes>> {
     let Some(rest) = path.strip_prefix("/api/policies/") else {
         return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     };
-    let Some((name, command)) = rest.split_once('/') else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "POST /api/policies/{name}/{promote|abort|pause|resume}",
-        );
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let (namespace, name, command) = match segments[..] {
+        [name, command] => (None, name, command),
+        [namespace, name, command] => (Some(namespace), name, command),
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "POST /api/policies/{namespace}/{name}/{promote|abort|pause|resume|start}",
+            )
+        }
     };
     if command == "start" && start_canary(body).is_none() {
         return error(
@@ -106,14 +135,25 @@ pub async fn post(path: &str, body: &[u8], ui: &Ui) -> Response<Full<Bytes>> {
         );
     };
     let accepted = cmd.name();
-    match ui.submit(name, cmd).await {
+    let key = match ui.resolve(namespace, name) {
+        Ok(k) => k,
+        // The kube loop takes no commands here, known policy or not.
+        Err(_) if !ui.takes_commands() => {
+            return error(
+                StatusCode::NOT_IMPLEMENTED,
+                "use kubectl/mlcanary against the cluster",
+            )
+        }
+        Err(e) => return lookup_error(namespace, name, &e),
+    };
+    match ui.submit(&key, cmd).await {
         Submit::Accepted => json_response(StatusCode::ACCEPTED, &json!({ "accepted": accepted })),
         Submit::Unsupported => error(
             StatusCode::NOT_IMPLEMENTED,
             "use kubectl/mlcanary against the cluster",
         ),
         Submit::Refused(CommandRefused::UnknownPolicy) => {
-            error(StatusCode::NOT_FOUND, &format!("no policy named {name:?}"))
+            error(StatusCode::NOT_FOUND, &format!("no policy {key}"))
         }
         Submit::Refused(CommandRefused::NotApplicable(why)) => error(StatusCode::CONFLICT, &why),
         Submit::Refused(CommandRefused::Failed(why)) => {

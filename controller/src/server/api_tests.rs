@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
-use crate::policy::{CanaryPolicy, CanaryPolicyStatus, Phase};
+use crate::policy::{CanaryPolicy, CanaryPolicyStatus, Phase, PolicyKey};
 use crate::ui::{CommandRefused, CommandRequest};
 use mlcanary_core::rollout;
 use mlcanary_core::rollout::{Command, RolloutEvent};
@@ -112,7 +112,50 @@ async fn the_api_lists_policies_and_their_series() {
     assert_eq!(one["series"]["events"][0]["kind"], "advanced");
     let (code, err) = json(addr, "GET", "/api/policies/churn").await;
     assert_eq!(code, 404);
-    assert_eq!(err["error"], "no policy named \"churn\"");
+    assert_eq!(err["error"], "no policy \"churn\"");
+}
+
+/// Same-named policies of two namespaces are two policies: each has its own path, and the bare
+/// name is refused as ambiguous, naming both namespaces.
+#[tokio::test]
+async fn the_api_names_policies_by_namespace() {
+    let (addr, state) = start(Ui::new()).await;
+    let prod = CanaryPolicy::test().validated();
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(60);
+    state.ui.record("ml", &prod, &progressing(), None, &[], at);
+    let (code, one) = json(addr, "GET", "/api/policies/fraud-model").await;
+    assert_eq!(
+        (code, one["namespace"].as_str()),
+        (200, Some("ml")),
+        "unique"
+    );
+    let mut staging = prod.clone();
+    staging.namespace = Some("staging".into());
+    let held = CanaryPolicyStatus {
+        canary_weight_bp: 2500,
+        ..progressing()
+    };
+    state.ui.record("staging", &staging, &held, None, &[], at);
+    let (code, list) = json(addr, "GET", "/api/policies").await;
+    assert_eq!((code, list.as_array().map(Vec::len)), (200, Some(2)));
+    let (code, err) = json(addr, "GET", "/api/policies/fraud-model").await;
+    assert_eq!(code, 409);
+    assert_eq!(
+        err["error"],
+        "fraud-model: policies of that name are in namespaces ml, staging: name one (NAMESPACE/NAME)"
+    );
+    let (_, ml) = json(addr, "GET", "/api/policies/ml/fraud-model").await;
+    let (_, st) = json(addr, "GET", "/api/policies/staging/fraud-model").await;
+    assert_eq!(
+        (ml["canaryWeightBp"].as_u64(), st["canaryWeightBp"].as_u64()),
+        (Some(1000), Some(2500))
+    );
+    assert_eq!(
+        json(addr, "GET", "/api/policies/prod/fraud-model").await.0,
+        404
+    );
+    let (code, _) = json(addr, "POST", "/api/policies/fraud-model/pause").await;
+    assert_eq!(code, 501, "kube mode: commands go through the cluster");
 }
 
 #[tokio::test]
@@ -127,7 +170,7 @@ async fn kube_mode_answers_commands_with_501() {
 async fn stand_in_loop(mut rx: tokio::sync::mpsc::Receiver<CommandRequest>) {
     let mut status = progressing();
     while let Some(req) = rx.recv().await {
-        let answer = if req.policy != "fraud-model" {
+        let answer = if req.policy != PolicyKey::new("ml", "fraud-model") {
             Err(CommandRefused::UnknownPolicy)
         } else {
             rollout::command(&status, req.command, SystemTime::UNIX_EPOCH)
@@ -142,12 +185,16 @@ async fn stand_in_loop(mut rx: tokio::sync::mpsc::Receiver<CommandRequest>) {
 async fn local_mode_applies_commands_and_refuses_what_does_not_apply() {
     let (ui, rx) = Ui::with_commands();
     tokio::spawn(stand_in_loop(rx));
-    let (addr, _) = start(ui).await;
+    let (addr, state) = start(ui).await;
+    let p = CanaryPolicy::test().validated();
+    state
+        .ui
+        .register("ml", &p, &progressing(), SystemTime::UNIX_EPOCH);
     let (code, body) = json(addr, "POST", "/api/policies/fraud-model/pause").await;
     assert_eq!((code, body["accepted"].as_str()), (202, Some("pause")));
     let (code, body) = json(addr, "POST", "/api/policies/fraud-model/pause").await;
     assert_eq!(code, 409, "already paused: {body}");
-    let (code, _) = json(addr, "POST", "/api/policies/fraud-model/abort").await;
+    let (code, _) = json(addr, "POST", "/api/policies/ml/fraud-model/abort").await;
     assert_eq!(code, 202);
     let (code, body) = json(addr, "POST", "/api/policies/fraud-model/promote").await;
     assert_eq!(code, 409, "rolled back is terminal: {body}");

@@ -2,8 +2,10 @@
 //! encodes on scrape.
 //!
 //! Names start `mlcanary_controller_` so they never mix with the filter's `mlcanary_*` stats that
-//! Envoy exports. Labels are the policy's namespace and name plus, for checks, the check name from
-//! the spec: all bounded by what users wrote, never by traffic. Errors are counted by a fixed
+//! Envoy exports. Labels are the policy's namespace and name (`policy_namespace`, `policy`: the
+//! same labels as the filter's stats; not `namespace`, which the usual pod scrape sets to the
+//! controller's own) plus, for checks, the check name from the spec: all bounded by what users
+//! wrote, never by traffic. Errors are counted by a fixed
 //! `&'static str` reason, never by their text.
 
 use std::fmt;
@@ -36,20 +38,20 @@ pub const VERDICTS: [&str; 3] = ["pass", "fail", "inconclusive"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabels {
-    namespace: String,
+    policy_namespace: String,
     policy: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
-    namespace: String,
+    policy_namespace: String,
     policy: String,
     phase: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckValueLabels {
-    namespace: String,
+    policy_namespace: String,
     policy: String,
     check: String,
     variant: &'static str,
@@ -57,7 +59,7 @@ struct CheckValueLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabels {
-    namespace: String,
+    policy_namespace: String,
     policy: String,
     check: String,
     verdict: &'static str,
@@ -161,7 +163,7 @@ impl ControllerMetrics {
         for (phase, name) in PHASES {
             self.phase
                 .get_or_create(&PhaseLabels {
-                    namespace: namespace.to_owned(),
+                    policy_namespace: namespace.to_owned(),
                     policy: policy.to_owned(),
                     phase: name,
                 })
@@ -175,7 +177,7 @@ impl ControllerMetrics {
                 if let Some(value) = value {
                     self.check_value
                         .get_or_create(&CheckValueLabels {
-                            namespace: namespace.to_owned(),
+                            policy_namespace: namespace.to_owned(),
                             policy: policy.to_owned(),
                             check: v.name.clone(),
                             variant,
@@ -186,7 +188,7 @@ impl ControllerMetrics {
             for verdict in VERDICTS {
                 self.check_verdict
                     .get_or_create(&VerdictLabels {
-                        namespace: namespace.to_owned(),
+                        policy_namespace: namespace.to_owned(),
                         policy: policy.to_owned(),
                         check: v.name.clone(),
                         verdict,
@@ -237,7 +239,7 @@ impl ControllerMetrics {
 
 fn policy_labels(namespace: &str, policy: &str) -> PolicyLabels {
     PolicyLabels {
-        namespace: namespace.to_owned(),
+        policy_namespace: namespace.to_owned(),
         policy: policy.to_owned(),
     }
 }

@@ -81,28 +81,32 @@ async fn metrics_are_scraped_in_prometheus_text_format() {
             "missing {line:?} in:\n{body}"
         )
     };
-    has(r#"mlcanary_controller_phase{namespace="ml",policy="fraud-model",phase="Progressing"} 1"#);
-    has(r#"mlcanary_controller_phase{namespace="ml",policy="fraud-model",phase="Pending"} 0"#);
-    has(r#"mlcanary_controller_canary_weight_bp{namespace="ml",policy="fraud-model"} 1000"#);
     has(
-        r#"mlcanary_controller_check_value{namespace="ml",policy="fraud-model",check="errors",variant="canary"} 0.002"#,
+        r#"mlcanary_controller_phase{policy_namespace="ml",policy="fraud-model",phase="Progressing"} 1"#,
     );
     has(
-        r#"mlcanary_controller_check_verdict{namespace="ml",policy="fraud-model",check="errors",verdict="pass"} 1"#,
+        r#"mlcanary_controller_phase{policy_namespace="ml",policy="fraud-model",phase="Pending"} 0"#,
+    );
+    has(r#"mlcanary_controller_canary_weight_bp{policy_namespace="ml",policy="fraud-model"} 1000"#);
+    has(
+        r#"mlcanary_controller_check_value{policy_namespace="ml",policy="fraud-model",check="errors",variant="canary"} 0.002"#,
     );
     has(
-        r#"mlcanary_controller_check_verdict{namespace="ml",policy="fraud-model",check="errors",verdict="fail"} 0"#,
-    );
-    has(r#"mlcanary_controller_rollbacks_total{namespace="ml",policy="fraud-model"} 1"#);
-    has(r#"mlcanary_controller_promotions_total{namespace="ml",policy="churn"} 1"#);
-    has(
-        r#"mlcanary_controller_analysis_duration_seconds_count{namespace="ml",policy="fraud-model"} 1"#,
+        r#"mlcanary_controller_check_verdict{policy_namespace="ml",policy="fraud-model",check="errors",verdict="pass"} 1"#,
     );
     has(
-        r#"mlcanary_controller_analysis_duration_seconds_bucket{le="0.04",namespace="ml",policy="fraud-model"} 1"#,
+        r#"mlcanary_controller_check_verdict{policy_namespace="ml",policy="fraud-model",check="errors",verdict="fail"} 0"#,
+    );
+    has(r#"mlcanary_controller_rollbacks_total{policy_namespace="ml",policy="fraud-model"} 1"#);
+    has(r#"mlcanary_controller_promotions_total{policy_namespace="ml",policy="churn"} 1"#);
+    has(
+        r#"mlcanary_controller_analysis_duration_seconds_count{policy_namespace="ml",policy="fraud-model"} 1"#,
     );
     has(
-        r#"mlcanary_controller_analysis_duration_seconds_bucket{le="0.02",namespace="ml",policy="fraud-model"} 0"#,
+        r#"mlcanary_controller_analysis_duration_seconds_bucket{le="0.04",policy_namespace="ml",policy="fraud-model"} 1"#,
+    );
+    has(
+        r#"mlcanary_controller_analysis_duration_seconds_bucket{le="0.02",policy_namespace="ml",policy="fraud-model"} 0"#,
     );
     has(r#"mlcanary_controller_errors_total{reason="kube"} 1"#);
     assert!(body.ends_with("# EOF\n"), "OpenMetrics terminator");
@@ -113,10 +117,10 @@ async fn metrics_are_scraped_in_prometheus_text_format() {
     m.observe_status("ml", "fraud-model", &s);
     let (_, _, body) = get(addr, "/metrics").await;
     assert!(body.contains(
-        r#"mlcanary_controller_phase{namespace="ml",policy="fraud-model",phase="RolledBack"} 1"#
+        r#"mlcanary_controller_phase{policy_namespace="ml",policy="fraud-model",phase="RolledBack"} 1"#
     ));
     assert!(body.contains(
-        r#"mlcanary_controller_phase{namespace="ml",policy="fraud-model",phase="Progressing"} 0"#
+        r#"mlcanary_controller_phase{policy_namespace="ml",policy="fraud-model",phase="Progressing"} 0"#
     ));
 }
 

@@ -173,7 +173,7 @@ mod tests {
             &[],
             t0 + Duration::from_secs(1),
         );
-        let r = store.get("fraud-model").expect("recorded");
+        let r = store.find(None, "fraud-model").expect("recorded");
 
         let list = serde_json::to_value(PolicyView::from(r)).expect("json");
         assert_eq!(list["name"], "fraud-model");
@@ -213,7 +213,7 @@ mod tests {
         let p = CanaryPolicy::test().validated();
         let mut store = HistoryStore::new();
         store.register("default", &p, &CanaryPolicyStatus::default(), UNIX_EPOCH);
-        let r = store.get("fraud-model").expect("registered");
+        let r = store.find(None, "fraud-model").expect("registered");
         let v = serde_json::to_value(PolicyView::from(r)).expect("json");
         assert_eq!(v["stepIndex"], serde_json::Value::Null);
         assert_eq!(v["phase"], "Pending");

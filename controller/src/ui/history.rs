@@ -53,6 +53,27 @@ pub struct Event {
     pub message: String,
 }
 
+/// Why [`HistoryStore::find`] found no single policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Unknown,
+    /// Policies of that name live in these namespaces: the caller must name one.
+    Ambiguous(Vec<String>),
+}
+
+impl std::fmt::Display for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lookup::Unknown => f.write_str("no such policy"),
+            Lookup::Ambiguous(ns) => write!(
+                f,
+                "policies of that name are in namespaces {}: name one (NAMESPACE/NAME)",
+                ns.join(", ")
+            ),
+        }
+    }
+}
+
 /// Everything kept about one policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyRecord {
@@ -182,10 +203,24 @@ impl HistoryStore {
             .remove(&(namespace.to_owned(), name.to_owned()));
     }
 
-    /// The policy called `name`; with the same name in several namespaces (kube), the first
-    /// namespace in alphabetical order.
-    pub fn get(&self, name: &str) -> Option<&PolicyRecord> {
-        self.policies.values().find(|r| r.name == name)
+    /// The policy `namespace/name`, or — without a namespace — the one policy called `name`.
+    pub fn find(&self, namespace: Option<&str>, name: &str) -> Result<&PolicyRecord, Lookup> {
+        if let Some(ns) = namespace {
+            return self
+                .policies
+                .get(&(ns.to_owned(), name.to_owned()))
+                .ok_or(Lookup::Unknown);
+        }
+        let mut found = self.policies.values().filter(|r| r.name == name);
+        match (found.next(), found.next()) {
+            (None, _) => Err(Lookup::Unknown),
+            (Some(r), None) => Ok(r),
+            (Some(a), Some(b)) => {
+                let mut namespaces = vec![a.namespace.clone(), b.namespace.clone()];
+                namespaces.extend(found.map(|r| r.namespace.clone()));
+                Err(Lookup::Ambiguous(namespaces))
+            }
+        }
     }
 
     /// Every policy, by namespace then name.
@@ -244,7 +279,7 @@ mod tests {
             ],
             at(5),
         );
-        let r = store.get("fraud-model").expect("recorded");
+        let r = store.find(None, "fraud-model").expect("recorded");
         assert_eq!(r.namespace, "ml");
         assert_eq!(r.samples.len(), 1);
         assert_eq!(r.samples[0].t_ms, 1_700_000_005_000);
@@ -265,7 +300,7 @@ mod tests {
         for i in 0..(MAX_SAMPLES as u64 + 10) {
             store.record("default", &p, &status, None, &[RolloutEvent::Paused], at(i));
         }
-        let r = store.get("fraud-model").expect("recorded");
+        let r = store.find(None, "fraud-model").expect("recorded");
         assert_eq!(r.samples.len(), MAX_SAMPLES);
         assert_eq!(r.samples[0].t_ms, epoch_ms(at(10)));
         assert_eq!(r.events.len(), MAX_EVENTS);

@@ -3,12 +3,12 @@
 //!
 //! - [`history`] — pure: per policy, a bounded ring of tick samples and rollout events, which both
 //!   loops feed after every tick;
-//! - [`api`] — the JSON views (`/api/policies`, `/api/policies/{name}`), the contract the page and
-//!   the CLI client read;
+//! - [`api`] — the JSON views (`/api/policies`, `/api/policies/{namespace}/{name}`), the contract
+//!   the page and the CLI client read;
 //! - [`assets`] — the page itself (HTML, JS, CSS) compiled into the binary: no CDN, no build step;
 //!   charts are hand-written SVG in plain JS (see the README's "Status page" for why).
 //!
-//! Operator commands (`POST /api/policies/{name}/{command}`) reach the loop that owns the policy
+//! Operator commands (`POST /api/policies/{namespace}/{name}/{command}`) reach the loop that owns the policy
 //! through a channel ([`Ui::with_commands`]): the local loop applies them at once, as a tick would.
 //! The kube loop has no channel here, so the server answers 501 (the cluster path goes through the
 //! resource).
@@ -22,9 +22,9 @@ use std::time::SystemTime;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::policy::{CanaryPolicyStatus, ValidatedPolicy};
+use crate::policy::{CanaryPolicyStatus, PolicyKey, ValidatedPolicy};
 use api::{PolicyDetail, PolicyView};
-use history::HistoryStore;
+use history::{HistoryStore, Lookup};
 use mlcanary_core::analysis::Verdict;
 use mlcanary_core::rollout::{Command, RolloutEvent};
 
@@ -42,7 +42,7 @@ pub enum CommandRefused {
 /// One command on its way to the loop, with where to send the answer.
 #[derive(Debug)]
 pub struct CommandRequest {
-    pub policy: String,
+    pub policy: PolicyKey,
     pub command: Command,
     pub reply: oneshot::Sender<Result<(), CommandRefused>>,
 }
@@ -121,19 +121,32 @@ impl Ui {
         self.with_store(|s| s.iter().map(PolicyView::from).collect())
     }
 
-    /// `/api/policies/{name}`.
-    pub fn detail(&self, name: &str) -> Option<PolicyDetail> {
-        self.with_store(|s| s.get(name).map(PolicyDetail::from))
+    /// `/api/policies/{namespace}/{name}` (or `/api/policies/{name}` when the name is unique).
+    pub fn detail(&self, namespace: Option<&str>, name: &str) -> Result<PolicyDetail, Lookup> {
+        self.with_store(|s| s.find(namespace, name).map(PolicyDetail::from))
+    }
+
+    /// Who `namespace/name` (or the only policy called `name`) is.
+    pub fn resolve(&self, namespace: Option<&str>, name: &str) -> Result<PolicyKey, Lookup> {
+        self.with_store(|s| {
+            s.find(namespace, name)
+                .map(|r| PolicyKey::new(&r.namespace, &r.name))
+        })
+    }
+
+    /// Whether commands reach a loop here (local mode) or go through the cluster (kube mode).
+    pub fn takes_commands(&self) -> bool {
+        self.commands.is_some()
     }
 
     /// Hand `command` to the loop and wait for its answer.
-    pub async fn submit(&self, policy: &str, command: Command) -> Submit {
+    pub async fn submit(&self, policy: &PolicyKey, command: Command) -> Submit {
         let Some(tx) = &self.commands else {
             return Submit::Unsupported;
         };
         let (reply, answer) = oneshot::channel();
         let req = CommandRequest {
-            policy: policy.to_owned(),
+            policy: policy.clone(),
             command,
             reply,
         };
@@ -174,20 +187,22 @@ mod tests {
         let (ui, mut rx) = Ui::with_commands();
         let answer = tokio::spawn(async move {
             let req = rx.recv().await.expect("a request");
-            assert_eq!(req.policy, "fraud-model");
+            assert_eq!(req.policy, PolicyKey::new("ml", "fraud-model"));
             assert_eq!(req.command, Command::Abort);
             let _ = req.reply.send(Err(CommandRefused::UnknownPolicy));
             let req = rx.recv().await.expect("a second request");
             let _ = req.reply.send(Ok(()));
         });
         assert_eq!(
-            ui.submit("fraud-model", Command::Abort).await,
+            ui.submit(&PolicyKey::new("ml", "fraud-model"), Command::Abort)
+                .await,
             Submit::Refused(CommandRefused::UnknownPolicy)
         );
-        assert_eq!(ui.submit("x", Command::Pause).await, Submit::Accepted);
+        let x = PolicyKey::new("default", "x");
+        assert_eq!(ui.submit(&x, Command::Pause).await, Submit::Accepted);
         answer.await.expect("loop task");
         assert_eq!(
-            Ui::new().submit("x", Command::Pause).await,
+            Ui::new().submit(&x, Command::Pause).await,
             Submit::Unsupported
         );
     }

@@ -19,10 +19,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use status::{CanaryPolicyStatus, Condition, HistoryEntry, Phase, VerdictStatus};
-pub use validated::{ValidatedPolicy, ValidationError};
+pub use validated::{PolicyId, PolicyKey, ValidatedPolicy, ValidationError};
 
 /// Namespace of a policy that has none (a local policy file without `metadata.namespace`).
-pub const DEFAULT_NAMESPACE: &str = "default";
+/// The filter's default: a policy is the same one to both.
+pub const DEFAULT_NAMESPACE: &str = mlcanary_filter::config::DEFAULT_NAMESPACE;
 
 /// Spec of a canary rollout of one model behind one VirtualService.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -362,7 +363,7 @@ pub struct LatencySpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomSpec {
-    /// PromQL with `{{policy}}` and `{{variant}}` placeholders; must return one number.
+    /// PromQL with `{{namespace}}`, `{{policy}}` and `{{variant}}` placeholders; must return one number.
     pub query: String,
     /// The canary passes when `value <comparison> threshold`: one of `<`, `<=`, `>`, `>=`.
     pub comparison: String,

@@ -318,6 +318,8 @@ fn filter_template(name: &str, spec: &CanaryPolicySpec, stable: &str, canary: &s
     let r = &spec.routing;
     RawPolicy {
         name: name.to_owned(),
+        // Known only from the metadata; `render` sets it.
+        namespace: None,
         hosts: spec.target.hosts.clone(),
         model: spec.target.model.clone(),
         variants: vec![

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use mlcanary_filter::config::RawPolicy;
+pub use mlcanary_filter::stats::PolicyId;
 use thiserror::Error;
 
 /// Default consecutive failed analyses before rollback: one, because a sequential check fails only
@@ -201,6 +202,48 @@ impl ValidatedPolicy {
         self.namespace
             .as_deref()
             .unwrap_or(super::DEFAULT_NAMESPACE)
+    }
+
+    /// Who the policy is: its namespace and name (a name alone is not unique on a cluster).
+    pub fn key(&self) -> PolicyKey {
+        PolicyKey::new(self.namespace_or_default(), &self.name)
+    }
+
+    /// The policy as the filter's stats name it (`policy_namespace`, `policy` tags).
+    pub fn stat_id(&self) -> PolicyId<'_> {
+        PolicyId {
+            namespace: self.namespace_or_default(),
+            name: &self.name,
+        }
+    }
+}
+
+/// A policy's identity everywhere: stats, queries, maps, the API (`namespace/name`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PolicyKey {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        PolicyKey {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn stat_id(&self) -> PolicyId<'_> {
+        PolicyId {
+            namespace: &self.namespace,
+            name: &self.name,
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
     }
 }
 

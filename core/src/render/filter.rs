@@ -12,6 +12,7 @@ use crate::weights::Weights;
 /// so users already on the canary stay there as its weight grows.
 pub fn render_policy(policy: &ValidatedPolicy, weights: Weights) -> RawPolicy {
     let mut p = policy.filter_template.clone();
+    p.namespace = Some(policy.namespace_or_default().to_owned());
     // The template always holds [stable, canary]; set by name so a reorder could not swap weights.
     for v in &mut p.variants {
         v.weight_bp = if v.name == policy.canary_subset {

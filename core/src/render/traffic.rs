@@ -33,12 +33,12 @@ pub fn desired_traffic(
 ) -> Result<DesiredTraffic, ConfigError> {
     let mut all: Vec<(&ValidatedPolicy, Weights)> = peers
         .iter()
-        .filter(|(p, _)| p.name != policy.name)
+        .filter(|(p, _)| p.key() != policy.key())
         .copied()
         .collect();
     all.push((policy, weights));
     // A stable order, so the same state always renders the same document.
-    all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    all.sort_by_key(|(p, _)| p.key());
     let plugin_config = Arc::new(render_config(&all)?);
     Ok(desired(policy, weights, plugin_config))
 }
@@ -49,7 +49,7 @@ pub fn desired_all(
     policies: &[(&ValidatedPolicy, Weights)],
 ) -> Result<Vec<DesiredTraffic>, ConfigError> {
     let mut all = policies.to_vec();
-    all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    all.sort_by_key(|(p, _)| p.key());
     let plugin_config = Arc::new(render_config(&all)?);
     Ok(policies
         .iter()

@@ -89,7 +89,11 @@ impl Active {
         let v = p.variants.get(k / p.segment_count())?;
         let seg = p.segment.as_ref().map(|g| g.label(k % p.segment_count()));
         let def = |kind, family| {
-            let name = stats::stat_name(family, &p.name, &v.name, seg);
+            let id = stats::PolicyId {
+                namespace: &p.namespace,
+                name: &p.name,
+            };
+            let name = stats::stat_name(family, id, &v.name, seg);
             abi::define_metric(kind, &name)
                 .map_err(|e| {
                     log(

@@ -129,7 +129,7 @@ fn main() {
         canary.set_fail_per_mille(300);
         println!("the canary now fails 30 % of requests: watch the rollback on the page");
         let phase = m.wait_status(patience::ROLLOUT, |s| {
-            let p = s["policies"]["fraud-model"]["phase"].as_str()?;
+            let p = s["policies"]["default/fraud-model"]["phase"].as_str()?;
             (p == "RolledBack" || p == "Promoted").then(|| p.to_string())
         });
         println!("phase: {}", phase.as_deref().unwrap_or("still running"));

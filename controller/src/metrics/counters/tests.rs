@@ -3,7 +3,20 @@ use proptest::prelude::*;
 use super::*;
 
 const P: &str = "fraud-model";
+const NS: &str = "ml";
+const ID: PolicyId<'static> = PolicyId {
+    namespace: NS,
+    name: P,
+};
 const V: [&str; 2] = ["stable", "canary"];
+
+/// `labels` with the policy's namespace, as the filter tags every series.
+fn in_ns<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<(&'a str, &'a str)> {
+    labels
+        .into_iter()
+        .chain([("policy_namespace", NS)])
+        .collect()
+}
 
 /// `(name, labels, value)`, as a source reads a sample.
 type Sample<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
@@ -12,7 +25,7 @@ type Sample<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
 fn counters(samples: &[Sample<'_>]) -> Counters {
     let mut c = Counters::default();
     for (name, labels, v) in samples {
-        c.add(name, labels.iter().copied(), *v, P, V);
+        c.add(name, in_ns(labels.iter().copied()), *v, ID, V);
     }
     c
 }
@@ -23,6 +36,16 @@ fn only_the_policys_families_and_variants_are_kept() {
         (REQUESTS, &[("policy", P), ("variant", "canary")], 5.0),
         (REQUESTS, &[("policy", "other"), ("variant", "canary")], 7.0),
         (REQUESTS, &[("policy", P), ("variant", "shadow")], 9.0),
+        // The same name in another namespace is another policy (`in_ns` adds ours after it).
+        (
+            REQUESTS,
+            &[
+                ("policy", P),
+                ("policy_namespace", "staging"),
+                ("variant", "canary"),
+            ],
+            11.0,
+        ),
         (
             "mlcanary_request_duration_ms_sum",
             &[("policy", P), ("variant", "canary")],
@@ -91,11 +114,11 @@ fn histograms_and_segments_are_summed_by_bound_and_label() {
         ("other", "10", 1.0),
         ("other", "+Inf", 4.0),
     ] {
-        cur.add(bucket, seg(s, le), v, P, V);
+        cur.add(bucket, in_ns(seg(s, le)), v, ID, V);
     }
     for (s, v) in [("60+", 3.0), ("other", 4.0)] {
         let l = [("policy", P), ("variant", "canary"), ("segment", s)];
-        cur.add(REQUESTS, l, v, P, V);
+        cur.add(REQUESTS, in_ns(l), v, ID, V);
     }
     let w = cur.window_since(&Counters::default(), "stable", "canary");
     assert_eq!(
@@ -140,7 +163,7 @@ fn the_persisted_map_reads_back_the_same_counters() {
     let map = c.to_map();
     assert_eq!(map.len(), 4, "zero series are left out: {map:?}");
     assert!(map.contains_key(r#"mlcanary_requests_total{variant="canary",segment="60+"}"#));
-    let back = Counters::from_map(&map, P, V);
+    let back = Counters::from_map(&map, ID, V);
     let zero = Counters::default();
     assert_eq!(
         back.window_since(&zero, "stable", "canary"),

@@ -106,8 +106,8 @@ fn first_scrape_is_a_mark_then_differences_and_resets() {
             r#"segment="other",le="+Inf"} 70"#,
         );
     // Envoy restarted: counters start again from small numbers; the window is the new counts.
-    let restarted = "mlcanary_requests_total{policy=\"fraud-model\",variant=\"canary\"} 4\n\
-                     mlcanary_requests_total{policy=\"fraud-model\",variant=\"stable\"} 9\n";
+    let restarted = "mlcanary_requests_total{policy_namespace=\"ml\",policy=\"fraud-model\",variant=\"canary\"} 4\n\
+                     mlcanary_requests_total{policy_namespace=\"ml\",policy=\"fraud-model\",variant=\"stable\"} 9\n";
     let w = windows(&[FIXTURE, &later, restarted]);
     assert!(w[0].is_none(), "first scrape: a mark, no window");
     let w1 = w[1].as_ref().unwrap();
@@ -161,19 +161,21 @@ fn prediction_window_is_differenced_per_segment() {
         ("mlcanary_predictions_total", 100, 160),
         ("mlcanary_positive_predictions_total", 30, 90),
     ] {
-        let line = |n| format!("{family}{{policy=\"fraud-model\",{canary_60}}} {n}");
+        let line = |n| {
+            format!("{family}{{policy_namespace=\"ml\",policy=\"fraud-model\",{canary_60}}} {n}")
+        };
         later = later.replace(&line(from), &line(to));
     }
     for le in ["900", "950", "1000", "+Inf"] {
         let line = |n| {
-            format!("mlcanary_prediction_score_bucket{{policy=\"fraud-model\",{canary_60},le=\"{le}\"}} {n}")
+            format!("mlcanary_prediction_score_bucket{{policy_namespace=\"ml\",policy=\"fraud-model\",{canary_60},le=\"{le}\"}} {n}")
         };
         later = later.replace(&line(100), &line(160));
     }
     // A positives counter going backwards is a restart like any other counter.
     let restarted = later.replace(
-        r#"mlcanary_positive_predictions_total{policy="fraud-model",variant="canary",segment="60+"} 90"#,
-        r#"mlcanary_positive_predictions_total{policy="fraud-model",variant="canary",segment="60+"} 3"#,
+        r#"mlcanary_positive_predictions_total{policy_namespace="ml",policy="fraud-model",variant="canary",segment="60+"} 90"#,
+        r#"mlcanary_positive_predictions_total{policy_namespace="ml",policy="fraud-model",variant="canary",segment="60+"} 3"#,
     );
     let w = windows(&[PREDICTIONS_FIXTURE, &later, &restarted]);
     let w1 = w[1].as_ref().unwrap();

@@ -25,9 +25,11 @@ struct Fake {
 }
 
 impl Fake {
-    /// Instant selector `{__name__=~"a|b",policy=~"p|q"}` at `t`: latest sample per series.
+    /// Instant selector `{__name__=~"a|b",policy_namespace="ns",policy=~"p|q"}` at `t`: latest
+    /// sample per series.
     fn select(&self, query: &str, t: i64) -> Vec<(Labels, f64, i64)> {
         let names: Vec<&str> = between(query, "__name__=~\"", "\"").split('|').collect();
+        let namespace = between(query, "policy_namespace=\"", "\"");
         let policies: Vec<&str> = between(query, "policy=~\"", "\"").split('|').collect();
         let mut latest: HashMap<Labels, (f64, i64)> = HashMap::new();
         for (ts, series) in &self.scrapes {
@@ -37,6 +39,7 @@ impl Fake {
             for (labels, v) in series {
                 let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
                 if names.contains(&get("__name__").unwrap_or_default())
+                    && get("policy_namespace") == Some(namespace)
                     && get("policy").is_some_and(|p| policies.contains(&p))
                 {
                     latest.insert(labels.clone(), (*v, *ts));
@@ -174,6 +177,7 @@ fn labels(name: &str, variant: &str, extra: &[(&str, &str)]) -> Vec<(String, Str
     let mut l = vec![
         ("__name__".to_owned(), name.to_owned()),
         ("policy".to_owned(), "fraud-model".to_owned()),
+        ("policy_namespace".to_owned(), "ml".to_owned()),
         ("variant".to_owned(), variant.to_owned()),
         ("instance".to_owned(), "10.0.0.7:15090".to_owned()),
     ];
@@ -313,7 +317,7 @@ async fn windows_at_fixed_instants_lose_nothing() {
     let series: Vec<i64> = f
         .queries
         .iter()
-        .filter(|(q, _)| q == &series_query(&["fraud-model"]))
+        .filter(|(q, _)| q == &series_query("ml", &["fraud-model"]))
         .map(|(_, t)| t - T0)
         .collect();
     assert_eq!(series, ticks);
@@ -341,7 +345,7 @@ async fn a_restarted_source_reads_the_mark_again() {
     let times: Vec<i64> = f
         .queries
         .iter()
-        .filter(|(q, _)| q == &series_query(&["fraud-model"]))
+        .filter(|(q, _)| q == &series_query("ml", &["fraud-model"]))
         .map(|(_, t)| t - T0)
         .collect();
     assert_eq!(
@@ -354,21 +358,41 @@ async fn a_restarted_source_reads_the_mark_again() {
 #[test]
 fn queries() {
     assert_eq!(
-        series_query(&["fraud-model"]),
-        r#"{__name__=~"mlcanary_requests_total|mlcanary_errors_total|mlcanary_predictions_total|mlcanary_positive_predictions_total|mlcanary_request_duration_ms_bucket|mlcanary_prediction_score_bucket",policy=~"fraud-model"}"#
+        series_query("ml", &["fraud-model"]),
+        r#"{__name__=~"mlcanary_requests_total|mlcanary_errors_total|mlcanary_predictions_total|mlcanary_positive_predictions_total|mlcanary_request_duration_ms_bucket|mlcanary_prediction_score_bucket",policy_namespace="ml",policy=~"fraud-model"}"#
     );
     assert_eq!(
-        series_query(&["a", "b-2"]).rsplit_once(',').unwrap().1,
-        r#"policy=~"a|b-2"}"#
+        series_query("prod", &["a", "b-2"])
+            .split_once("\",")
+            .unwrap()
+            .1,
+        r#"policy_namespace="prod",policy=~"a|b-2"}"#
     );
     assert_eq!(eval_time(1_800_000_000_042), "1800000000.042");
+    // Batches hold one namespace each: same-named policies of two namespaces are asked apart.
+    let prod = CanaryPolicy::test().validated();
+    let mut staging = prod.clone();
+    staging.namespace = Some("staging".into());
+    let mut other = prod.clone();
+    other.name = "other".into();
+    let got: Vec<Vec<String>> = batches(&[&prod, &staging, &other])
+        .iter()
+        .map(|b| b.iter().map(|p| p.key().to_string()).collect())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            vec!["ml/fraud-model".to_owned(), "ml/other".to_owned()],
+            vec!["staging/fraud-model".to_owned()]
+        ]
+    );
     assert_eq!(
         custom_query(
-            r#"x{policy="{{policy}}",variant="{{variant}}"}"#,
-            "p",
+            r#"x{ns="{{namespace}}",policy="{{policy}}",variant="{{variant}}"}"#,
+            &PolicyKey::new("prod", "p"),
             "canary"
         ),
-        r#"x{policy="p",variant="canary"}"#
+        r#"x{ns="prod",policy="p",variant="canary"}"#
     );
 }
 
@@ -387,13 +411,13 @@ async fn a_pass_reads_all_policies_counters_in_batches() {
     }
     let all: Vec<&ValidatedPolicy> = policies.iter().collect();
     let mut src = PrometheusSource::new(&url).unwrap();
-    let mut marks: HashMap<String, Mark> = HashMap::new();
+    let mut marks: HashMap<PolicyKey, Mark> = HashMap::new();
     let mut windows = Vec::new();
     for t in [1_005, 5_010] {
         src.prepare(&all, at(T0 + t)).await;
         for p in &all {
             let r = src
-                .fetch(p, marks.get(&p.name), at(T0 + t + 300))
+                .fetch(p, marks.get(&p.key()), at(T0 + t + 300))
                 .await
                 .unwrap();
             assert_eq!(r.mark.at_ms, T0 + t, "the window ends at the pass' read");
@@ -402,7 +426,7 @@ async fn a_pass_reads_all_policies_counters_in_batches() {
             } else if let Some(w) = &r.window {
                 assert_eq!(w.canary.requests + w.stable.requests, 0, "no series: zero");
             }
-            marks.insert(p.name.clone(), r.mark);
+            marks.insert(p.key(), r.mark);
         }
     }
     let counters_queries = |f: &Fake| {
@@ -454,10 +478,10 @@ async fn a_batch_is_shared_by_clones_taken_once_and_not_when_old() {
     let mut first = PrometheusSource::new(&url).unwrap();
     let mut clone = first.clone();
     first.prepare(&[&p], at(T0 + 1_000)).await;
-    assert!(clone.prepared_for(&p.name));
+    assert!(clone.prepared_for(&p.key()));
     let r = clone.fetch(&p, None, at(T0 + 1_500)).await.unwrap();
     assert_eq!(r.mark.at_ms, T0 + 1_000, "the clone took the batch");
-    assert!(!first.prepared_for(&p.name), "taken once");
+    assert!(!first.prepared_for(&p.key()), "taken once");
     first.prepare(&[&p], at(T0 + 1_000)).await;
     let late = T0 + 1_000 + half + 1;
     let r = first.fetch(&p, None, at(late)).await.unwrap();

@@ -147,7 +147,13 @@ mod tests {
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["node"]["id"], NODE);
         assert_eq!(v["stats_flush_interval"], "1s");
-        assert_eq!(v["stats_config"]["stats_tags"][1]["tag_name"], "variant");
+        let tags: Vec<&str> = v["stats_config"]["stats_tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["tag_name"].as_str())
+            .collect();
+        assert_eq!(tags, ["policy_namespace", "policy", "variant", "segment"]);
         let buckets = &v["stats_config"]["histogram_bucket_settings"];
         assert_eq!(buckets[0]["match"]["suffix"], "mlcanary_prediction_score");
         assert_eq!(buckets[0]["buckets"][19], 1000);

@@ -205,26 +205,30 @@ const sections = new Map();
 const AUTO_OPEN = 3;
 const opened = new Set();
 const closed = new Set();
-const isOpen = (name, count) => opened.has(name) || (count <= AUTO_OPEN && !closed.has(name));
+const isOpen = (key, count) => opened.has(key) || (count <= AUTO_OPEN && !closed.has(key));
+// A policy is its namespace and name: two namespaces may use one name.
+const keyOf = (p) => `${p.namespace}/${p.name}`;
+const pathOf = (p) => `/api/policies/${encodeURIComponent(p.namespace)}/${encodeURIComponent(p.name)}`;
 
 function render(list, details) {
   const main = document.getElementById("policies");
   if (!list.length) { main.innerHTML = `<p class="empty">No policy yet.</p>`; sections.clear(); return; }
   main.querySelector(".empty")?.remove();
-  const names = new Set(list.map((p) => p.name));
-  for (const [name, el] of sections) if (!names.has(name)) { el.remove(); sections.delete(name); }
+  const keys = new Set(list.map(keyOf));
+  for (const [key, el] of sections) if (!keys.has(key)) { el.remove(); sections.delete(key); }
   for (const p of list) {
-    let el = sections.get(p.name);
+    let el = sections.get(keyOf(p));
     if (!el) {
       el = document.createElement("section");
       el.className = "policy";
       el.dataset.policy = p.name;
+      el.dataset.namespace = p.namespace;
       el.addEventListener("click", onCommand);
       main.appendChild(el);
-      sections.set(p.name, el);
+      sections.set(keyOf(p), el);
     }
     const msg = el.querySelector("[data-testid=message]")?.textContent || "";
-    const d = details.get(p.name);
+    const d = details.get(keyOf(p));
     el.dataset.phase = p.phase;
     el.dataset.open = d ? "true" : "false";
     el.innerHTML = headHtml(d || p, !!d) + (d ? bodyHtml(d) : "");
@@ -235,20 +239,20 @@ function render(list, details) {
 async function onCommand(ev) {
   const t = ev.target.closest("button[data-toggle]");
   if (t) {
-    const name = t.closest("section.policy").dataset.policy;
+    const key = keyOf(sectionPolicy(t.closest("section.policy")));
     const open = t.getAttribute("aria-expanded") === "true";
-    if (open) { opened.delete(name); closed.add(name); } else { opened.add(name); closed.delete(name); }
+    if (open) { opened.delete(key); closed.add(key); } else { opened.add(key); closed.delete(key); }
     poll();
     return;
   }
   const b = ev.target.closest("button[data-command]");
   if (!b) return;
   const section = b.closest("section.policy");
-  const name = section.dataset.policy, cmd = b.dataset.command;
+  const cmd = b.dataset.command;
   const msg = section.querySelector("[data-testid=message]");
   msg.textContent = `${cmd}…`;
   try {
-    const r = await fetch(`/api/policies/${encodeURIComponent(name)}/${cmd}`, { method: "POST" });
+    const r = await fetch(`${pathOf(sectionPolicy(section))}/${cmd}`, { method: "POST" });
     const body = await r.json().catch(() => ({}));
     msg.textContent = r.ok ? `${cmd}: accepted` : `${cmd}: ${body.error || r.status}`;
   } catch (e) {
@@ -256,6 +260,8 @@ async function onCommand(ev) {
   }
   poll();
 }
+
+const sectionPolicy = (el) => ({ namespace: el.dataset.namespace, name: el.dataset.policy });
 
 async function getJson(url) {
   const r = await fetch(url, { cache: "no-store" });
@@ -269,9 +275,9 @@ async function poll() {
   const conn = document.getElementById("conn");
   try {
     const list = await getJson("/api/policies");
-    const shown = list.filter((p) => isOpen(p.name, list.length));
-    const got = await Promise.all(shown.map((p) => getJson(`/api/policies/${encodeURIComponent(p.name)}`)));
-    render(list, new Map(got.map((d) => [d.name, d])));
+    const shown = list.filter((p) => isOpen(keyOf(p), list.length));
+    const got = await Promise.all(shown.map((p) => getJson(pathOf(p))));
+    render(list, new Map(got.map((d) => [keyOf(d), d])));
     conn.className = "conn live";
     conn.textContent = `live · ${clock(Date.now())}`;
   } catch (e) {
