@@ -24,11 +24,12 @@ pub mod writer;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder as EventRecorder;
+use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as FinalizerEvent};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use thiserror::Error;
@@ -54,6 +55,8 @@ pub enum Error {
     Engine(#[from] EngineError),
     #[error("writing status: {0}")]
     Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -63,6 +66,10 @@ impl Error {
             Error::Engine(EngineError::Render { .. }) => "render",
             Error::Engine(EngineError::Apply { .. }) => "traffic",
             Error::Kube(_) => "status",
+            Error::Finalizer(e) => match e.as_ref() {
+                FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e.label(),
+                _ => "finalizer",
+            },
         }
     }
 }
@@ -218,7 +225,13 @@ impl<M, T> Context<M, T> {
     }
 }
 
-/// Reconcile one CanaryPolicy.
+/// The finalizer a CanaryPolicy carries while the controller may have traffic of its to revert:
+/// added on first sight, removed once a deleted policy's traffic is reverted.
+pub const FINALIZER: &str = "mlcanary.io/revert-traffic";
+
+/// Reconcile one CanaryPolicy: through kube's finalizer helper, which adds [`FINALIZER`] first (a
+/// patch, then the next reconcile does the work) and on deletion runs [`cleanup`] before it
+/// removes it.
 pub async fn reconcile<M, T>(
     obj: Arc<CanaryPolicy>,
     ctx: Arc<Context<M, T>>,
@@ -234,11 +247,99 @@ where
         ctx.written.clear();
         return Ok(Action::await_change());
     }
+    let namespace = obj.namespace().unwrap_or_default();
+    let api: Api<CanaryPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            FinalizerEvent::Apply(obj) => apply(obj, &ctx, &api).await,
+            FinalizerEvent::Cleanup(obj) => cleanup(obj, &ctx, &api).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// A deleted policy: its traffic back to the subset it rests on and out of the filter config
+/// ([`mlcanary_core::render::reverted_traffic`]), one Event, the loop's memory of it dropped. A
+/// spec that never validated wrote nothing to revert (its peers' writes leave it out of the
+/// config), so the deletion goes on; a failed write keeps the finalizer and is retried.
+async fn cleanup<M, T>(
+    obj: Arc<CanaryPolicy>,
+    ctx: &Context<M, T>,
+    api: &Api<CanaryPolicy>,
+) -> Result<Action, Error>
+where
+    T: TrafficTarget,
+{
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let status = obj.status.clone().unwrap_or_default();
+    let note = match ValidatedPolicy::try_from(obj.as_ref()) {
+        Ok(policy) => {
+            let resting = mlcanary_core::rollout::resting_weights(&status);
+            let peers = ctx.in_effect(peers(&ctx.store.state(), &obj));
+            let refs: Vec<(&ValidatedPolicy, Weights)> =
+                peers.iter().map(|(p, w)| (p, *w)).collect();
+            let desired = mlcanary_core::render::reverted_traffic(&policy, resting, &refs)
+                .map_err(|source| EngineError::Render {
+                    policy: name.clone(),
+                    source,
+                })?;
+            ctx.target
+                .revert(&desired)
+                .await
+                .map_err(|source| EngineError::Apply {
+                    policy: name.clone(),
+                    source,
+                })?;
+            // The plugin config changed under every peer's record of it.
+            ctx.written.clear();
+            let subset = if resting.canary_bp() > 0 {
+                &policy.canary_subset
+            } else {
+                &policy.stable_subset
+            };
+            format!("policy deleted: all traffic to {subset}, removed from the filter config")
+        }
+        Err(e) => format!("policy deleted; its spec never validated ({e}): nothing to revert"),
+    };
+    tracing::info!(%namespace, policy = %name, "{note}");
+    let update = plan::Update {
+        status: None,
+        events: vec![plan::Event {
+            type_: plan::EventType::Normal,
+            reason: "TrafficReverted",
+            action: "Delete",
+            note,
+        }],
+        rollout: Vec::new(),
+        requeue: Duration::ZERO,
+    };
+    for _ in 0..writer::write(api, &ctx.recorder, &obj, &update).await? {
+        ctx.metrics.error("event");
+    }
+    ctx.ui.remove(&namespace, &name);
+    ctx.policies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&ObjectRef::from_obj(obj.as_ref()));
+    Ok(Action::await_change())
+}
+
+/// One reconcile of a policy that is not being deleted.
+async fn apply<M, T>(
+    obj: Arc<CanaryPolicy>,
+    ctx: &Arc<Context<M, T>>,
+    api: &Api<CanaryPolicy>,
+) -> Result<Action, Error>
+where
+    M: MetricsSource + Clone + Send + Sync + 'static,
+    T: TrafficTarget + Send + Sync + 'static,
+{
     let now = (ctx.clock)();
     let key = ObjectRef::from_obj(obj.as_ref());
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
-    let api: Api<CanaryPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
 
     let (update, ticked) = match ValidatedPolicy::try_from(obj.as_ref()) {
         Err(e) => {
@@ -247,7 +348,7 @@ where
         }
         Ok(policy) => {
             // An operator's command (annotations) runs at once, outside the interval.
-            if let Some(action) = command::handle(&obj, &policy, &ctx, &api).await? {
+            if let Some(action) = command::handle(&obj, &policy, ctx, api).await? {
                 return Ok(action);
             }
             let last = ctx.with_state(&key, |s| s.last_tick);
@@ -291,7 +392,7 @@ where
         }
     };
 
-    let failed_events = writer::write(&api, &ctx.recorder, &obj, &update).await?;
+    let failed_events = writer::write(api, &ctx.recorder, &obj, &update).await?;
     for _ in 0..failed_events {
         ctx.metrics.error("event");
     }
@@ -325,6 +426,8 @@ pub fn error_policy<M, T>(obj: Arc<CanaryPolicy>, err: &Error, ctx: Arc<Context<
     Action::requeue(delay)
 }
 
+#[cfg(test)]
+mod finalizer_tests;
 #[cfg(test)]
 mod scale_tests;
 #[cfg(test)]

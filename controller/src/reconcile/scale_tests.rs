@@ -141,6 +141,7 @@ fn policy(name: &str, canary_bp: u32) -> CanaryPolicy {
     p.metadata.name = Some(name.to_owned());
     p.metadata.generation = Some(3);
     p.metadata.uid = Some(format!("uid-{name}"));
+    p.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
     p.spec.target.virtual_service = name.to_owned();
     p.spec.target.hosts = vec![name.to_owned()];
     p.spec.target.destination_host = None;

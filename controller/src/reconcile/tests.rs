@@ -2,7 +2,7 @@
 //! checked — verb, path, query and body of the status apply and of the Event POSTs. ControllerMetrics and
 //! traffic go through in-memory fakes (the Istio target has its own mocked-API tests).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -25,11 +25,11 @@ use crate::server::{ControllerMetrics, Health};
 use crate::traffic::{DesiredTraffic, TrafficError};
 use mlcanary_core::analysis::{VariantWindow, Window};
 
-type ApiHandle = Handle<Request<Body>, Response<Body>>;
+pub(super) type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
 /// Answers every fetch with the same window (or "unreachable"), counting fetches.
 #[derive(Clone)]
-struct FixedSource {
+pub(super) struct FixedSource {
     window: Option<Window>,
     fetches: Arc<AtomicUsize>,
 }
@@ -56,18 +56,29 @@ impl MetricsSource for FixedSource {
     }
 }
 
-/// Records every write.
+/// Records every write; refuses the next one after `fail_next`.
 #[derive(Default)]
-struct RecordingTarget(Mutex<Vec<DesiredTraffic>>);
+pub(super) struct RecordingTarget(pub Mutex<Vec<DesiredTraffic>>, AtomicBool);
 
 impl TrafficTarget for RecordingTarget {
     async fn apply(&self, d: &DesiredTraffic) -> Result<(), TrafficError> {
+        if self.1.swap(false, Ordering::SeqCst) {
+            return Err(TrafficError::Conflict {
+                kind: "VirtualService",
+                name: d.virtual_service.clone(),
+                attempts: 5,
+            });
+        }
         self.0.lock().unwrap().push(d.clone());
         Ok(())
     }
 }
 
 impl RecordingTarget {
+    pub(super) fn fail_next(&self) {
+        self.1.store(true, Ordering::SeqCst);
+    }
+
     /// The canary percent of each write's default route.
     fn canary_percents(&self) -> Vec<u32> {
         self.0
@@ -98,9 +109,25 @@ fn now() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(NOW)
 }
 
-type TestContext = Context<FixedSource, RecordingTarget>;
+pub(super) type TestContext = Context<FixedSource, RecordingTarget>;
 
 fn context(window: Option<Window>, leading: bool) -> (Arc<TestContext>, ApiHandle) {
+    with_store(window, leading, reflector::store().0)
+}
+
+/// A leading context whose store holds `objs` (the peers a reconcile reads).
+pub(super) fn context_with_store(
+    window: Option<Window>,
+    objs: Vec<CanaryPolicy>,
+) -> (Arc<TestContext>, ApiHandle) {
+    with_store(window, true, super::finalizer_tests::store_of(objs))
+}
+
+fn with_store(
+    window: Option<Window>,
+    leading: bool,
+    store: reflector::Store<CanaryPolicy>,
+) -> (Arc<TestContext>, ApiHandle) {
     let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let recorder = Recorder::new(
@@ -110,7 +137,6 @@ fn context(window: Option<Window>, leading: bool) -> (Arc<TestContext>, ApiHandl
             instance: Some("mlcanary-0".into()),
         },
     );
-    let (store, _writer) = reflector::store();
     let (tx, rx) = watch::channel(leading);
     // The sender may go: the receiver keeps the last value.
     drop(tx);
@@ -131,19 +157,21 @@ fn context(window: Option<Window>, leading: bool) -> (Arc<TestContext>, ApiHandl
     (Arc::new(ctx), handle)
 }
 
-/// The fixture policy with only the error-rate check, no pauses, at generation 3, with `status`.
-fn policy(status: Option<CanaryPolicyStatus>) -> CanaryPolicy {
+/// The fixture policy with only the error-rate check, no pauses, at generation 3, with `status`
+/// and the controller's finalizer (added on its first reconcile: see `finalizer_tests`).
+pub(super) fn policy(status: Option<CanaryPolicyStatus>) -> CanaryPolicy {
     let mut p = CanaryPolicy::test()
         .only_error_rate(0.01)
         .no_pauses()
         .resource();
     p.metadata.generation = Some(3);
     p.metadata.uid = Some("uid-1".into());
+    p.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
     p.status = status;
     p
 }
 
-fn at_step_0(failed_checks: u32) -> CanaryPolicyStatus {
+pub(super) fn at_step_0(failed_checks: u32) -> CanaryPolicyStatus {
     CanaryPolicyStatus {
         phase: Phase::Progressing,
         canary_weight_bp: 500,
@@ -154,7 +182,7 @@ fn at_step_0(failed_checks: u32) -> CanaryPolicyStatus {
     }
 }
 
-async fn body_json(req: Request<Body>) -> Value {
+pub(super) async fn body_json(req: Request<Body>) -> Value {
     let bytes = req.into_body().collect_bytes().await.unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
@@ -205,7 +233,7 @@ async fn expect_status_apply(handle: &mut ApiHandle, obj: &CanaryPolicy) -> Valu
 }
 
 /// Next request must be an Event POST; returns the event.
-async fn expect_event(handle: &mut ApiHandle) -> Value {
+pub(super) async fn expect_event(handle: &mut ApiHandle) -> Value {
     let (req, send) = handle.next_request().await.expect("an event");
     assert_eq!(req.method(), Method::POST);
     assert_eq!(req.uri().path(), EVENTS_PATH);
@@ -224,7 +252,7 @@ async fn expect_event(handle: &mut ApiHandle) -> Value {
     body
 }
 
-async fn no_more_requests(handle: &mut ApiHandle) {
+pub(super) async fn no_more_requests(handle: &mut ApiHandle) {
     let next = tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await;
     assert!(
         next.is_err(),

@@ -203,6 +203,15 @@ impl TrafficTarget for IstioTarget {
         self.apply_routes(d).await
     }
 
+    /// Routes first: once they send everything to the resting subset a tag the filter still sets
+    /// changes nothing, whereas a config without the policy while the old routes stand would send
+    /// untagged requests by the old split.
+    async fn revert(&self, d: &DesiredTraffic) -> Result<(), TrafficError> {
+        check_routes(&d.routes)?;
+        self.apply_routes(d).await?;
+        self.apply_plugin_config(d).await
+    }
+
     /// The VirtualService alone: a WasmPlugin shared by many policies is not rewritten for each.
     async fn apply_routes_only(&self, d: &DesiredTraffic) -> Result<(), TrafficError> {
         self.apply_routes(d).await

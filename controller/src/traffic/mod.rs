@@ -49,6 +49,15 @@ pub trait TrafficTarget: Sync {
         self.apply(desired)
     }
 
+    /// A deleted policy's traffic ([`mlcanary_core::render::reverted_traffic`]); the default
+    /// writes it as any other.
+    fn revert(
+        &self,
+        desired: &DesiredTraffic,
+    ) -> impl Future<Output = Result<(), TrafficError>> + Send {
+        self.apply(desired)
+    }
+
     /// Several policies' desired traffic (sharing one plugin config), in as few writes as the
     /// target can; the default applies them one by one.
     fn apply_all(

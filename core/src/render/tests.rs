@@ -161,3 +161,49 @@ fn desired_all_renders_the_shared_config_once_as_each_policy_alone_would() {
         "one document for both"
     );
 }
+
+/// A policy is its namespace and name: the rendered policy carries its namespace (the stats' tag),
+/// and a same-named peer of another namespace stays in the config when this one is reverted.
+#[test]
+fn namespaces_render_and_a_revert_keeps_the_same_named_peer() {
+    let prod = TestPolicy::fraud_model().validated();
+    assert_eq!(
+        render_policy(&prod, Weights::ALL_STABLE)
+            .namespace
+            .as_deref(),
+        Some("ml")
+    );
+    let mut staging = prod.clone();
+    staging.namespace = Some("staging".into());
+    staging.filter_template.hosts = vec!["fraud-model.staging".into()];
+    let peers = [
+        (&prod, Weights::with_canary_bp(2500)),
+        (&staging, Weights::ALL_STABLE),
+    ];
+    let d = reverted_traffic(&prod, Weights::ALL_STABLE, &peers).unwrap();
+    let left: Vec<(Option<&str>, &str)> = d
+        .plugin_config
+        .policies
+        .iter()
+        .map(|p| (p.namespace.as_deref(), p.name.as_str()))
+        .collect();
+    assert_eq!(left, [(Some("staging"), "fraud-model")]);
+    assert_eq!(d.routes.len(), 1, "the default route alone: {:?}", d.routes);
+    let promoted = crate::policy::CanaryPolicyStatus {
+        phase: crate::policy::Phase::Promoted,
+        canary_weight_bp: 10_000,
+        ..Default::default()
+    };
+    assert_eq!(
+        crate::rollout::resting_weights(&promoted),
+        Weights::ALL_CANARY
+    );
+    let rolled_back = crate::policy::CanaryPolicyStatus {
+        phase: crate::policy::Phase::RolledBack,
+        ..promoted
+    };
+    assert_eq!(
+        crate::rollout::resting_weights(&rolled_back),
+        Weights::ALL_STABLE
+    );
+}

@@ -31,11 +31,7 @@ pub fn desired_traffic(
     weights: Weights,
     peers: &[(&ValidatedPolicy, Weights)],
 ) -> Result<DesiredTraffic, ConfigError> {
-    let mut all: Vec<(&ValidatedPolicy, Weights)> = peers
-        .iter()
-        .filter(|(p, _)| p.key() != policy.key())
-        .copied()
-        .collect();
+    let mut all = others(policy, peers);
     all.push((policy, weights));
     // A stable order, so the same state always renders the same document.
     all.sort_by_key(|(p, _)| p.key());
@@ -55,6 +51,39 @@ pub fn desired_all(
         .iter()
         .map(|(p, w)| desired(p, *w, plugin_config.clone()))
         .collect())
+}
+
+/// What a deleted `policy` leaves behind: every request to the subset it rests on — stable, or the
+/// canary it promoted in the two-Deployments mode (`resting`) — through its default route alone
+/// (no header-match routes, so a client's own `x-mlcanary-variant` cannot pick a subset), and the
+/// filter config of its peers without it.
+pub fn reverted_traffic(
+    policy: &ValidatedPolicy,
+    resting: Weights,
+    peers: &[(&ValidatedPolicy, Weights)],
+) -> Result<DesiredTraffic, ConfigError> {
+    let mut rest = others(policy, peers);
+    rest.sort_by_key(|(p, _)| p.key());
+    let plugin_config = Arc::new(render_config(&rest)?);
+    let mut d = desired(policy, resting, plugin_config);
+    d.routes.retain(|r| r.match_.is_empty());
+    for r in &mut d.routes {
+        r.route.retain(|dest| dest.weight != Some(0));
+    }
+    Ok(d)
+}
+
+/// `peers` without `policy` itself (a peer list may hold it).
+fn others<'p>(
+    policy: &ValidatedPolicy,
+    peers: &[(&'p ValidatedPolicy, Weights)],
+) -> Vec<(&'p ValidatedPolicy, Weights)> {
+    let me = policy.key();
+    peers
+        .iter()
+        .filter(|(p, _)| p.key() != me)
+        .copied()
+        .collect()
 }
 
 fn desired(

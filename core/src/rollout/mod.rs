@@ -553,3 +553,15 @@ pub fn restart(status: &CanaryPolicyStatus, canary: &str, now: SystemTime) -> St
 mod evidence_tests;
 #[cfg(test)]
 mod tests;
+
+/// The split a rollout rests on once its policy goes away: all on the canary a promotion left at
+/// 100 % (the two-Deployments mode, where stable may still run the old model), else all on stable —
+/// a rollout in flight, held, rolled back or never started is ended on the baseline.
+pub fn resting_weights(status: &CanaryPolicyStatus) -> Weights {
+    if status.phase == Phase::Promoted && status.canary_weight_bp == Weights::ALL_CANARY.canary_bp()
+    {
+        Weights::ALL_CANARY
+    } else {
+        Weights::ALL_STABLE
+    }
+}
