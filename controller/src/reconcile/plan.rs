@@ -123,7 +123,9 @@ pub fn plan_invalid(obj: &CanaryPolicy, err: &ValidationError, now: SystemTime) 
         None => status.conditions.push(condition),
     }
     status.observed_generation = obj.metadata.generation;
-    let changed = status != old;
+    // An invalid spec has no schedule: no step to show.
+    let status = status_to_write(&old, status, None);
+    let changed = status.is_some();
     Update {
         events: if changed {
             vec![Event {
@@ -135,7 +137,7 @@ pub fn plan_invalid(obj: &CanaryPolicy, err: &ValidationError, now: SystemTime) 
         } else {
             Vec::new()
         },
-        status: changed.then_some(status),
+        status,
         rollout: Vec::new(),
         requeue: INVALID_RECHECK,
     }
@@ -149,10 +151,23 @@ pub fn plan_tick(obj: &CanaryPolicy, policy: &ValidatedPolicy, out: TickOutput) 
     status.observed_generation = obj.metadata.generation;
     Update {
         events: out.events.iter().filter_map(event_for).collect(),
-        status: (status != old).then_some(status),
+        status: status_to_write(&old, status, Some(policy.steps_bp.len())),
         rollout: out.events,
         requeue: policy.interval,
     }
+}
+
+/// The status to write, `None` when it is `old` unchanged (no write, no watch event). Every status
+/// the reconciler writes passes here, so this is where the `kubectl get` columns are filled from
+/// the fields they show ([`CanaryPolicyStatus::with_columns`]; `steps`: the schedule's number of
+/// steps).
+pub fn status_to_write(
+    old: &CanaryPolicyStatus,
+    new: CanaryPolicyStatus,
+    steps: Option<usize>,
+) -> Option<CanaryPolicyStatus> {
+    let new = new.with_columns(steps);
+    (new != *old).then_some(new)
 }
 
 /// The Kubernetes Event for a rollout event; holds are not news (they repeat every interval).
@@ -170,9 +185,10 @@ pub fn event_for(e: &RolloutEvent) -> Option<Event> {
     })
 }
 
-/// The server-side apply body of the status subresource. Apply rather than a merge patch: optional
-/// fields the status drops (`pausedUntil`, `stepIndex`) are omitted when `None`, and only apply
-/// removes a field its manager stops sending; a merge patch would leave the stale value.
+/// The server-side apply body of the status subresource (a status from [`status_to_write`]).
+/// Apply rather than a merge patch: optional fields the status drops (`pausedUntil`, `stepIndex`)
+/// are omitted when `None`, and only apply removes a field its manager stops sending; a merge
+/// patch would leave the stale value.
 pub fn status_patch(status: &CanaryPolicyStatus) -> Value {
     json!({
         "apiVersion": "mlcanary.io/v1alpha1",
@@ -258,6 +274,59 @@ mod tests {
             e.note,
             "rolled back from 25.00%: 2 consecutive failed analyses"
         );
+    }
+
+    fn tick_output(status: CanaryPolicyStatus) -> TickOutput {
+        TickOutput {
+            at: SystemTime::UNIX_EPOCH,
+            weights: Weights::with_canary_bp(status.canary_weight_bp),
+            status,
+            events: Vec::new(),
+            verdicts: None,
+            no_data: None,
+            applied: false,
+        }
+    }
+
+    #[test]
+    fn the_written_status_carries_the_columns_of_its_weight_and_step() {
+        let policy = CanaryPolicy::test().steps(&[1, 2, 5, 10]).validated();
+        let mut obj = CanaryPolicy::test().steps(&[1, 2, 5, 10]).resource();
+        // What the object had: the columns of 1 % at step 1.
+        obj.status = Some(
+            CanaryPolicyStatus {
+                phase: Phase::Progressing,
+                canary_weight_bp: 100,
+                step_index: Some(0),
+                ..Default::default()
+            }
+            .with_columns(Some(4)),
+        );
+        // The tick moves to the second step, at 250 bp (not a whole percent, to show the decimal);
+        // the engine's status still carries the old columns.
+        let mut next = obj.status.clone().unwrap();
+        next.canary_weight_bp = 250;
+        next.step_index = Some(1);
+        let u = plan_tick(&obj, &policy, tick_output(next));
+        let s = u.status.expect("a change is written");
+        assert_eq!(
+            (s.canary_weight_percent, s.step.as_deref()),
+            (Some(2.5), Some("2/4"))
+        );
+        let body = status_patch(&s);
+        assert_eq!(body["status"]["canaryWeightBp"], 250);
+        assert_eq!(body["status"]["canaryWeightPercent"], 2.5);
+        assert_eq!(body["status"]["step"], "2/4");
+        // Nothing changed since: nothing to write, the columns included.
+        obj.status = Some(s.clone());
+        obj.metadata.generation = s.observed_generation;
+        assert_eq!(plan_tick(&obj, &policy, tick_output(s)).status, None);
+        // A status written before the columns existed gets them on the next tick.
+        let mut bare = obj.status.clone().unwrap();
+        (bare.canary_weight_percent, bare.step) = (None, None);
+        obj.status = Some(bare.clone());
+        let s = plan_tick(&obj, &policy, tick_output(bare)).status.unwrap();
+        assert_eq!(s.canary_weight_percent, Some(2.5));
     }
 
     #[test]
