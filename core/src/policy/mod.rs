@@ -18,7 +18,7 @@ pub mod validated;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use status::{CanaryPolicyStatus, Condition, HistoryEntry, Phase, VerdictStatus};
+pub use status::{CanaryPolicyStatus, Condition, HeldStatus, HistoryEntry, Phase, VerdictStatus};
 pub use validated::{ValidatedPolicy, ValidationError};
 
 /// Namespace of a policy that has none (a local policy file without `metadata.namespace`).

@@ -86,6 +86,11 @@ pub struct CanaryPolicyStatus {
     /// `spec.target.canaryVersion` this rollout is about (set when it started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_version: Option<String>,
+    /// The hold the rollout is in, while a step holds (absent once it moves): the controller
+    /// sends an Event when a hold begins or its reason changes and, while it lasts, again every
+    /// 10 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldStatus>,
     /// What the analysis carries between intervals (where the next window starts, an inconclusive
     /// window still held), so a restarted or `--once` controller judges as an uninterrupted one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,6 +112,19 @@ impl CanaryPolicyStatus {
         };
         self
     }
+}
+
+/// A hold that lasts, as the controller's Events last described it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldStatus {
+    /// Why the step holds, e.g. `NoConclusiveData`, `TimedPause`, `ManualGate`,
+    /// `BaselineUnhealthy`.
+    pub reason: String,
+    /// RFC 3339 time the hold began (or its reason last changed).
+    pub since: String,
+    /// RFC 3339 time of the last Event about it.
+    pub last_event_time: String,
 }
 
 /// One check's verdict in the last analysis.
