@@ -299,3 +299,43 @@ fn rendered_objects_validate_against_istio_schemas() {
         serde_json::json!({"spec": {"pluginConfig": raw, "url": "oci://example/mlcanary:0.1"}});
     conforms(&wp, &istio_schema("WasmPlugin", "v1alpha1"), "").unwrap();
 }
+
+/// The VirtualService the controller writes — the sample's routes with the owned ones spliced in,
+/// in the apply body the Istio target sends — conforms to Istio's schema in both versions it may
+/// write: `v1` (Istio ≥ 1.22) and `v1beta1` (older releases).
+#[test]
+fn the_written_virtual_service_validates_as_v1_and_v1beta1() {
+    use mlcanary_controller::traffic::istio::virtual_service_patch;
+    let v = TestPolicy::fraud_model().validated();
+    let text =
+        std::fs::read_to_string(istio_dir().join("samples/fraud-model/virtual-service.yaml"))
+            .unwrap();
+    let sample = yaml_documents(&text).unwrap().remove(0);
+    let existing = sample["spec"]["http"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let http = mlcanary_core::render::splice_routes(
+        &existing,
+        &v.name,
+        &owned_routes(&v, Weights::with_canary_bp(2500)),
+    )
+    .unwrap();
+    for version in ["v1", "v1beta1"] {
+        let patch = virtual_service_patch(version, "fraud-model", "ml", Some("7".into()), &http);
+        assert_eq!(
+            patch["apiVersion"],
+            format!("networking.istio.io/{version}")
+        );
+        // What the API server validates: the object as it is after the apply.
+        let mut written = sample.clone();
+        written["apiVersion"] = patch["apiVersion"].clone();
+        written["spec"]["http"] = patch["spec"]["http"].clone();
+        let schema = istio_schema("VirtualService", version);
+        object_conforms(&written, &schema).unwrap_or_else(|e| panic!("{version}: {e}"));
+        // Not vacuous: a route the schema does not know is refused in this version too.
+        let mut bad = written.clone();
+        bad["spec"]["http"][0]["rout"] = bad["spec"]["http"][0]["route"].clone();
+        assert!(object_conforms(&bad, &schema).is_err(), "{version}");
+    }
+}

@@ -2,9 +2,12 @@
 //! the status page's event list, the local progress lines and the webhooks' `event` / `message`
 //! all read [`describe`].
 
+use std::fmt::Write as _;
+use std::time::Duration;
+
 use serde::Serialize;
 
-use crate::rollout::RolloutEvent;
+use crate::rollout::{Hold, RolloutEvent};
 
 /// The kind of an event: its CamelCase [`Kind::reason`] is the Kubernetes Event reason and the
 /// webhook `event`; the page shows it in camelCase (its serde form).
@@ -60,8 +63,9 @@ impl Kind {
         )
     }
 
-    /// Holds repeat every interval while they last: not news, so no Kubernetes Event, no page
-    /// entry and no `event` webhook (they still show in the progress line).
+    /// Holds repeat every interval while they last: not news, so no page entry and no `event`
+    /// webhook (they still show in the progress line). The kube loop sends `Held` Events of its
+    /// own, rate-limited (`reconcile::held` in the controller).
     pub fn is_news(self) -> bool {
         self != Kind::Held
     }
@@ -80,6 +84,42 @@ pub fn percent(bp: u32) -> String {
     format!("{:.2}%", f64::from(bp) / 100.0)
 }
 
+/// Why a step holds, in words.
+pub fn hold_reason(h: Hold) -> &'static str {
+    match h {
+        Hold::NoConclusiveData => {
+            "no conclusive analysis yet (no metrics, or a check below its minimum sample or \
+             still inconclusive)"
+        }
+        Hold::TimedPause => "a timed pause at this step is not over",
+        Hold::Paused => "paused until an operator resumes",
+        Hold::ManualGate => "the last step passed; waiting at the manual gate for promote",
+        Hold::Failing => "failed analyses, fewer than the failure threshold",
+        Hold::Marginal => "a check passed only narrowly at the lowest weight",
+        Hold::Webhook => "a gate webhook has not answered 2xx",
+        Hold::AwaitingEvidence => "the last step passed; harm beyond the margin not yet excluded",
+        Hold::BaselineUnhealthy => {
+            "baseline unhealthy: stable breaks a check's bound as well (a shared fault, not the \
+             canary's)"
+        }
+    }
+}
+
+/// The note of an Event about a hold that began or lasts (`held_for` since it began): the
+/// weight, how long, why, and what the tick knows more (`detail`).
+pub fn hold_note(h: Hold, weight_bp: u32, held_for: Duration, detail: Option<&str>) -> String {
+    let mut note = format!("held at {}", percent(weight_bp));
+    if held_for >= Duration::from_secs(1) {
+        let secs = Duration::from_secs(held_for.as_secs());
+        let _ = write!(note, " for {}", humantime::format_duration(secs));
+    }
+    let _ = write!(note, ": {}", hold_reason(h));
+    if let Some(d) = detail.filter(|d| !d.is_empty()) {
+        let _ = write!(note, ": {d}");
+    }
+    note
+}
+
 /// The one description of `e`.
 pub fn describe(e: &RolloutEvent) -> Description {
     let (kind, message) = match e {
@@ -90,7 +130,7 @@ pub fn describe(e: &RolloutEvent) -> Description {
             Kind::Advanced,
             format!("advanced {} -> {}", percent(*from_bp), percent(*to_bp)),
         ),
-        RolloutEvent::Held(h) => (Kind::Held, format!("held ({h:?})")),
+        RolloutEvent::Held(h) => (Kind::Held, format!("held ({})", h.name())),
         RolloutEvent::AnalysisFailed {
             consecutive,
             threshold,
@@ -127,7 +167,6 @@ pub fn describe(e: &RolloutEvent) -> Description {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::Hold;
 
     #[test]
     fn every_event_has_one_description() {
@@ -214,6 +253,44 @@ mod tests {
         assert_eq!(
             serde_json::to_value(Kind::RolledBack).unwrap(),
             "rolledBack"
+        );
+    }
+
+    #[test]
+    fn a_hold_note_says_where_how_long_and_why() {
+        assert_eq!(
+            hold_note(Hold::TimedPause, 500, Duration::ZERO, None),
+            "held at 5.00%: a timed pause at this step is not over"
+        );
+        assert_eq!(
+            hold_note(
+                Hold::NoConclusiveData,
+                250,
+                Duration::from_millis(1_230_400),
+                Some("errors: 12 canary / 15 stable requests, below minRequests 100")
+            ),
+            "held at 2.50% for 20m 30s: no conclusive analysis yet (no metrics, or a check below \
+             its minimum sample or still inconclusive): errors: 12 canary / 15 stable requests, \
+             below minRequests 100"
+        );
+        // Every hold has its own words.
+        let all = [
+            Hold::NoConclusiveData,
+            Hold::TimedPause,
+            Hold::Paused,
+            Hold::ManualGate,
+            Hold::Failing,
+            Hold::Marginal,
+            Hold::Webhook,
+            Hold::AwaitingEvidence,
+            Hold::BaselineUnhealthy,
+        ];
+        let words: std::collections::BTreeSet<&str> = all.iter().map(|h| hold_reason(*h)).collect();
+        let names: std::collections::BTreeSet<&str> = all.iter().map(|h| h.name()).collect();
+        assert_eq!((words.len(), names.len()), (all.len(), all.len()));
+        assert_eq!(
+            Hold::AwaitingEvidence.name(),
+            format!("{:?}", Hold::AwaitingEvidence)
         );
     }
 }

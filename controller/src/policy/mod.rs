@@ -20,11 +20,14 @@ pub use mlcanary_core::policy::*;
     kind = "CanaryPolicy",
     namespaced,
     status = "CanaryPolicyStatus",
-    shortname = "canary",
+    // Not `canary`: Flagger's Canary CRD has that short name.
+    shortname = "mlc",
     doc = "A canary rollout of one model behind one VirtualService: the spec is written by the user, the status by the controller.",
-    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Canary-bp","type":"integer","description":"canary weight in basis points (10000 = 100%)","jsonPath":".status.canaryWeightBp"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","description":"phase of the rollout","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Weight (%)","type":"number","description":"canary weight in percent","jsonPath":".status.canaryWeightPercent"}"#,
+    printcolumn = r#"{"name":"Step","type":"string","description":"current step / number of steps","jsonPath":".status.step"}"#,
     printcolumn = r#"{"name":"Failed","type":"integer","description":"consecutive failed analyses","jsonPath":".status.failedChecks"}"#,
+    printcolumn = r#"{"name":"Last transition","type":"date","description":"time of the last phase change","jsonPath":".status.lastTransitionTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(transparent)]

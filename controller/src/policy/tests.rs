@@ -94,11 +94,22 @@ fn crd_has_status_printer_columns_and_group() {
         .flatten()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(cols, ["Phase", "Canary-bp", "Failed", "Age"]);
+    assert_eq!(
+        cols,
+        [
+            "Status",
+            "Weight (%)",
+            "Step",
+            "Failed",
+            "Last transition",
+            "Age"
+        ]
+    );
     let yaml = serde_yaml::to_string(&crd).unwrap();
     assert!(
         yaml.contains("stepWeight"),
         "schema uses the camelCase field names"
     );
     assert!(yaml.contains("canaryWeightBp"));
+    assert!(yaml.contains("canaryWeightPercent"));
 }

@@ -25,7 +25,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
-use super::plan::{event_for, peers, starting_status, Event, EventType, Update};
+use super::plan::{event_for, peers, starting_status, status_to_write, Event, EventType, Update};
 use super::{writer, Context, Error};
 use crate::engine::{CommandError, TickInput, TickOutput};
 use crate::policy::{CanaryPolicy, ValidatedPolicy};
@@ -103,7 +103,12 @@ pub enum Handled {
 
 /// The update for a handled command, as a value: the new status (or the old one) with the id
 /// recorded, the rollout's Events, or one saying why the command was ignored.
-pub fn plan_command(obj: &CanaryPolicy, pending: &Pending, handled: &Handled) -> Update {
+pub fn plan_command(
+    obj: &CanaryPolicy,
+    policy: &ValidatedPolicy,
+    pending: &Pending,
+    handled: &Handled,
+) -> Update {
     let (mut next, rollout_events, extra) = match handled {
         Handled::Applied(out) => (out.status.clone(), out.events.clone(), None),
         Handled::NotApplicable(e) => (
@@ -135,8 +140,9 @@ pub fn plan_command(obj: &CanaryPolicy, pending: &Pending, handled: &Handled) ->
     next.observed_generation = obj.metadata.generation.or(next.observed_generation);
     let mut events: Vec<Event> = rollout_events.iter().filter_map(event_for).collect();
     events.extend(extra);
+    let old = obj.status.clone().unwrap_or_default();
     Update {
-        status: Some(next),
+        status: status_to_write(&old, next, Some(policy.steps_bp.len())),
         events,
         rollout: rollout_events,
         requeue: std::time::Duration::ZERO,
@@ -181,7 +187,7 @@ where
         }
         Err(raw) => Handled::Unknown(raw.clone()),
     };
-    let mut update = plan_command(obj, &pending, &handled);
+    let mut update = plan_command(obj, policy, &pending, &handled);
     update.requeue = policy.interval;
     let failed_events = writer::write(api, &ctx.recorder, obj, &update).await?;
     for _ in 0..failed_events {
@@ -263,7 +269,12 @@ mod tests {
     #[test]
     fn abort_rolls_back_and_records_the_id() {
         let p = with_command("abort", "c-2", progressing());
-        let u = plan_command(&p, &pending(&p).unwrap(), &handled(&p));
+        let u = plan_command(
+            &p,
+            &ValidatedPolicy::try_from(&p).unwrap(),
+            &pending(&p).unwrap(),
+            &handled(&p),
+        );
         let s = u.status.unwrap();
         assert_eq!(
             (s.phase, s.canary_weight_bp, s.last_command_id.as_deref()),
@@ -277,7 +288,12 @@ mod tests {
         let mut s = progressing();
         s.phase = Phase::Promoted;
         let p = with_command("pause", "c-3", s);
-        let u = plan_command(&p, &pending(&p).unwrap(), &handled(&p));
+        let u = plan_command(
+            &p,
+            &ValidatedPolicy::try_from(&p).unwrap(),
+            &pending(&p).unwrap(),
+            &handled(&p),
+        );
         assert_eq!(u.status.unwrap().last_command_id.as_deref(), Some("c-3"));
         assert_eq!(u.events.len(), 1);
         assert_eq!(u.events[0].reason, "CommandIgnored");
@@ -290,6 +306,7 @@ mod tests {
         let p = with_command("promte", "c-4", progressing());
         let u = plan_command(
             &p,
+            &ValidatedPolicy::try_from(&p).unwrap(),
             &pending(&p).unwrap(),
             &Handled::Unknown("promte".into()),
         );

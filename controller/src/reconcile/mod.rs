@@ -7,7 +7,8 @@
 //!    a tick, once per command id;
 //! 3. **tick** — [`crate::engine::Engine::tick`] (the same step as the local loop): fetch the window
 //!    from Prometheus, judge it, step the rollout, write the split through the Istio target;
-//! 4. **plan** — [`plan`] turns the result into an [`plan::Update`] value (status, Events, requeue);
+//! 4. **plan** — [`plan`] turns the result into an [`plan::Update`] value (status, Events, requeue;
+//!    Events about holds rate-limited by [`held`]);
 //! 5. **write** — [`writer`] applies it: the `/status` subresource, then Events.
 //!
 //! Reconciles also fire on watch events (our own status writes, relists), so a policy is analysed at
@@ -18,6 +19,7 @@
 //! ([`crate::server`]) and the Controller.
 
 pub mod command;
+pub mod held;
 pub mod plan;
 pub mod run;
 pub mod writer;

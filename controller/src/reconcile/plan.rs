@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
+use super::held;
 use crate::engine::TickOutput;
 use crate::policy::{
     CanaryPolicy, CanaryPolicyStatus, Condition, Phase, ValidatedPolicy, ValidationError,
@@ -123,7 +124,9 @@ pub fn plan_invalid(obj: &CanaryPolicy, err: &ValidationError, now: SystemTime) 
         None => status.conditions.push(condition),
     }
     status.observed_generation = obj.metadata.generation;
-    let changed = status != old;
+    // An invalid spec has no schedule: no step to show.
+    let status = status_to_write(&old, status, None);
+    let changed = status.is_some();
     Update {
         events: if changed {
             vec![Event {
@@ -135,27 +138,46 @@ pub fn plan_invalid(obj: &CanaryPolicy, err: &ValidationError, now: SystemTime) 
         } else {
             Vec::new()
         },
-        status: changed.then_some(status),
+        status,
         rollout: Vec::new(),
         requeue: INVALID_RECHECK,
     }
 }
 
 /// After a tick: the tick's status (with the generation it judged), an Event per step change,
-/// promotion, rollback, failed analysis or pause, and the next look one interval later.
+/// promotion, rollback, failed analysis or pause, one about a hold when it begins and, while it
+/// lasts, now and then ([`held`]), and the next look one interval later.
 pub fn plan_tick(obj: &CanaryPolicy, policy: &ValidatedPolicy, out: TickOutput) -> Update {
     let old = obj.status.clone().unwrap_or_default();
+    let (held, held_event) = held::plan_held(old.held.as_ref(), &out, policy);
     let mut status = out.status;
     status.observed_generation = obj.metadata.generation;
+    status.held = held;
+    let mut events: Vec<Event> = out.events.iter().filter_map(event_for).collect();
+    events.extend(held_event);
     Update {
-        events: out.events.iter().filter_map(event_for).collect(),
-        status: (status != old).then_some(status),
+        events,
+        status: status_to_write(&old, status, Some(policy.steps_bp.len())),
         rollout: out.events,
         requeue: policy.interval,
     }
 }
 
-/// The Kubernetes Event for a rollout event; holds are not news (they repeat every interval).
+/// The status to write, `None` when it is `old` unchanged (no write, no watch event). Every status
+/// the reconciler writes passes here, so this is where the `kubectl get` columns are filled from
+/// the fields they show ([`CanaryPolicyStatus::with_columns`]; `steps`: the schedule's number of
+/// steps).
+pub fn status_to_write(
+    old: &CanaryPolicyStatus,
+    new: CanaryPolicyStatus,
+    steps: Option<usize>,
+) -> Option<CanaryPolicyStatus> {
+    let new = new.with_columns(steps);
+    (new != *old).then_some(new)
+}
+
+/// The Kubernetes Event for a rollout event; holds are not news (they repeat every interval:
+/// [`held`] sends theirs).
 pub fn event_for(e: &RolloutEvent) -> Option<Event> {
     let d = describe(e);
     d.kind.is_news().then(|| Event {
@@ -170,9 +192,10 @@ pub fn event_for(e: &RolloutEvent) -> Option<Event> {
     })
 }
 
-/// The server-side apply body of the status subresource. Apply rather than a merge patch: optional
-/// fields the status drops (`pausedUntil`, `stepIndex`) are omitted when `None`, and only apply
-/// removes a field its manager stops sending; a merge patch would leave the stale value.
+/// The server-side apply body of the status subresource (a status from [`status_to_write`]).
+/// Apply rather than a merge patch: optional fields the status drops (`pausedUntil`, `stepIndex`)
+/// are omitted when `None`, and only apply removes a field its manager stops sending; a merge
+/// patch would leave the stale value.
 pub fn status_patch(status: &CanaryPolicyStatus) -> Value {
     json!({
         "apiVersion": "mlcanary.io/v1alpha1",
@@ -220,6 +243,7 @@ pub fn peers(all: &[Arc<CanaryPolicy>], obj: &CanaryPolicy) -> Vec<(ValidatedPol
 mod tests {
     use super::*;
     use crate::fixtures::AsResource;
+    use mlcanary_core::rollout::Hold;
 
     #[test]
     fn backoff_doubles_and_caps() {
@@ -244,10 +268,7 @@ mod tests {
 
     #[test]
     fn holds_emit_no_event_and_rollbacks_warn() {
-        assert!(event_for(&RolloutEvent::Held(
-            mlcanary_core::rollout::Hold::NoConclusiveData
-        ))
-        .is_none());
+        assert!(event_for(&RolloutEvent::Held(Hold::NoConclusiveData)).is_none());
         let e = event_for(&RolloutEvent::RolledBack {
             from_bp: 2500,
             reason: "2 consecutive failed analyses".into(),
@@ -257,6 +278,243 @@ mod tests {
         assert_eq!(
             e.note,
             "rolled back from 25.00%: 2 consecutive failed analyses"
+        );
+    }
+
+    fn tick_output(status: CanaryPolicyStatus) -> TickOutput {
+        TickOutput {
+            at: SystemTime::UNIX_EPOCH,
+            weights: Weights::with_canary_bp(status.canary_weight_bp),
+            status,
+            events: Vec::new(),
+            verdicts: None,
+            no_data: None,
+            applied: false,
+        }
+    }
+
+    #[test]
+    fn the_written_status_carries_the_columns_of_its_weight_and_step() {
+        let policy = CanaryPolicy::test().steps(&[1, 2, 5, 10]).validated();
+        let mut obj = CanaryPolicy::test().steps(&[1, 2, 5, 10]).resource();
+        // What the object had: the columns of 1 % at step 1.
+        obj.status = Some(
+            CanaryPolicyStatus {
+                phase: Phase::Progressing,
+                canary_weight_bp: 100,
+                step_index: Some(0),
+                ..Default::default()
+            }
+            .with_columns(Some(4)),
+        );
+        // The tick moves to the second step, at 250 bp (not a whole percent, to show the decimal);
+        // the engine's status still carries the old columns.
+        let mut next = obj.status.clone().unwrap();
+        next.canary_weight_bp = 250;
+        next.step_index = Some(1);
+        let u = plan_tick(&obj, &policy, tick_output(next));
+        let s = u.status.expect("a change is written");
+        assert_eq!(
+            (s.canary_weight_percent, s.step.as_deref()),
+            (Some(2.5), Some("2/4"))
+        );
+        let body = status_patch(&s);
+        assert_eq!(body["status"]["canaryWeightBp"], 250);
+        assert_eq!(body["status"]["canaryWeightPercent"], 2.5);
+        assert_eq!(body["status"]["step"], "2/4");
+        // Nothing changed since: nothing to write, the columns included.
+        obj.status = Some(s.clone());
+        obj.metadata.generation = s.observed_generation;
+        assert_eq!(plan_tick(&obj, &policy, tick_output(s)).status, None);
+        // A status written before the columns existed gets them on the next tick.
+        let mut bare = obj.status.clone().unwrap();
+        (bare.canary_weight_percent, bare.step) = (None, None);
+        obj.status = Some(bare.clone());
+        let s = plan_tick(&obj, &policy, tick_output(bare)).status.unwrap();
+        assert_eq!(s.canary_weight_percent, Some(2.5));
+    }
+
+    const T0: u64 = 1_800_000_000;
+
+    /// A policy at 5 %, step 1, whose ticks [`Holds::tick`] plans and writes back.
+    struct Holds {
+        obj: CanaryPolicy,
+        policy: ValidatedPolicy,
+        /// The verdicts every tick reports.
+        verdicts: Option<Vec<mlcanary_core::analysis::Verdict>>,
+    }
+
+    impl Holds {
+        fn new() -> Self {
+            let t = CanaryPolicy::test().only_error_rate(0.01).no_pauses();
+            let mut obj = t.resource();
+            obj.status = Some(CanaryPolicyStatus {
+                phase: Phase::Progressing,
+                canary_weight_bp: 500,
+                step_index: Some(0),
+                ..Default::default()
+            });
+            Holds {
+                obj,
+                policy: t.validated(),
+                verdicts: None,
+            }
+        }
+
+        /// A tick `secs` after T0 with `events`, its status unchanged.
+        fn tick(&mut self, secs: u64, events: Vec<RolloutEvent>) -> Vec<Event> {
+            let status = self.obj.status.clone().unwrap();
+            self.tick_to(secs, status, events)
+        }
+
+        /// A tick `secs` after T0 that stepped to `status` with `events`; the written status goes
+        /// to the API and back as JSON (what a restarted controller or a new leader would read).
+        /// Returns the Events to send.
+        fn tick_to(
+            &mut self,
+            secs: u64,
+            status: CanaryPolicyStatus,
+            events: Vec<RolloutEvent>,
+        ) -> Vec<Event> {
+            let mut out = tick_output(status);
+            out.at = SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + secs);
+            out.events = events;
+            out.verdicts = self.verdicts.clone();
+            let u = plan_tick(&self.obj, &self.policy, out);
+            if let Some(s) = u.status {
+                let json = status_patch(&s)["status"].clone();
+                self.obj.status = Some(serde_json::from_value(json).unwrap());
+            }
+            u.events
+        }
+
+        fn held(&self) -> Option<&str> {
+            let s = self.obj.status.as_ref()?;
+            s.held.as_ref().map(|h| h.reason.as_str())
+        }
+    }
+
+    fn hold(h: Hold) -> Vec<RolloutEvent> {
+        vec![RolloutEvent::Held(h)]
+    }
+
+    fn notes(events: &[Event]) -> Vec<(&str, &str)> {
+        events.iter().map(|e| (e.reason, e.note.as_str())).collect()
+    }
+
+    #[test]
+    fn a_hold_is_announced_when_it_begins_and_then_once_per_period() {
+        let mut p = Holds::new();
+        let first = p.tick(0, hold(Hold::NoConclusiveData));
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert_eq!(
+            (first[0].type_, first[0].reason),
+            (EventType::Normal, "Held")
+        );
+        assert_eq!(
+            first[0].note,
+            "held at 5.00%: no conclusive analysis yet (no metrics, or a check below its minimum \
+             sample or still inconclusive): no metrics"
+        );
+        assert_eq!(p.held(), Some("NoConclusiveData"));
+        // The same hold one interval later, and just before the period is over: nothing.
+        assert_eq!(p.tick(30, hold(Hold::NoConclusiveData)), []);
+        assert_eq!(p.tick(570, hold(Hold::NoConclusiveData)), []);
+        // Once the period is over: again, saying how long it has lasted.
+        let again = p.tick(600, hold(Hold::NoConclusiveData));
+        assert_eq!(notes(&again).len(), 1);
+        assert!(
+            again[0]
+                .note
+                .starts_with("held at 5.00% for 10m: no conclusive"),
+            "{again:?}"
+        );
+        assert_eq!(p.tick(630, hold(Hold::NoConclusiveData)), []);
+        // Another reason: at once, from its own beginning.
+        let other = p.tick(660, hold(Hold::TimedPause));
+        assert_eq!(
+            notes(&other),
+            [(
+                "Held",
+                "held at 5.00%: a timed pause at this step is not over"
+            )]
+        );
+        assert_eq!(p.held(), Some("TimedPause"));
+        // A step ends the hold: the next one is announced at once, even with the old reason.
+        let stepped = p.tick(
+            690,
+            vec![RolloutEvent::Advanced {
+                from_bp: 500,
+                to_bp: 1000,
+            }],
+        );
+        assert_eq!(notes(&stepped), [("Advanced", "advanced 5.00% -> 10.00%")]);
+        assert_eq!(p.held(), None);
+        assert_eq!(p.tick(720, hold(Hold::TimedPause)).len(), 1);
+    }
+
+    #[test]
+    fn an_unhealthy_baseline_warns_when_it_begins_and_while_it_lasts() {
+        use mlcanary_core::analysis::{Outcome, Verdict};
+        let mut p = Holds::new();
+        // The core's step with stable breaking the bound too: it holds and says so.
+        let unhealthy = [Verdict {
+            check: "errors".into(),
+            outcome: Outcome::Inconclusive,
+            baseline_unhealthy: true,
+            ..Default::default()
+        }];
+        p.verdicts = Some(unhealthy.to_vec());
+        let mut step = |secs: u64| {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + secs);
+            let s = p.obj.status.clone().unwrap();
+            let out = mlcanary_core::rollout::step(&s, Some(&unhealthy), &p.policy, now);
+            let rollout = out.events.clone();
+            (rollout, p.tick_to(secs, out.status, out.events))
+        };
+        let (rollout, events) = step(0);
+        assert_eq!(
+            rollout,
+            [
+                RolloutEvent::BaselineUnhealthy {
+                    checks: vec!["errors".into()]
+                },
+                RolloutEvent::Held(Hold::BaselineUnhealthy)
+            ]
+        );
+        assert_eq!(
+            notes(&events),
+            [(
+                "BaselineUnhealthy",
+                "baseline unhealthy: stable breaks errors as well; holding"
+            )],
+            "published once, not twice"
+        );
+        assert_eq!(events[0].type_, EventType::Warning);
+        // It lasts: the rollout holds every interval without a new event; so does the plan.
+        let (rollout, events) = step(30);
+        assert_eq!(rollout, hold(Hold::BaselineUnhealthy));
+        assert_eq!(events, []);
+        assert_eq!(step(570).1, []);
+        let reminder = step(600).1;
+        assert_eq!(reminder.len(), 1, "{reminder:?}");
+        assert_eq!(
+            (reminder[0].type_, reminder[0].reason),
+            (EventType::Warning, "BaselineUnhealthy")
+        );
+        assert!(
+            reminder[0]
+                .note
+                .starts_with("held at 5.00% for 10m: baseline unhealthy"),
+            "{}",
+            reminder[0].note
+        );
+        assert!(
+            reminder[0]
+                .note
+                .ends_with("(a shared fault, not the canary's): checks: errors"),
+            "{}",
+            reminder[0].note
         );
     }
 

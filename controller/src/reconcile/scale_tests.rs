@@ -95,6 +95,17 @@ fn serve(mut handle: mock::Handle<Request<Body>, Response<Body>>, seen: Arc<Mute
             let bytes = req.into_body().collect_bytes().await.unwrap();
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let answer = match (&method, kind.as_str()) {
+                // Discovery of an Istio group (`/apis/<group>`): what Istio ≥ 1.22 serves.
+                (&Method::GET, group) if parts.len() == 3 => {
+                    let version = if group == "extensions.istio.io" {
+                        "v1alpha1"
+                    } else {
+                        "v1"
+                    };
+                    json!({"kind": "APIGroup", "apiVersion": "v1", "name": group,
+                           "versions": [{"groupVersion": format!("{group}/{version}"),
+                                         "version": version}]})
+                }
                 (&Method::GET, "virtualservices") => json!({
                     "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
                     "metadata": {"name": name, "namespace": "ml", "resourceVersion": "1"},
@@ -230,6 +241,12 @@ async fn a_hundred_policies_share_one_plugin_written_only_when_it_changes() {
     // Start: every policy's routes once, the shared config once.
     round(0).await;
     assert_eq!(writes(&seen), (1, N, N), "first round");
+    let discoveries = |seen: &Arc<Mutex<Seen>>| {
+        let s = seen.lock().unwrap();
+        let n = |k: &str| s.count.get(k).copied().unwrap_or(0);
+        (n("GET networking.istio.io"), n("GET extensions.istio.io"))
+    };
+    assert_eq!(discoveries(&seen), (1, 1), "each Istio group asked once");
     // One interval later, nothing changed: nothing is rewritten.
     round(60).await;
     assert_eq!(writes(&seen), (1, N, 2 * N), "steady state");
@@ -285,4 +302,5 @@ async fn a_hundred_policies_share_one_plugin_written_only_when_it_changes() {
         (1, 1),
         "a new term writes again"
     );
+    assert_eq!(discoveries(&seen), (1, 1), "and still knows the versions");
 }

@@ -520,7 +520,9 @@ async fn an_operator_command_is_applied_once_at_once_without_an_analysis() {
     s.canary_weight_bp = 10_000;
     s.last_command_id = Some("cmd-1".into());
     s.observed_generation = Some(3);
-    applied.status = Some(s);
+    // As it was written: with the kubectl columns.
+    let steps = ValidatedPolicy::try_from(&applied).unwrap().steps_bp.len();
+    applied.status = Some(s.with_columns(Some(steps)));
     tokio::time::timeout(
         Duration::from_secs(5),
         reconcile(Arc::new(applied), ctx.clone()),

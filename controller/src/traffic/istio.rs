@@ -10,15 +10,23 @@
 //! The same bounded backoff covers what a busy or restarting API server answers: 429, any 5xx, and
 //! transport errors (connection refused or reset, timeouts) — on the read as on the write. Every
 //! other error (403, 404, 422, ...) is returned at once: retrying cannot fix it.
+//!
+//! Each kind is written in the version its group serves ([`versions`]): discovered before the
+//! first write and cached. A 404 discovers again first: when the served version changed, the write
+//! is tried again at once in the new one; else the 404 is returned.
 
 use std::time::Duration;
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIGroup;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{DesiredTraffic, TrafficError, TrafficTarget};
 use mlcanary_core::render::{check_routes, splice_routes};
+use versions::{DiscoveryError, IstioKind, Served, VIRTUAL_SERVICE, WASM_PLUGIN};
+
+pub mod versions;
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "mlcanary";
@@ -49,20 +57,41 @@ fn gave_up(kind: &'static str, name: &str, last: kube::Error) -> TrafficError {
     }
 }
 
-/// `networking.istio.io/v1` VirtualService.
-pub fn virtual_service_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
-        "virtualservices",
-    )
+/// Not served: the object, or the version the request named. By code: for a path it does not
+/// serve the API server answers a plain-text 404, which has no `NotFound` reason.
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-/// `extensions.istio.io/v1alpha1` WasmPlugin.
-pub fn wasm_plugin_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("extensions.istio.io", "v1alpha1", "WasmPlugin"),
-        "wasmplugins",
-    )
+/// The server-side apply body of a VirtualService's owned `spec.http` (the whole list: it is
+/// atomic), at `version`, guarded by the `resource_version` it was spliced from.
+pub fn virtual_service_patch(
+    version: &str,
+    name: &str,
+    namespace: &str,
+    resource_version: Option<String>,
+    http: &[Value],
+) -> Value {
+    json!({
+        "apiVersion": VIRTUAL_SERVICE.api_version(version),
+        "kind": VIRTUAL_SERVICE.kind,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "resourceVersion": resource_version,
+        },
+        "spec": { "http": http },
+    })
+}
+
+/// The server-side apply body of a WasmPlugin's `spec.pluginConfig` (only that field is ours).
+pub fn wasm_plugin_patch(version: &str, name: &str, namespace: &str, config: Value) -> Value {
+    json!({
+        "apiVersion": WASM_PLUGIN.api_version(version),
+        "kind": WASM_PLUGIN.kind,
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": { "pluginConfig": config },
+    })
 }
 
 /// Writes to the Kubernetes API.
@@ -71,6 +100,8 @@ pub struct IstioTarget {
     client: Client,
     /// First retry delay; doubles per attempt.
     backoff: Duration,
+    /// The versions each Istio group serves, as last discovered (shared by clones).
+    served: Served,
 }
 
 impl IstioTarget {
@@ -78,6 +109,7 @@ impl IstioTarget {
         IstioTarget {
             client,
             backoff: Duration::from_millis(200),
+            served: Served::default(),
         }
     }
 
@@ -118,19 +150,90 @@ impl IstioTarget {
         Ok(())
     }
 
+    /// After a failed request about `kind` at `version`: `Ok` to try again, or the error to give
+    /// up with. A 404 may mean the version is no longer served (Istio changed under us): the group
+    /// is discovered again and, when another version is now the one to write, tried at once.
+    async fn after_error(
+        &self,
+        attempt: u32,
+        kind: &IstioKind,
+        name: &str,
+        version: &str,
+        e: kube::Error,
+    ) -> Result<(), TrafficError> {
+        if not_found(&e) && attempt + 1 < MAX_ATTEMPTS {
+            self.served.forget(kind.group);
+            let now = self.version(kind).await?;
+            if now != version {
+                tracing::info!(
+                    kind = kind.kind,
+                    name,
+                    from = version,
+                    to = now,
+                    "Istio API version changed"
+                );
+                return Ok(());
+            }
+        }
+        self.retry_or_fail(attempt, kind.kind, name, e).await
+    }
+
+    /// The version to write `kind` as: the cached answer, else discovered from the API server.
+    pub async fn version(&self, kind: &IstioKind) -> Result<&'static str, TrafficError> {
+        if let Some(served) = self.served.get(kind.group) {
+            return Ok(versions::pick(kind, &served)?);
+        }
+        let served = self.discover(kind).await?;
+        let version = versions::pick(kind, &served)?;
+        // Cached only when usable: a group too old is asked again next time (it may be upgraded).
+        self.served.set(kind.group, served);
+        Ok(version)
+    }
+
+    /// `GET /apis/<group>`: the versions the group serves, retried like any transient error.
+    async fn discover(&self, kind: &IstioKind) -> Result<Vec<String>, DiscoveryError> {
+        let group = kind.group;
+        let mut attempt = 0;
+        loop {
+            let request = http::Request::get(format!("/apis/{group}"))
+                .body(Vec::new())
+                .map_err(|e| DiscoveryError::Request {
+                    group,
+                    source: kube::Error::HttpError(e),
+                })?;
+            match self.client.request::<APIGroup>(request).await {
+                Ok(g) => return Ok(g.versions.into_iter().map(|v| v.version).collect()),
+                Err(e) if not_found(&e) => {
+                    return Err(DiscoveryError::NotInstalled {
+                        group,
+                        kind: kind.kind,
+                    })
+                }
+                Err(e) if retryable(&e) && attempt + 1 < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, group, error = %e, "retrying discovery");
+                    tokio::time::sleep(self.delay(attempt)).await;
+                    attempt += 1;
+                }
+                Err(source) => return Err(DiscoveryError::Request { group, source }),
+            }
+        }
+    }
+
     /// Read, splice, apply the owned VirtualService routes.
     pub async fn apply_routes(&self, d: &DesiredTraffic) -> Result<(), TrafficError> {
         check_routes(&d.routes)?;
-        let ar = virtual_service_resource();
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &d.namespace, &ar);
+        let kind = &VIRTUAL_SERVICE;
         let name = d.virtual_service.as_str();
         let mut attempt = 0;
         loop {
+            let version = self.version(kind).await?;
+            let ar = kind.resource(version);
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &d.namespace, &ar);
             let current = match api.get(name).await {
                 Ok(c) => c,
                 Err(e) => {
-                    self.retry_or_fail(attempt, "VirtualService", name, e)
-                        .await?;
+                    self.after_error(attempt, kind, name, version, e).await?;
                     attempt += 1;
                     continue;
                 }
@@ -138,28 +241,24 @@ impl IstioTarget {
             let existing = current
                 .data
                 .pointer("/spec/http")
-                .and_then(serde_json::Value::as_array)
+                .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
             let http = splice_routes(&existing, &d.policy, &d.routes)?;
-            let patch = json!({
-                "apiVersion": "networking.istio.io/v1",
-                "kind": "VirtualService",
-                "metadata": {
-                    "name": name,
-                    "namespace": d.namespace,
-                    "resourceVersion": current.resource_version(),
-                },
-                "spec": { "http": http },
-            });
+            let patch = virtual_service_patch(
+                version,
+                name,
+                &d.namespace,
+                current.resource_version(),
+                &http,
+            );
             match api
                 .patch(name, &Self::params(), &Patch::Apply(&patch))
                 .await
             {
                 Ok(_) => return Ok(()),
                 Err(e) => {
-                    self.retry_or_fail(attempt, "VirtualService", name, e)
-                        .await?;
+                    self.after_error(attempt, kind, name, version, e).await?;
                     attempt += 1;
                 }
             }
@@ -168,24 +267,23 @@ impl IstioTarget {
 
     /// Apply the WasmPlugin's `spec.pluginConfig` (only that field is ours).
     pub async fn apply_plugin_config(&self, d: &DesiredTraffic) -> Result<(), TrafficError> {
-        let ar = wasm_plugin_resource();
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &d.namespace, &ar);
-        let patch = json!({
-            "apiVersion": "extensions.istio.io/v1alpha1",
-            "kind": "WasmPlugin",
-            "metadata": { "name": d.wasm_plugin, "namespace": d.namespace },
-            "spec": { "pluginConfig": serde_json::to_value(&*d.plugin_config)? },
-        });
+        let kind = &WASM_PLUGIN;
+        let config = serde_json::to_value(&*d.plugin_config)?;
         let name = d.wasm_plugin.as_str();
         let mut attempt = 0;
         loop {
+            let version = self.version(kind).await?;
+            let ar = kind.resource(version);
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &d.namespace, &ar);
+            let patch = wasm_plugin_patch(version, name, &d.namespace, config.clone());
             match api
                 .patch(name, &Self::params(), &Patch::Apply(&patch))
                 .await
             {
                 Ok(_) => return Ok(()),
                 Err(e) => {
-                    self.retry_or_fail(attempt, "WasmPlugin", name, e).await?;
+                    self.after_error(attempt, kind, name, version, e).await?;
                     attempt += 1;
                 }
             }
@@ -218,5 +316,7 @@ impl TrafficTarget for IstioTarget {
     }
 }
 
+#[cfg(test)]
+mod discovery_tests;
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,8 @@ pub enum TrafficError {
     },
     #[error("cannot encode {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Discovery(#[from] istio::versions::DiscoveryError),
     #[error("local Envoy files: {0}")]
     Files(#[from] envoy_files::FilesError),
 }

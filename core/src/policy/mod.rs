@@ -18,7 +18,7 @@ pub mod validated;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use status::{CanaryPolicyStatus, Condition, HistoryEntry, Phase, VerdictStatus};
+pub use status::{CanaryPolicyStatus, Condition, HeldStatus, HistoryEntry, Phase, VerdictStatus};
 pub use validated::{PolicyId, PolicyKey, ValidatedPolicy, ValidationError};
 
 /// Namespace of a policy that has none (a local policy file without `metadata.namespace`).
@@ -29,6 +29,7 @@ pub const DEFAULT_NAMESPACE: &str = mlcanary_filter::config::DEFAULT_NAMESPACE;
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryPolicySpec {
+    // Fields without a doc comment take their type's (a field's own would replace it in the CRD).
     pub target: TargetSpec,
     #[serde(default)]
     pub routing: RoutingSpec,
@@ -39,7 +40,7 @@ pub struct CanaryPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predictions: Option<PredictionsSpec>,
     /// With no conclusive analysis for this long (no traffic, no metrics), the rollout is rolled
-    /// back. Default `10m`.
+    /// back. A duration such as `10m` (the default) or `1h 30m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_deadline: Option<String>,
     /// HTTP hooks called around the rollout (Flagger-style): gates (`preRollout`,
@@ -61,7 +62,7 @@ pub struct WebhookSpec {
     pub type_: String,
     /// `http://` or `https://` URL.
     pub url: String,
-    /// Per attempt (humantime). Default `10s`.
+    /// Timeout of one attempt, a duration such as `10s` (the default) or `500ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// Extra attempts after a failed one (timeout, connection error, non-2xx), with exponential
@@ -104,6 +105,8 @@ pub struct TargetSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoutingSpec {
+    /// Sticky assignment: the same key lands on the same variant on every replica. Without it
+    /// each request draws its variant at random.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky: Option<StickySpec>,
     /// User-attribute rules, first match wins, before the percentage split.
@@ -118,8 +121,11 @@ pub struct RoutingSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StickySpec {
+    /// Request header whose value is the sticky key, e.g. `x-user-id` (used when present and
+    /// not empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
+    /// Cookie whose value is the sticky key when the header is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
     /// Hash salt; defaults to the policy name. Changing it reshuffles every user.
@@ -136,6 +142,7 @@ pub struct StickySpec {
 pub struct RuleSpec {
     #[serde(rename = "match")]
     pub match_: MatchSpec,
+    /// The variant a matching request is sent to: the stable or the canary subset's name.
     pub variant: String,
 }
 
@@ -143,18 +150,25 @@ pub struct RuleSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MatchSpec {
+    /// Match on this request header's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
+    /// Match on this cookie's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
+    /// Match on this query parameter's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
+    /// The value equals this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,
+    /// The value starts with this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// The whole value matches this regular expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
+    /// The value equals one of these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_of: Option<Vec<String>>,
 }
@@ -163,7 +177,9 @@ pub struct MatchSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SegmentSpec {
+    /// Request header whose value names the segment, e.g. `x-customer-age-band`.
     pub header: String,
+    /// The values kept as segments; any other value, or none, counts as `other`.
     pub values: Vec<String>,
 }
 
@@ -197,13 +213,14 @@ pub struct PredictionsSpec {
 pub struct ScheduleSpec {
     /// Analysis interval, e.g. `30s`: one analysis, and at most one step, per interval.
     pub interval: String,
-    /// Percent added per step (1..=100).
+    /// Percent added per step, 1 to 100: the steps are `stepWeight`, 2 × `stepWeight`, ... up to
+    /// `maxWeight`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_weight: Option<u32>,
     /// Last step's percent with `stepWeight` (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_weight: Option<u32>,
-    /// Explicit, strictly increasing percents, e.g. `[5, 10, 25, 50]`.
+    /// Explicit canary weights in percent, strictly increasing, e.g. 5, 10, 25, 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<u32>>,
     /// Holds at given steps: with a duration the rollout stays there at least that long; without,
@@ -253,12 +270,13 @@ pub struct AdaptiveSpec {
     pub sample_factor: Option<f64>,
 }
 
-/// A hold at step `step` (0-based index into the steps).
+/// A hold at one step.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PauseSpec {
+    /// The step to hold at, as a 0-based index into the steps (0 = the first weight).
     pub step: u32,
-    /// How long to hold (humantime); absent: until resumed.
+    /// How long to hold, a duration such as `5m`; absent: until an operator resumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
 }
@@ -290,6 +308,7 @@ pub struct AnalysisSpec {
     /// deadline rolls back as for missing data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unhealthy_baseline: Option<String>,
+    /// The checks; every one must pass for a step to advance.
     pub checks: Vec<CheckSpec>,
 }
 
@@ -297,7 +316,10 @@ pub struct AnalysisSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckSpec {
+    /// The check's name (not empty): it labels the check's verdict in the status, Events and
+    /// metrics, so keep it unique within the policy.
     pub name: String,
+    // The kinds' descriptions are their types' doc comments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate: Option<ErrorRateSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -319,7 +341,7 @@ pub struct CheckSpec {
 }
 
 /// A resource check relative to stable, read from cAdvisor's container metrics joined to
-/// kube-state-metrics' `kube_pod_labels` by namespace and pod (see `analysis::resources`).
+/// kube-state-metrics' `kube_pod_labels` by namespace and pod.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceSpec {
@@ -348,10 +370,13 @@ pub struct ErrorRateSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LatencySpec {
-    /// e.g. 0.99.
+    /// The quantile, between 0 and 1 (0.99 = p99).
     pub quantile: f64,
+    /// Largest acceptable latency at the quantile, in milliseconds. Exactly one of `maxMs` and
+    /// `maxRatioToStable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ms: Option<f64>,
+    /// Largest acceptable ratio of the canary's quantile to stable's (1.2 = at most 20 % slower).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ratio_to_stable: Option<f64>,
     /// This check's share of `spec.analysis.alpha` (default: an equal split of the budget).
@@ -365,8 +390,10 @@ pub struct LatencySpec {
 pub struct CustomSpec {
     /// PromQL with `{{namespace}}`, `{{policy}}` and `{{variant}}` placeholders; must return one number.
     pub query: String,
-    /// The canary passes when `value <comparison> threshold`: one of `<`, `<=`, `>`, `>=`.
+    /// The canary passes when its value compares so with `threshold`: one of `<`, `<=`, `>`,
+    /// `>=`.
     pub comparison: String,
+    /// The number the canary's value is compared with, in the query's unit.
     pub threshold: f64,
 }
 
@@ -379,8 +406,8 @@ pub struct PredictionDriftSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_psi: Option<f64>,
     /// Scored predictions per variant in the window below which the check is inconclusive
-    /// (default 500: PSI of two samples of the same distribution is biased upwards by about
-    /// `bins / n`).
+    /// (default 500: the PSI of two samples of the same distribution is biased upwards by about
+    /// bins / n).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_samples: Option<u64>,
 }
@@ -411,10 +438,11 @@ pub struct PositiveRateSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SegmentDisparitySpec {
-    /// Default 0.8 (the "four-fifths rule").
+    /// Lowest acceptable ratio of the canary's positive rate to stable's in a segment. Default 0.8
+    /// (the "four-fifths rule").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_ratio: Option<f64>,
-    /// Default 1.25 (= 1 / 0.8).
+    /// Highest acceptable ratio. Default 1.25 (= 1 / 0.8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ratio: Option<f64>,
     /// This check's share of `spec.analysis.alpha`, split over the segments judged (default: an
@@ -429,8 +457,8 @@ pub struct SegmentDisparitySpec {
     /// left out of the decision: a rare segment can neither block nor roll back (default 0.02).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_segment_share: Option<f64>,
-    /// Optional within-canary floor (the four-fifths rule): the canary's positive rate in each
-    /// segment against the rest's must not be shown outside `[r, 1/r]` (e.g. 0.8).
+    /// Optional within-canary floor r (the four-fifths rule, e.g. 0.8): the ratio of the canary's
+    /// positive rate in each segment to the rest's must not be shown below r or above 1/r.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_ratio_between_segments: Option<f64>,
 }

@@ -110,6 +110,23 @@ pub enum Hold {
     BaselineUnhealthy,
 }
 
+impl Hold {
+    /// The hold's fixed CamelCase name (`status.held.reason`, the progress line's `held (...)`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Hold::NoConclusiveData => "NoConclusiveData",
+            Hold::TimedPause => "TimedPause",
+            Hold::Paused => "Paused",
+            Hold::ManualGate => "ManualGate",
+            Hold::Failing => "Failing",
+            Hold::Marginal => "Marginal",
+            Hold::Webhook => "Webhook",
+            Hold::AwaitingEvidence => "AwaitingEvidence",
+            Hold::BaselineUnhealthy => "BaselineUnhealthy",
+        }
+    }
+}
+
 /// What a step did, for Events and logs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RolloutEvent {

@@ -293,3 +293,54 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_columns_follow_explicit_and_step_weight_schedules() {
+    let explicit = TestPolicy::fraud_model()
+        .steps(&[5, 10, 25, 50])
+        .validated();
+    let ladder = TestPolicy::fraud_model()
+        .step_weight(30, Some(100))
+        .validated();
+    for (p, want) in [
+        (
+            &explicit,
+            [(5.0, "1/4"), (10.0, "2/4"), (25.0, "3/4"), (50.0, "4/4")],
+        ),
+        (
+            &ladder,
+            [(30.0, "1/4"), (60.0, "2/4"), (90.0, "3/4"), (100.0, "4/4")],
+        ),
+    ] {
+        let shown: Vec<(f64, String)> = run(p, &[P, P, P, P])
+            .into_iter()
+            .map(|o| o.status.with_columns(Some(p.steps_bp.len())))
+            .map(|s| (s.canary_weight_percent.unwrap(), s.step.unwrap()))
+            .collect();
+        let want: Vec<(f64, String)> = want.iter().map(|(w, s)| (*w, (*s).to_owned())).collect();
+        assert_eq!(shown, want, "{:?}", p.steps_bp);
+    }
+    // Before the first step, and for an invalid spec (no schedule), there is no step to show.
+    let pending = CanaryPolicyStatus::default().with_columns(Some(4));
+    assert_eq!(
+        (pending.canary_weight_percent, pending.step),
+        (Some(0.0), None)
+    );
+    let invalid = CanaryPolicyStatus {
+        canary_weight_bp: 250,
+        step_index: Some(1),
+        ..Default::default()
+    }
+    .with_columns(None);
+    assert_eq!(
+        (invalid.canary_weight_percent, invalid.step),
+        (Some(2.5), None)
+    );
+    // A spec edited to fewer steps mid-rollout: the index past the end reads as the last step.
+    let shrunk = CanaryPolicyStatus {
+        step_index: Some(5),
+        ..Default::default()
+    }
+    .with_columns(Some(2));
+    assert_eq!(shrunk.step.as_deref(), Some("2/2"));
+}

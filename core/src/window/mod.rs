@@ -25,6 +25,7 @@ pub struct Bucket {
 struct BucketRepr {
     /// Upper bound, e.g. `"25"` or `"+Inf"`.
     le: String,
+    /// Observations at or below the bound.
     count: f64,
 }
 
@@ -63,7 +64,9 @@ impl JsonSchema for Bucket {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct VariantWindow {
+    /// Requests in the window.
     pub requests: u64,
+    /// Requests that failed (5xx, gRPC error status or a local reply).
     pub errors: u64,
     /// Cumulative duration buckets (`le` in ms → count), with a `+Inf` bucket.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -119,6 +122,7 @@ pub struct Mark {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepWindow {
+    /// The canary weight the windows were gathered at, in basis points.
     pub weight_bp: u32,
     pub window: Window,
 }
@@ -141,7 +145,8 @@ pub struct Dispersion {
     /// The last interval's trials and events, for the next difference.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last: Option<[u64; 2]>,
-    /// The newest [`MAX_DIFFERENCES`] standardised squared differences.
+    /// The newest standardised squared differences between consecutive intervals' rates (at
+    /// most 64).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub differences: Vec<f64>,
 }

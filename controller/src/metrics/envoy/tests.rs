@@ -1,7 +1,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
-use crate::policy::CanaryPolicy;
+use crate::policy::{CanaryPolicy, ValidatedPolicy};
+use mlcanary_core::analysis::Outcome;
 use mlcanary_core::window::{SegmentCounts, Window};
 
 const FIXTURE: &str = include_str!(concat!(
@@ -256,4 +257,50 @@ async fn scrapes_admin_endpoint_over_http() {
         let e = src.fetch(q, None, at(5)).await.unwrap_err();
         assert_eq!(e.label(), "unreachable");
     }
+}
+
+/// Same-named policies of two namespaces in one scrape (one mesh-wide filter, staging and prod):
+/// each is judged on its own series — a failing staging canary does not touch prod's window.
+#[test]
+fn same_named_policies_of_two_namespaces_are_judged_apart() {
+    let text = "\
+mlcanary_requests_total{policy_namespace=\"ml\",policy=\"fraud-model\",variant=\"stable\"} 900
+mlcanary_requests_total{policy_namespace=\"ml\",policy=\"fraud-model\",variant=\"canary\"} 100
+mlcanary_errors_total{policy_namespace=\"ml\",policy=\"fraud-model\",variant=\"canary\"} 0
+mlcanary_requests_total{policy_namespace=\"staging\",policy=\"fraud-model\",variant=\"stable\"} 50
+mlcanary_requests_total{policy_namespace=\"staging\",policy=\"fraud-model\",variant=\"canary\"} 50
+mlcanary_errors_total{policy_namespace=\"staging\",policy=\"fraud-model\",variant=\"canary\"} 40
+";
+    let prod = CanaryPolicy::test().only_error_rate(0.05).validated();
+    let mut staging = prod.clone();
+    staging.namespace = Some("staging".into());
+    let e = parse(text);
+    let zero = Mark::default();
+    let window = |p: &ValidatedPolicy| {
+        reading(p, counters(p, &e), Some(&zero), unix_ms(at(0)))
+            .window
+            .unwrap()
+    };
+    let (w_prod, w_staging) = (window(&prod), window(&staging));
+    assert_eq!(
+        (
+            w_prod.stable.requests,
+            w_prod.canary.requests,
+            w_prod.canary.errors
+        ),
+        (900, 100, 0)
+    );
+    assert_eq!(
+        (
+            w_staging.stable.requests,
+            w_staging.canary.requests,
+            w_staging.canary.errors
+        ),
+        (50, 50, 40)
+    );
+    // And the judge reads them apart: prod's canary passes its error check, staging's fails.
+    let judged =
+        |p: &ValidatedPolicy, w: &Window| mlcanary_core::analysis::evaluate_window(p, w)[0].outcome;
+    assert_eq!(judged(&staging, &w_staging), Outcome::Fail);
+    assert_ne!(judged(&prod, &w_prod), Outcome::Fail);
 }

@@ -14,15 +14,15 @@ use crate::traffic::{DesiredTraffic, TrafficError, TrafficTarget};
 use mlcanary_core::render::{owned_routes, render_config, RouteError};
 use mlcanary_core::weights::Weights;
 
-type ApiHandle = Handle<Request<Body>, Response<Body>>;
+pub(super) type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
-fn target() -> (IstioTarget, ApiHandle) {
+pub(super) fn target() -> (IstioTarget, ApiHandle) {
     let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let t = IstioTarget::new(Client::new(svc, "ml")).with_backoff(Duration::ZERO);
     (t, handle)
 }
 
-fn desired(bp: u32) -> DesiredTraffic {
+pub(super) fn desired(bp: u32) -> DesiredTraffic {
     let v = CanaryPolicy::test().validated();
     let w = Weights::with_canary_bp(bp);
     DesiredTraffic {
@@ -35,14 +35,14 @@ fn desired(bp: u32) -> DesiredTraffic {
     }
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     Response::builder()
         .status(status)
         .body(Body::from(serde_json::to_vec(body).unwrap()))
         .unwrap()
 }
 
-fn vs(resource_version: &str) -> Value {
+pub(super) fn vs(resource_version: &str) -> Value {
     json!({
         "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
         "metadata": {"name": "fraud-model", "namespace": "ml", "resourceVersion": resource_version},
@@ -61,7 +61,7 @@ fn conflict() -> Value {
 
 /// Next request: check method and path, that it is a forced apply by `mlcanary` when a PATCH, and
 /// return its body as JSON (Null for GET).
-async fn expect(
+pub(super) async fn expect(
     handle: &mut ApiHandle,
     method: Method,
     path: &str,
@@ -88,16 +88,39 @@ async fn expect(
     (body, send)
 }
 
-const WP: &str = "/apis/extensions.istio.io/v1alpha1/namespaces/ml/wasmplugins/mlcanary";
-const VS: &str = "/apis/networking.istio.io/v1/namespaces/ml/virtualservices/fraud-model";
+pub(super) const WP: &str = "/apis/extensions.istio.io/v1alpha1/namespaces/ml/wasmplugins/mlcanary";
+pub(super) const VS: &str =
+    "/apis/networking.istio.io/v1/namespaces/ml/virtualservices/fraud-model";
+pub(super) const NET: &str = "networking.istio.io";
+pub(super) const EXT: &str = "extensions.istio.io";
+/// What Istio ≥ 1.22 serves.
+pub(super) const NET_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+
+/// `GET /apis/<group>`'s answer: the group serves `versions` (the first preferred).
+pub(super) fn api_group(group: &str, versions: &[&str]) -> Value {
+    let gv = |v: &str| json!({"groupVersion": format!("{group}/{v}"), "version": v});
+    json!({
+        "kind": "APIGroup", "apiVersion": "v1", "name": group,
+        "versions": versions.iter().map(|v| gv(v)).collect::<Vec<_>>(),
+        "preferredVersion": gv(versions[0]),
+    })
+}
+
+/// Next request: the discovery of `group`, answered with `versions`.
+pub(super) async fn discovered(handle: &mut ApiHandle, group: &str, versions: &[&str]) {
+    let (_, send) = expect(handle, Method::GET, &format!("/apis/{group}")).await;
+    send.send_response(json_response(StatusCode::OK, &api_group(group, versions)));
+}
 
 #[tokio::test]
 async fn applies_plugin_config_then_spliced_routes_retrying_a_conflict() {
     let (t, mut handle) = target();
     let d = desired(500);
     let server = tokio::spawn(async move {
+        discovered(&mut handle, EXT, &["v1alpha1"]).await;
         let (body, send) = expect(&mut handle, Method::PATCH, WP).await;
         assert_eq!(body["kind"], "WasmPlugin");
+        assert_eq!(body["apiVersion"], "extensions.istio.io/v1alpha1");
         assert_eq!(
             body["spec"].as_object().unwrap().len(),
             1,
@@ -110,14 +133,15 @@ async fn applies_plugin_config_then_spliced_routes_retrying_a_conflict() {
         );
         send.send_response(json_response(StatusCode::OK, &body));
 
-        // First try: read, apply with rv 7, conflict.
+        // First try: discover, read, apply with rv 7, conflict.
+        discovered(&mut handle, NET, NET_VERSIONS).await;
         let (_, send) = expect(&mut handle, Method::GET, VS).await;
         send.send_response(json_response(StatusCode::OK, &vs("7")));
         let (body, send) = expect(&mut handle, Method::PATCH, VS).await;
         assert_eq!(body["metadata"]["resourceVersion"], "7");
         send.send_response(json_response(StatusCode::CONFLICT, &conflict()));
 
-        // Second try: read again (rv 8), apply, accepted.
+        // Second try: read again (rv 8; the versions are known), apply, accepted.
         let (_, send) = expect(&mut handle, Method::GET, VS).await;
         send.send_response(json_response(StatusCode::OK, &vs("8")));
         let (body, send) = expect(&mut handle, Method::PATCH, VS).await;
@@ -152,6 +176,7 @@ async fn gives_up_after_bounded_conflicts() {
     let (t, mut handle) = target();
     let d = desired(500);
     let server = tokio::spawn(async move {
+        discovered(&mut handle, NET, NET_VERSIONS).await;
         for _ in 0..MAX_ATTEMPTS {
             let (_, send) = expect(&mut handle, Method::GET, VS).await;
             send.send_response(json_response(StatusCode::OK, &vs("7")));
@@ -176,7 +201,7 @@ async fn gives_up_after_bounded_conflicts() {
     assert!(futures_poll_none(&mut handle).await);
 }
 
-async fn futures_poll_none(handle: &mut ApiHandle) -> bool {
+pub(super) async fn futures_poll_none(handle: &mut ApiHandle) -> bool {
     tokio::time::timeout(Duration::from_millis(50), handle.next_request())
         .await
         .is_err()
@@ -198,6 +223,7 @@ async fn other_api_errors_are_returned_not_retried() {
     let (t, mut handle) = target();
     let d = desired(500);
     let server = tokio::spawn(async move {
+        discovered(&mut handle, EXT, &["v1alpha1"]).await;
         let (_, send) = expect(&mut handle, Method::PATCH, WP).await;
         let forbidden = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
             "status": "Failure", "message": "forbidden", "reason": "Forbidden", "code": 403});
@@ -213,7 +239,7 @@ async fn other_api_errors_are_returned_not_retried() {
     assert!(futures_poll_none(&mut handle).await);
 }
 
-fn status(code: u16, reason: &str) -> Value {
+pub(super) fn status(code: u16, reason: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
            "message": reason, "reason": reason, "code": code})
 }
@@ -224,6 +250,7 @@ async fn retries_5xx_and_transport_errors_on_reads_and_writes_then_succeeds() {
     let d = desired(2000);
     let server = tokio::spawn(async move {
         // WasmPlugin: 503, then the connection fails, then accepted.
+        discovered(&mut handle, EXT, &["v1alpha1"]).await;
         let (_, send) = expect(&mut handle, Method::PATCH, WP).await;
         send.send_response(json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -237,6 +264,7 @@ async fn retries_5xx_and_transport_errors_on_reads_and_writes_then_succeeds() {
         let (body, send) = expect(&mut handle, Method::PATCH, WP).await;
         send.send_response(json_response(StatusCode::OK, &body));
         // VirtualService: the read fails with 500, the apply with 502, then both work.
+        discovered(&mut handle, NET, NET_VERSIONS).await;
         let (_, send) = expect(&mut handle, Method::GET, VS).await;
         send.send_response(json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -269,6 +297,7 @@ async fn gives_up_after_bounded_5xx_with_the_last_error() {
     let (t, mut handle) = target();
     let d = desired(500);
     let server = tokio::spawn(async move {
+        discovered(&mut handle, EXT, &["v1alpha1"]).await;
         for _ in 0..MAX_ATTEMPTS {
             let (_, send) = expect(&mut handle, Method::PATCH, WP).await;
             send.send_response(json_response(
@@ -293,6 +322,7 @@ async fn too_many_requests_is_retried() {
     let (t, mut handle) = target();
     let d = desired(500);
     let server = tokio::spawn(async move {
+        discovered(&mut handle, EXT, &["v1alpha1"]).await;
         let (_, send) = expect(&mut handle, Method::PATCH, WP).await;
         send.send_response(json_response(
             StatusCode::TOO_MANY_REQUESTS,
@@ -346,6 +376,7 @@ async fn keeps_other_owners_routes_and_fields_byte_for_byte() {
                  "http": theirs.clone()}
     });
     let server = tokio::spawn(async move {
+        discovered(&mut handle, NET, NET_VERSIONS).await;
         let (_, send) = expect(&mut handle, Method::GET, VS).await;
         send.send_response(json_response(StatusCode::OK, &current));
         let (body, send) = expect(&mut handle, Method::PATCH, VS).await;

@@ -338,3 +338,23 @@ proptest! {
         prop_assert_eq!(s.canary_weight_bp, 0);
     }
 }
+
+#[test]
+fn the_step_column_reads_below_or_at_the_cap() {
+    let p = defaults();
+    let steps = Some(p.steps_bp.len());
+    let mut s = started(&p);
+    let wide = [verdict(Outcome::Pass, 0.0, 1000)];
+    let mut shown = Vec::new();
+    while s.phase == Phase::Progressing {
+        let c = s.clone().with_columns(steps);
+        shown.push((c.canary_weight_percent.unwrap(), c.step.unwrap()));
+        s = step(&s, Some(&wide), &p, t0()).status;
+    }
+    let want: Vec<(f64, String)> = [(5.0, "1/2"), (10.0, "1/2"), (20.0, "1/2"), (40.0, "1/2")]
+        .into_iter()
+        .chain([(50.0, "2/2")])
+        .map(|(w, st)| (w, st.to_owned()))
+        .collect();
+    assert_eq!(shown, want);
+}
