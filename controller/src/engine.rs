@@ -33,7 +33,7 @@ use thiserror::Error;
 
 use crate::hooks::{Hooks, WebhookSender};
 use crate::metrics::{MetricsError, MetricsSource};
-use crate::policy::{CanaryPolicyStatus, ValidatedPolicy};
+use crate::policy::{CanaryPolicyStatus, PluginTarget, PolicyKey, ValidatedPolicy};
 use crate::traffic::{DesiredTraffic, TrafficError, TrafficTarget};
 use mlcanary_core::analysis::{evaluate, Observations, Verdict};
 use mlcanary_core::render::{desired_all, desired_traffic, HttpRoute};
@@ -118,7 +118,7 @@ impl Written {
     fn keys(d: &DesiredTraffic) -> (String, String) {
         (
             format!("{}/{}", d.namespace, d.policy),
-            format!("{}/{}", d.namespace, d.wasm_plugin),
+            d.wasm_plugin.to_string(),
         )
     }
 
@@ -141,18 +141,19 @@ impl Written {
         (routes, plugin)
     }
 
-    /// The split of `policy` (canary variant `canary`) in the config last written to
-    /// `namespace/plugin`: what is in effect, which a peer's status may not show yet.
+    /// The split of `policy` (canary variant `canary`) in the config last written to `plugin`:
+    /// what is in effect, which a peer's status may not show yet.
     pub fn in_effect(
         &self,
-        namespace: &str,
-        plugin: &str,
-        policy: &str,
+        plugin: &PluginTarget,
+        policy: &PolicyKey,
         canary: &str,
     ) -> Option<Weights> {
         let st = self.state();
-        let config = st.plugins.get(&format!("{namespace}/{plugin}"))?;
-        let p = config.policies.iter().find(|p| p.name == policy)?;
+        let config = st.plugins.get(&plugin.to_string())?;
+        let p = config.policies.iter().find(|p| {
+            p.name == policy.name && p.namespace.as_deref() == Some(policy.namespace.as_str())
+        })?;
         let v = p.variants.iter().find(|v| v.name == canary)?;
         Some(Weights::with_canary_bp(v.weight_bp))
     }

@@ -74,6 +74,12 @@ fn check(doc: &Value, file: &Path, dir: &Path) -> String {
                 let raw: mlcanary_filter::config::RawConfig =
                     serde_json::from_value(doc["spec"]["pluginConfig"].clone())
                         .unwrap_or_else(|e| panic!("{what}: pluginConfig: {e}"));
+                // The install splits nothing before a CanaryPolicy exists: the controller writes
+                // every policy into this config.
+                assert!(
+                    raw.policies.is_empty(),
+                    "{what}: a live policy in the install"
+                );
                 mlcanary_filter::Config::try_from(raw)
                     .unwrap_or_else(|e| panic!("{what}: the filter refuses pluginConfig: {e}"));
                 assert_eq!(doc["spec"]["failStrategy"], "FAIL_OPEN", "{what}");
@@ -337,5 +343,41 @@ fn the_written_virtual_service_validates_as_v1_and_v1beta1() {
         let mut bad = written.clone();
         bad["spec"]["http"][0]["rout"] = bad["spec"]["http"][0]["route"].clone();
         assert!(object_conforms(&bad, &schema).is_err(), "{version}");
+    }
+}
+
+/// Every WasmPlugin under istio/ (install and samples), as the controller's mesh scope sees them:
+/// the install's plugin is the controller's default mesh plugin, and no namespace's proxies are
+/// reached by two plugins (the filter would run twice).
+#[test]
+fn the_install_and_samples_put_the_filter_once_in_every_chain() {
+    use mlcanary_core::render::scope::plugins_reaching;
+    use mlcanary_core::render::MeshScope;
+    let scope = MeshScope::default();
+    let mut plugins = Vec::new();
+    let mut namespaces = vec!["default".to_owned(), "istio-ingress".to_owned()];
+    let mut files = Vec::new();
+    yaml_files(&istio_dir(), &mut files);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in yaml_documents(&text).unwrap() {
+            if let Some(ns) = doc.pointer("/metadata/namespace").and_then(Value::as_str) {
+                namespaces.push(ns.to_owned());
+            }
+            if doc["kind"] == "WasmPlugin" {
+                let ns = doc.pointer("/metadata/namespace").and_then(Value::as_str);
+                plugins.push(mlcanary_core::policy::PluginRef {
+                    namespace: ns.unwrap_or("default").to_owned(),
+                    name: doc["metadata"]["name"].as_str().unwrap().to_owned(),
+                });
+            }
+        }
+    }
+    assert_eq!(
+        plugins,
+        scope.mesh_plugin.clone().into_iter().collect::<Vec<_>>()
+    );
+    for ns in &namespaces {
+        assert_eq!(plugins_reaching(&scope, &plugins, ns).len(), 1, "{ns}");
     }
 }

@@ -168,7 +168,7 @@ where
     let name = obj.name_any();
     tracing::info!(%namespace, policy = %name, id = %pending.id, command = ?pending.command, "operator command");
     let status = starting_status(obj);
-    let peers = peers(&ctx.store.state(), obj);
+    let (_, peers) = peers(&ctx.store.state(), obj, &ctx.scope);
     let peer_refs: Vec<(&ValidatedPolicy, Weights)> = peers.iter().map(|(p, w)| (p, *w)).collect();
     let handled = match &pending.command {
         Ok(cmd) => {

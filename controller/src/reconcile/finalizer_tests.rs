@@ -190,3 +190,40 @@ pub(super) fn store_of(objs: Vec<CanaryPolicy>) -> reflector::Store<CanaryPolicy
     }
     store
 }
+
+/// A policy asking for a WasmPlugin of its own next to the mesh plugin would run the filter twice
+/// in its namespace's proxies: refused like an invalid spec (Failed, the reason on
+/// `spec.target.wasmPlugin`, a Warning), nothing analysed or written.
+#[tokio::test]
+async fn a_second_plugin_next_to_the_mesh_plugin_is_refused() {
+    let mut p = policy(Some(at_step_0(0)));
+    p.spec.target.wasm_plugin = Some("mlcanary".into());
+    let obj = Arc::new(p);
+    let (ctx, mut handle) = context_with_store(None, vec![obj.as_ref().clone()]);
+    let server = {
+        let obj = obj.clone();
+        tokio::spawn(async move {
+            let status = super::tests::expect_status_apply(&mut handle, &obj).await;
+            assert_eq!(status["phase"], "Failed");
+            let message = status["conditions"][0]["message"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(
+                message,
+                "spec.target.wasmPlugin: ml/mlcanary would run the filter a second time in proxies \
+                 that already run istio-system/mlcanary (a plugin in the mesh root namespace \
+                 applies to every proxy); leave spec.target.wasmPlugin out to use the mesh plugin"
+            );
+            let ev = expect_event(&mut handle).await;
+            assert_eq!(
+                (ev["type"].as_str(), ev["reason"].as_str()),
+                (Some("Warning"), Some("InvalidSpec"))
+            );
+            no_more_requests(&mut handle).await;
+        })
+    };
+    reconcile(obj, ctx.clone()).await.unwrap();
+    server.await.unwrap();
+    assert!(ctx.target.0.lock().unwrap().is_empty(), "nothing written");
+}

@@ -40,11 +40,12 @@ use tokio::sync::watch;
 use crate::engine::{Engine, EngineError, TickInput, Written};
 use crate::hooks::{HttpSender, WebhookSender};
 use crate::metrics::MetricsSource;
-use crate::policy::{CanaryPolicy, ValidatedPolicy};
+use crate::policy::{CanaryPolicy, ValidatedPolicy, ValidationError};
 use crate::record::Recorder;
 use crate::server::{ControllerMetrics, Health};
 use crate::traffic::TrafficTarget;
 use crate::ui::Ui;
+use mlcanary_core::render::MeshScope;
 use mlcanary_core::weights::Weights;
 use plan::{backoff_delay, peers, plan_invalid, plan_tick, starting_status, wait_before_tick};
 
@@ -106,6 +107,8 @@ pub struct Context<M, T> {
     pub ui: Arc<Ui>,
     /// Where the engines send `spec.webhooks` calls.
     pub webhooks: Arc<dyn WebhookSender>,
+    /// The mesh plugin and root namespace: which WasmPlugin each policy's config goes to.
+    pub scope: MeshScope,
     /// What every policy's engine last wrote, shared: a WasmPlugin holding a hundred policies'
     /// config is rewritten when that config changes, not by each policy's tick.
     written: Written,
@@ -137,6 +140,7 @@ impl<M, T> Context<M, T> {
             clock,
             ui: Arc::new(Ui::new()),
             webhooks: Arc::new(HttpSender::default()),
+            scope: MeshScope::default(),
             written: Written::default(),
             policies: Mutex::new(HashMap::new()),
         }
@@ -145,6 +149,12 @@ impl<M, T> Context<M, T> {
     /// Share `ui` with the HTTP endpoint (the status page reads what the reconciles record).
     pub fn with_ui(mut self, ui: Arc<Ui>) -> Self {
         self.ui = ui;
+        self
+    }
+
+    /// Run with `scope` (`--mesh-plugin`, `--mesh-root-namespace`).
+    pub fn with_scope(mut self, scope: MeshScope) -> Self {
+        self.scope = scope;
         self
     }
 
@@ -169,10 +179,9 @@ impl<M, T> Context<M, T> {
         peers
             .into_iter()
             .map(|(p, w)| {
-                let ns = p.namespace_or_default().to_owned();
                 let w = self
                     .written
-                    .in_effect(&ns, &p.wasm_plugin, &p.name, &p.canary_subset)
+                    .in_effect(&p.plugin(), &p.key(), &p.canary_subset)
                     .unwrap_or(w);
                 (p, w)
             })
@@ -279,7 +288,7 @@ where
     let note = match ValidatedPolicy::try_from(obj.as_ref()) {
         Ok(policy) => {
             let resting = mlcanary_core::rollout::resting_weights(&status);
-            let peers = ctx.in_effect(peers(&ctx.store.state(), &obj));
+            let peers = ctx.in_effect(peers(&ctx.store.state(), &obj, &ctx.scope).1);
             let refs: Vec<(&ValidatedPolicy, Weights)> =
                 peers.iter().map(|(p, w)| (p, *w)).collect();
             let desired = mlcanary_core::render::reverted_traffic(&policy, resting, &refs)
@@ -343,12 +352,24 @@ where
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
 
-    let (update, ticked) = match ValidatedPolicy::try_from(obj.as_ref()) {
+    // A spec that validates but whose plugin would run the filter twice is refused the same way:
+    // phase Failed with the reason, nothing written.
+    let scoped = ValidatedPolicy::try_from(obj.as_ref()).and_then(|policy| {
+        let (plugin, peers) = peers(&ctx.store.state(), &obj, &ctx.scope);
+        match plugin {
+            Ok(_) => Ok((policy, peers)),
+            Err(e) => Err(ValidationError {
+                field: "spec.target.wasmPlugin".into(),
+                reason: e.to_string(),
+            }),
+        }
+    });
+    let (update, ticked) = match scoped {
         Err(e) => {
             tracing::warn!(%namespace, policy = %name, error = %e, "invalid policy");
             (plan_invalid(&obj, &e, now), false)
         }
-        Ok(policy) => {
+        Ok((policy, peers)) => {
             // An operator's command (annotations) runs at once, outside the interval.
             if let Some(action) = command::handle(&obj, &policy, ctx, api).await? {
                 return Ok(action);
@@ -358,7 +379,7 @@ where
                 return Ok(Action::requeue(wait));
             }
             let status = plan::with_new_canary(&obj, starting_status(&obj), now);
-            let peers = ctx.in_effect(peers(&ctx.store.state(), &obj));
+            let peers = ctx.in_effect(peers);
             let peer_refs: Vec<(&ValidatedPolicy, Weights)> =
                 peers.iter().map(|(p, w)| (p, *w)).collect();
             let engine = ctx.engine(&key);

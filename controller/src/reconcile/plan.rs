@@ -10,9 +10,10 @@ use serde_json::{json, Value};
 use super::held;
 use crate::engine::TickOutput;
 use crate::policy::{
-    CanaryPolicy, CanaryPolicyStatus, Condition, Phase, ValidatedPolicy, ValidationError,
+    CanaryPolicy, CanaryPolicyStatus, Condition, Phase, PluginRef, ValidatedPolicy, ValidationError,
 };
 use mlcanary_core::events::describe;
+use mlcanary_core::render::{MeshScope, ScopeError};
 use mlcanary_core::rollout::RolloutEvent;
 use mlcanary_core::weights::Weights;
 
@@ -222,21 +223,55 @@ pub fn backoff_delay(failures: u32) -> Duration {
     BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
 }
 
-/// The other valid policies sharing `obj`'s WasmPlugin, at the weights their status records: the
-/// plugin's config is one document for all of them.
-pub fn peers(all: &[Arc<CanaryPolicy>], obj: &CanaryPolicy) -> Vec<(ValidatedPolicy, Weights)> {
-    all.iter()
-        .filter(|p| {
-            p.namespace() == obj.namespace()
-                && p.name_any() != obj.name_any()
-                && p.spec.target.wasm_plugin == obj.spec.target.wasm_plugin
-        })
-        .filter_map(|p| {
-            let v = ValidatedPolicy::try_from(p.as_ref()).ok()?;
-            let bp = p.status.as_ref().map_or(0, |s| s.canary_weight_bp);
-            Some((v, Weights::with_canary_bp(bp)))
-        })
-        .collect()
+/// `obj`'s WasmPlugin under the mesh scope, and the other valid policies on the same plugin —
+/// from every namespace — at the weights their status records: the plugin's config is one
+/// document for all of them. Plugins are assigned oldest policy first ([`MeshScope::assign`]), so
+/// a newer policy whose plugin would run the filter twice is the one refused; a policy being
+/// deleted has given its place up.
+pub fn peers(
+    all: &[Arc<CanaryPolicy>],
+    obj: &CanaryPolicy,
+    scope: &MeshScope,
+) -> (
+    Result<PluginRef, ScopeError>,
+    Vec<(ValidatedPolicy, Weights)>,
+) {
+    let me = (obj.namespace(), obj.name_any());
+    let mut live: Vec<(&CanaryPolicy, ValidatedPolicy)> = all
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| (p.namespace(), p.name_any()) != me)
+        .chain(std::iter::once(obj))
+        .filter_map(|p| Some((p, ValidatedPolicy::try_from(p).ok()?)))
+        .collect();
+    live.sort_by(|a, b| {
+        let created = |p: &CanaryPolicy| p.metadata.creation_timestamp.clone();
+        (created(a.0), a.1.key()).cmp(&(created(b.0), b.1.key()))
+    });
+    let refs: Vec<&ValidatedPolicy> = live.iter().map(|(_, v)| v).collect();
+    let assigned = scope.assign(&refs);
+    let mine = assigned
+        .iter()
+        .zip(&live)
+        .find(|(_, (p, _))| (p.namespace(), p.name_any()) == me)
+        .map(|((_, r), _)| r.clone())
+        .unwrap_or(Err(ScopeError::NoMeshPlugin));
+    let peers = match &mine {
+        Err(_) => Vec::new(),
+        Ok(plugin) => assigned
+            .iter()
+            .zip(&live)
+            .filter(|((_, r), (p, _))| {
+                r.as_ref() == Ok(plugin) && (p.namespace(), p.name_any()) != me
+            })
+            .map(|(_, (p, v))| {
+                let bp = p.status.as_ref().map_or(0, |s| s.canary_weight_bp);
+                (v.clone(), Weights::with_canary_bp(bp))
+            })
+            .collect(),
+    };
+    (mine, peers)
 }
 
 #[cfg(test)]
@@ -535,8 +570,10 @@ mod tests {
         );
     }
 
+    /// On the mesh plugin, every namespace's policies share one config; a policy asking for a
+    /// plugin of its own next to it is refused and shares nothing.
     #[test]
-    fn peers_share_the_plugin_and_namespace_only() {
+    fn peers_share_the_mesh_plugin_across_namespaces() {
         let me = CanaryPolicy::test().resource();
         let mut same_plugin = me.clone();
         same_plugin.metadata.name = Some("other".into());
@@ -549,15 +586,38 @@ mod tests {
         other_ns.metadata.namespace = Some("elsewhere".into());
         let mut other_plugin = same_plugin.clone();
         other_plugin.metadata.name = Some("third".into());
-        other_plugin.spec.target.wasm_plugin = "another".into();
+        other_plugin.spec.target.wasm_plugin = Some("another".into());
         let all: Vec<Arc<CanaryPolicy>> = [me.clone(), same_plugin, other_ns, other_plugin]
             .into_iter()
             .map(Arc::new)
             .collect();
-        let got: Vec<(String, u32)> = peers(&all, &me)
+        let scope = MeshScope::default();
+        let (plugin, peers_of_me) = peers(&all, &me, &scope);
+        assert_eq!(plugin.unwrap().to_string(), "istio-system/mlcanary");
+        let mut got: Vec<(String, u32)> = peers_of_me
             .into_iter()
-            .map(|(v, w)| (v.name, w.canary_bp()))
+            .map(|(v, w)| (v.key().to_string(), w.canary_bp()))
             .collect();
-        assert_eq!(got, [("other".to_owned(), 2500)]);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("elsewhere/other".to_owned(), 2500),
+                ("ml/other".to_owned(), 2500)
+            ]
+        );
+        let (refused, none) = peers(&all, &all[3], &scope);
+        assert!(
+            matches!(refused, Err(ScopeError::Twice { .. })),
+            "{refused:?}"
+        );
+        assert!(none.is_empty());
+        // Deleting gives the place up: the remaining policies no longer count it.
+        let mut going = me.clone();
+        going.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+        );
+        let all: Vec<Arc<CanaryPolicy>> = vec![Arc::new(going), all[1].clone()];
+        assert!(peers(&all, &all[1], &scope).1.is_empty());
     }
 }

@@ -19,10 +19,11 @@ use tokio::sync::watch;
 use super::{error_policy, reconcile, Context};
 use crate::leader::{Elector, Timing};
 use crate::metrics::{MetricsError, PrometheusSource};
-use crate::policy::CanaryPolicy;
+use crate::policy::{CanaryPolicy, PluginRef};
 use crate::server::{serve, ControllerMetrics, Health, ServerState};
 use crate::traffic::IstioTarget;
 use crate::ui::Ui;
+use mlcanary_core::render::MeshScope;
 
 /// Options of `mlcanary controller`.
 #[derive(Debug, Clone, Args)]
@@ -45,6 +46,42 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease and in Events (default: $POD_NAME, else $HOSTNAME).
     #[arg(long)]
     pub identity: Option<String>,
+    /// The mesh-wide WasmPlugin (NAMESPACE/NAME) that carries every policy's filter config unless
+    /// a policy names its own; `none` runs without one (each policy then names a plugin of its
+    /// namespace).
+    #[arg(long, default_value = "istio-system/mlcanary", value_parser = parse_mesh_plugin, value_name = "NS/NAME|none")]
+    pub mesh_plugin: MeshPlugin,
+    /// Istio's root namespace (meshConfig.rootNamespace): a WasmPlugin there reaches every proxy.
+    #[arg(long, default_value = "istio-system", value_name = "NS")]
+    pub mesh_root_namespace: String,
+}
+
+/// `--mesh-plugin`: a plugin, or none.
+#[derive(Debug, Clone)]
+pub struct MeshPlugin(pub Option<PluginRef>);
+
+fn parse_mesh_plugin(s: &str) -> Result<MeshPlugin, String> {
+    if s == "none" {
+        return Ok(MeshPlugin(None));
+    }
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(MeshPlugin(Some(PluginRef {
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+            })))
+        }
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME or none")),
+    }
+}
+
+impl ControllerArgs {
+    pub fn scope(&self) -> MeshScope {
+        MeshScope {
+            root_namespace: self.mesh_root_namespace.clone(),
+            mesh_plugin: self.mesh_plugin.0.clone(),
+        }
+    }
 }
 
 /// Why the controller stopped.
@@ -144,14 +181,15 @@ async fn run_async(args: &ControllerArgs) -> Result<(), RunError> {
             client.clone(),
             recorder,
             source,
-            IstioTarget::new(client),
+            IstioTarget::new(client).with_scope(args.scope()),
             controller.store(),
             metrics,
             health,
             lead_rx.clone(),
             crate::engine::system_clock(),
         )
-        .with_ui(ui),
+        .with_ui(ui)
+        .with_scope(args.scope()),
     );
     let mut lost = lead_rx.clone();
     controller

@@ -205,7 +205,7 @@ const STATUS_PATH: &str =
 const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/ml/events";
 
 /// Next request must be the forced status apply; returns its `status`.
-async fn expect_status_apply(handle: &mut ApiHandle, obj: &CanaryPolicy) -> Value {
+pub(super) async fn expect_status_apply(handle: &mut ApiHandle, obj: &CanaryPolicy) -> Value {
     let (req, send) = handle.next_request().await.expect("a status apply");
     assert_eq!(req.method(), Method::PATCH);
     assert_eq!(req.uri().path(), STATUS_PATH);

@@ -23,7 +23,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 
 use super::{DesiredTraffic, TrafficError, TrafficTarget};
-use mlcanary_core::render::{check_routes, splice_routes};
+use mlcanary_core::render::{check_routes, splice_routes, MeshScope};
 use versions::{DiscoveryError, IstioKind, Served, VIRTUAL_SERVICE, WASM_PLUGIN};
 
 pub mod versions;
@@ -102,6 +102,8 @@ pub struct IstioTarget {
     backoff: Duration,
     /// The versions each Istio group serves, as last discovered (shared by clones).
     served: Served,
+    /// Where a policy on the mesh plugin writes its config.
+    scope: MeshScope,
 }
 
 impl IstioTarget {
@@ -110,7 +112,14 @@ impl IstioTarget {
             client,
             backoff: Duration::from_millis(200),
             served: Served::default(),
+            scope: MeshScope::default(),
         }
+    }
+
+    /// The mesh plugin (and root namespace) this controller runs with (`--mesh-plugin`).
+    pub fn with_scope(mut self, scope: MeshScope) -> Self {
+        self.scope = scope;
+        self
     }
 
     /// Change the first retry delay (tests use zero).
@@ -269,14 +278,15 @@ impl IstioTarget {
     pub async fn apply_plugin_config(&self, d: &DesiredTraffic) -> Result<(), TrafficError> {
         let kind = &WASM_PLUGIN;
         let config = serde_json::to_value(&*d.plugin_config)?;
-        let name = d.wasm_plugin.as_str();
+        let plugin = self.scope.resolve(&d.wasm_plugin)?;
+        let name = plugin.name.as_str();
         let mut attempt = 0;
         loop {
             let version = self.version(kind).await?;
             let ar = kind.resource(version);
             let api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), &d.namespace, &ar);
-            let patch = wasm_plugin_patch(version, name, &d.namespace, config.clone());
+                Api::namespaced_with(self.client.clone(), &plugin.namespace, &ar);
+            let patch = wasm_plugin_patch(version, name, &plugin.namespace, config.clone());
             match api
                 .patch(name, &Self::params(), &Patch::Apply(&patch))
                 .await

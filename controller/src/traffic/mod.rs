@@ -33,6 +33,14 @@ pub enum TrafficError {
     Discovery(#[from] istio::versions::DiscoveryError),
     #[error("local Envoy files: {0}")]
     Files(#[from] envoy_files::FilesError),
+    #[error("no WasmPlugin: {0}")]
+    Scope(Box<mlcanary_core::render::ScopeError>),
+}
+
+impl From<mlcanary_core::render::ScopeError> for TrafficError {
+    fn from(e: mlcanary_core::render::ScopeError) -> Self {
+        TrafficError::Scope(Box::new(e))
+    }
 }
 
 /// A place weights and filter config are written to.

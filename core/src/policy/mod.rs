@@ -19,7 +19,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use status::{CanaryPolicyStatus, Condition, HeldStatus, HistoryEntry, Phase, VerdictStatus};
-pub use validated::{PolicyId, PolicyKey, ValidatedPolicy, ValidationError};
+pub use validated::{
+    PluginRef, PluginTarget, PolicyId, PolicyKey, ValidatedPolicy, ValidationError,
+};
 
 /// Namespace of a policy that has none (a local policy file without `metadata.namespace`).
 /// The filter's default: a policy is the same one to both.
@@ -89,8 +91,14 @@ pub struct TargetSpec {
     /// DestinationRule subset (and filter variant name) of the new model. Default `canary`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_subset: Option<String>,
-    /// Name of the WasmPlugin (same namespace) whose `pluginConfig` carries the filter config.
-    pub wasm_plugin: String,
+    /// The WasmPlugin whose `pluginConfig` carries the filter config. Leave it out (the usual
+    /// case): the controller's mesh-wide plugin (`--mesh-plugin`, by default
+    /// `istio-system/mlcanary`) runs the filter in every sidecar and gateway of the mesh. `NAME` (in
+    /// this namespace) or `NAMESPACE/NAME` names a plugin of its own, for the callers of that
+    /// namespace, and only where the controller runs without a mesh plugin (`--mesh-plugin none`):
+    /// two plugins in one proxy would run the filter twice, and such a policy is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm_plugin: Option<String>,
     /// TF Serving / KServe model name, to tell apart several policies on one host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,

@@ -40,13 +40,39 @@ pub(super) fn non_empty(field: &str, s: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// `NAME` or `NAMESPACE/NAME`, each a Kubernetes object name.
+fn plugin_name(s: &str) -> Result<PluginName, ValidationError> {
+    let field = "spec.target.wasmPlugin";
+    let dns = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 253
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    let (namespace, name) = match s.split_once('/') {
+        Some((ns, n)) => (Some(ns), n),
+        None => (None, s),
+    };
+    if !dns(name) || !namespace.is_none_or(dns) {
+        return Err(invalid(
+            field,
+            format!("{s:?} is not NAME or NAMESPACE/NAME (lowercase object names)"),
+        ));
+    }
+    Ok(PluginName {
+        namespace: namespace.map(str::to_owned),
+        name: name.to_owned(),
+    })
+}
+
 impl ValidatedPolicy {
     /// Validate `spec` for the policy named `name` (the object's `metadata.name`, which the spec
     /// needs: it is the filter policy's name and the default sticky salt).
     pub fn from_spec(name: &str, spec: &CanaryPolicySpec) -> Result<Self, ValidationError> {
         let t = &spec.target;
         non_empty("spec.target.virtualService", &t.virtual_service)?;
-        non_empty("spec.target.wasmPlugin", &t.wasm_plugin)?;
+        let wasm_plugin = t.wasm_plugin.as_deref().map(plugin_name).transpose()?;
         if t.hosts.is_empty() {
             return Err(invalid("spec.target.hosts", "must list at least one host"));
         }
@@ -172,7 +198,7 @@ impl ValidatedPolicy {
             destination_host,
             stable_subset,
             canary_subset,
-            wasm_plugin: t.wasm_plugin.clone(),
+            wasm_plugin,
             interval,
             steps_bp,
             pauses,

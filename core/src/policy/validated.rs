@@ -171,7 +171,9 @@ pub struct ValidatedPolicy {
     pub destination_host: String,
     pub stable_subset: String,
     pub canary_subset: String,
-    pub wasm_plugin: String,
+    /// `spec.target.wasmPlugin` as written (`None`: the mesh plugin); [`ValidatedPolicy::plugin`]
+    /// resolves it.
+    pub wasm_plugin: Option<PluginName>,
     pub interval: Duration,
     /// Canary weight of each step in basis points: strictly increasing, each in 1..=10000.
     pub steps_bp: Vec<u32>,
@@ -204,6 +206,21 @@ impl ValidatedPolicy {
             .unwrap_or(super::DEFAULT_NAMESPACE)
     }
 
+    /// The WasmPlugin the policy asks for: the mesh plugin, or its own (a bare name lives in the
+    /// policy's namespace).
+    pub fn plugin(&self) -> PluginTarget {
+        match &self.wasm_plugin {
+            None => PluginTarget::Mesh,
+            Some(p) => PluginTarget::Plugin(PluginRef {
+                namespace: p
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| self.namespace_or_default().to_owned()),
+                name: p.name.clone(),
+            }),
+        }
+    }
+
     /// Who the policy is: its namespace and name (a name alone is not unique on a cluster).
     pub fn key(&self) -> PolicyKey {
         PolicyKey::new(self.namespace_or_default(), &self.name)
@@ -214,6 +231,43 @@ impl ValidatedPolicy {
         PolicyId {
             namespace: self.namespace_or_default(),
             name: &self.name,
+        }
+    }
+}
+
+/// `spec.target.wasmPlugin`, checked: `NAME` or `NAMESPACE/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginName {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+/// A WasmPlugin object: `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PluginRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for PluginRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Where a policy's filter config goes: the mesh-wide plugin (which one is the controller's
+/// setting) or a plugin of its own.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PluginTarget {
+    Mesh,
+    Plugin(PluginRef),
+}
+
+impl std::fmt::Display for PluginTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginTarget::Mesh => f.write_str("the mesh plugin"),
+            PluginTarget::Plugin(p) => p.fmt(f),
         }
     }
 }

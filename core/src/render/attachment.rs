@@ -21,12 +21,7 @@ pub enum AttachmentError {
     NoPort,
 }
 
-/// The WasmPlugin the attachment narrows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginRef {
-    pub namespace: String,
-    pub name: String,
-}
+pub use crate::policy::PluginRef;
 
 /// The names Istio gives `namespace/name`'s filter in the HTTP chain: ≤ 1.25 (with Istio's own
 /// typo), 1.26–1.29, and ≥ 1.30 (WasmPlugins translated to TrafficExtensions).

@@ -9,7 +9,7 @@ use mlcanary_filter::config::RawConfig;
 use mlcanary_filter::ConfigError;
 
 use super::{owned_routes, render_config, HttpRoute};
-use crate::policy::ValidatedPolicy;
+use crate::policy::{PluginTarget, ValidatedPolicy};
 use crate::weights::Weights;
 
 /// What one policy wants written.
@@ -20,7 +20,7 @@ pub struct DesiredTraffic {
     pub policy: String,
     pub virtual_service: String,
     pub routes: Vec<HttpRoute>,
-    pub wasm_plugin: String,
+    pub wasm_plugin: PluginTarget,
     /// The whole filter config of every policy sharing `wasm_plugin`.
     pub plugin_config: Arc<RawConfig>,
 }
@@ -96,7 +96,7 @@ fn desired(
         policy: policy.name.clone(),
         virtual_service: policy.virtual_service.clone(),
         routes: owned_routes(policy, weights),
-        wasm_plugin: policy.wasm_plugin.clone(),
+        wasm_plugin: policy.plugin(),
         plugin_config,
     }
 }

@@ -30,7 +30,7 @@ pub(super) fn desired(bp: u32) -> DesiredTraffic {
         policy: v.name.clone(),
         virtual_service: v.virtual_service.clone(),
         routes: owned_routes(&v, w),
-        wasm_plugin: v.wasm_plugin.clone(),
+        wasm_plugin: v.plugin(),
         plugin_config: std::sync::Arc::new(render_config(&[(&v, w)]).unwrap()),
     }
 }
@@ -88,7 +88,9 @@ pub(super) async fn expect(
     (body, send)
 }
 
-pub(super) const WP: &str = "/apis/extensions.istio.io/v1alpha1/namespaces/ml/wasmplugins/mlcanary";
+/// The mesh plugin: the test policy names none.
+pub(super) const WP: &str =
+    "/apis/extensions.istio.io/v1alpha1/namespaces/istio-system/wasmplugins/mlcanary";
 pub(super) const VS: &str =
     "/apis/networking.istio.io/v1/namespaces/ml/virtualservices/fraud-model";
 pub(super) const NET: &str = "networking.istio.io";
