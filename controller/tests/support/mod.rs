@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod images;
 pub mod schema;
 
 use std::path::PathBuf;
