@@ -3,6 +3,7 @@
 
 pub mod images;
 pub mod schema;
+pub mod shell;
 
 use std::path::PathBuf;
 
