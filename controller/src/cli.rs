@@ -90,13 +90,14 @@ pub enum Command {
     /// Continue a paused rollout.
     #[command(after_help = crate::exit::help())]
     Resume(CommandArgs),
-    /// Pipeline gate: begin a rollout (`rollout start POLICY --canary VERSION`).
+    /// Pipeline gate, two-Deployments mode: begin a rollout (`rollout start POLICY --canary
+    /// VERSION`). With a `deploymentRef` target a pod-template change begins it instead.
     Rollout {
         #[command(subcommand)]
         cmd: RolloutCmd,
     },
-    /// Pipeline gate: follow a rollout to its end, progress on stderr. Exit 0 promoted, 1 rolled
-    /// back, 2 timeout or other.
+    /// Pipeline gate: follow a rollout (of `--canary VERSION`) to its end, progress on stderr.
+    /// Exit 0 promoted, 1 rolled back, 2 timeout or other.
     #[command(after_help = crate::exit::help())]
     Wait(WaitArgs),
 }

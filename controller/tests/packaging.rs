@@ -1,5 +1,6 @@
 //! The image recipes in `deploy/` point at things that exist: the controller Dockerfile builds the
-//! real package and binary and runs as the UID the Deployment expects; the Wasm image copies the
+//! real package and binary and runs as the UID the Deployment expects; its `cli` stage holds what
+//! pipelines run (a shell, a checksum-pinned kubectl, that same binary), non-root; the Wasm image copies the
 //! module the filter crate really produces into the `plugin.wasm` layout Istio pulls; and the image
 //! references in the manifests and the README agree. (Images cannot be built here; this keeps the
 //! recipes honest.)
@@ -11,8 +12,11 @@ use std::path::Path;
 use serde_json::Value;
 use support::schema::yaml_documents;
 
+use support::images;
+
 const CONTROLLER_IMAGE: &str = "ghcr.io/mlcanary/mlcanary:0.1.0";
 const FILTER_IMAGE: &str = "ghcr.io/mlcanary/mlcanary-filter:0.1.0";
+const CLI_IMAGE: &str = "ghcr.io/mlcanary/mlcanary-cli:0.1.0";
 
 fn read(rel: &str) -> String {
     let p = support::repo_root().join(rel);
@@ -146,6 +150,140 @@ fn the_controller_image_builds_the_real_binary_and_runs_non_root() {
     assert_eq!(pod["containers"][0]["image"], CONTROLLER_IMAGE);
 }
 
+/// The stages of a Dockerfile: (the `FROM` line, the instructions after it).
+fn stages(df: &[String]) -> Vec<(&str, Vec<&str>)> {
+    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
+    for i in df {
+        if i.starts_with("FROM") {
+            out.push((i, Vec::new()));
+        } else if let Some((_, body)) = out.last_mut() {
+            body.push(i);
+        }
+    }
+    out
+}
+
+/// The numeric UID of the stage's last `USER`.
+fn stage_uid(body: &[&str]) -> i64 {
+    let user = body
+        .iter()
+        .rev()
+        .find(|i| i.starts_with("USER"))
+        .expect("USER");
+    user.trim_start_matches("USER")
+        .trim()
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("numeric UID (runAsNonRoot needs one)")
+}
+
+#[test]
+fn the_image_tags_are_the_crate_version() {
+    assert_eq!(CONTROLLER_IMAGE, images::tagged(images::CONTROLLER));
+    assert_eq!(FILTER_IMAGE, images::tagged(images::FILTER));
+    assert_eq!(CLI_IMAGE, images::tagged(images::CLI));
+}
+
+#[test]
+fn the_cli_image_has_a_shell_a_pinned_kubectl_and_the_built_binary_non_root() {
+    let text = read("deploy/Dockerfile");
+    let df = instructions(&text);
+    let stages = stages(&df);
+    let at = stages
+        .iter()
+        .position(|(from, _)| from.to_ascii_lowercase().ends_with(" as cli"))
+        .expect("a stage `AS cli`");
+    // A plain `docker build` (the last stage) must still be the controller.
+    assert!(at + 1 < stages.len(), "cli is not the last stage");
+    let (from, body) = &stages[at];
+
+    // A shell: a Debian base (not distroless or scratch), and no SHELL pointing elsewhere.
+    let base = from.split_whitespace().nth(1).unwrap();
+    assert!(
+        base.contains("debian:") && base.contains("-slim"),
+        "slim Debian: {from}"
+    );
+    assert!(!body.iter().any(|i| i.starts_with("SHELL")), "{body:?}");
+    // The same Debian release as the rust builder, whose glibc the binary needs.
+    let (build_from, build) = stages
+        .iter()
+        .find(|(f, _)| f.ends_with("AS build"))
+        .expect("a build stage");
+    let release = build_from
+        .split('-')
+        .next_back()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert!(base.contains(release), "{base} vs builder {build_from}");
+
+    // The binary the build stage installs, at the path the examples use.
+    let install = build
+        .iter()
+        .find(|i| i.contains("cargo build"))
+        .and_then(|i| i.split("install ").nth(1))
+        .expect("the build step installs the binary");
+    let built = install.split_whitespace().last().unwrap();
+    assert!(
+        body.iter()
+            .any(|i| *i == format!("COPY --from=build {built} /usr/local/bin/mlcanary")),
+        "copies {built}: {body:?}"
+    );
+
+    // kubectl: a pinned release, checked against its published sum before it is installed.
+    let arg = |name: &str| {
+        body.iter()
+            .find_map(|i| i.strip_prefix(&format!("ARG {name}=")))
+            .unwrap_or_else(|| panic!("ARG {name}=..."))
+    };
+    let version = arg("KUBECTL_VERSION");
+    let parts: Vec<&str> = version.trim_start_matches('v').split('.').collect();
+    assert!(
+        version.starts_with('v')
+            && parts.len() == 3
+            && parts.iter().all(|p| p.parse::<u32>().is_ok()),
+        "a release version, not a channel: {version}"
+    );
+    for a in ["KUBECTL_SHA256_AMD64", "KUBECTL_SHA256_ARM64"] {
+        let sum = arg(a);
+        assert!(
+            sum.len() == 64 && sum.chars().all(|c| c.is_ascii_hexdigit()),
+            "{a}={sum}"
+        );
+    }
+    let run = body
+        .iter()
+        .find(|i| i.starts_with("RUN") && i.contains("kubectl"))
+        .expect("a RUN installing kubectl");
+    let url = run
+        .find("https://dl.k8s.io/release/${KUBECTL_VERSION}/")
+        .expect("downloads the pinned release");
+    let check = run.find("| sha256sum -c -").expect("a checksum check");
+    let installed = run
+        .find("install -m 0755 /tmp/kubectl /usr/local/bin/kubectl")
+        .expect("installs kubectl");
+    assert!(
+        url < check && check < installed,
+        "download, check, install: {run}"
+    );
+
+    // Non-root, with a home kubectl can write its cache to.
+    assert_ne!(stage_uid(body), 0);
+    assert!(run.contains("useradd --uid 65532"), "{run}");
+    assert!(body.contains(&"ENV HOME=/home/mlcanary"), "{body:?}");
+
+    // The header documents the build of this target with the crate's version.
+    assert!(
+        text.contains(&format!(
+            "docker build -f deploy/Dockerfile --target cli -t {CLI_IMAGE} ."
+        )),
+        "the header documents the cli build"
+    );
+}
+
 #[test]
 fn the_wasm_image_has_the_istio_layout_of_the_module_the_filter_builds() {
     let df = instructions(&read("deploy/wasm-image/Dockerfile"));
@@ -176,6 +314,7 @@ fn the_readme_documents_the_build_and_push_commands() {
     let readme = read("README.md");
     for cmd in [
         format!("docker build -f deploy/Dockerfile -t {CONTROLLER_IMAGE} ."),
+        format!("docker build -f deploy/Dockerfile --target cli -t {CLI_IMAGE} ."),
         format!("docker build -t {FILTER_IMAGE} deploy/wasm-image"),
         format!("oras push {FILTER_IMAGE}"),
         "kubectl apply -k istio/".to_owned(),

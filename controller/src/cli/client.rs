@@ -338,6 +338,7 @@ pub fn view_of(obj: &CanaryPolicy) -> PolicyView {
             .as_ref()
             .map(|v| v.steps_bp.clone())
             .unwrap_or_default(),
+        canary_version: status.canary_version,
         failed_checks: status.failed_checks,
         failure_threshold: validated.as_ref().map_or_else(
             || obj.spec.analysis.failure_threshold.unwrap_or(0),

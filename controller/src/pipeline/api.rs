@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use super::Watch;
+use super::{about, Watch};
 use crate::cli::client::{ClientError, HttpBackend, PolicyView};
 
 /// `{base}/api/policies/[{namespace}/]{name}/start`; names must be plain resource names.
@@ -85,7 +85,8 @@ pub async fn start(
 }
 
 /// `wait` over the HTTP API: `GET /api/policies/[{namespace}/]{name}`. The server applies a start
-/// before it answers, so every status it shows is about the current rollout.
+/// before it answers, so every status it shows is about the current rollout; with `--canary` the
+/// view's `canaryVersion` must name it as well.
 pub struct HttpWatch(HttpBackend);
 
 impl HttpWatch {
@@ -95,7 +96,11 @@ impl HttpWatch {
 }
 
 impl Watch for HttpWatch {
-    async fn look(&mut self, policy: &str) -> Result<Option<PolicyView>, ClientError> {
-        self.0.get(policy).await.map(Some)
+    async fn look(
+        &mut self,
+        policy: &str,
+        canary: Option<&str>,
+    ) -> Result<Option<PolicyView>, ClientError> {
+        self.0.get(policy).await.map(|v| about(v, canary))
     }
 }

@@ -1,10 +1,11 @@
 //! The gate against the cluster: `start` patches `spec.target.canaryVersion`; `wait` reads the
-//! CanaryPolicy until its status is about that version and terminal.
+//! CanaryPolicy until its status is about the awaited version (`--canary`, else the spec's) and
+//! terminal.
 
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
 
-use super::Watch;
+use super::{about, Watch};
 use crate::cli::client::{view_of, ClientError, PolicyView};
 use crate::policy::CanaryPolicy;
 
@@ -77,12 +78,20 @@ pub fn current_view(obj: &CanaryPolicy) -> Option<PolicyView> {
 }
 
 impl Watch for KubeGate {
-    async fn look(&mut self, policy: &str) -> Result<Option<PolicyView>, ClientError> {
+    async fn look(
+        &mut self,
+        policy: &str,
+        canary: Option<&str>,
+    ) -> Result<Option<PolicyView>, ClientError> {
         let obj = self
             .api
             .get(policy)
             .await
             .map_err(|e| kube_error(e, &format!("CanaryPolicy {}/{policy}", self.namespace)))?;
-        Ok(current_view(&obj))
+        // `--canary` names the version outright; a `deploymentRef` target has none in the spec.
+        Ok(match canary {
+            Some(_) => about(view_of(&obj), canary),
+            None => current_view(&obj),
+        })
     }
 }

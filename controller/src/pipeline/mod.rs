@@ -1,13 +1,19 @@
-//! The pipeline gate: `mlcanary rollout start POLICY --canary VERSION` begins a rollout and
-//! `mlcanary wait POLICY [--timeout 30m]` follows it to the end, for CI/CD jobs.
+//! The pipeline gate, for CI/CD jobs: `mlcanary wait POLICY --canary VERSION [--timeout 30m]`
+//! follows the rollout of VERSION to its end; `mlcanary rollout start POLICY --canary VERSION`
+//! begins one where nothing else does (the two-Deployments mode).
 //!
+//! - **lifecycle** (`spec.target.deploymentRef`): the pipeline changes the user's Deployment (e.g.
+//!   `kubectl set image`, or a GitOps commit) and the controller starts the rollout by itself,
+//!   recording the canary template's images in `status.canaryVersion`. `wait --canary IMAGE`
+//!   ignores every status whose `canaryVersion` is not IMAGE: until the controller has noticed the
+//!   new template, the status still describes the previous rollout, often already `Promoted`.
 //! - **cluster** (default): `start` merge-patches `spec.target.canaryVersion` on the CanaryPolicy;
 //!   the reconciler sees the version differ from `status.canaryVersion` and starts a new rollout
-//!   from `Pending` ([`crate::reconcile::plan::with_new_canary`]). `wait` reads the policy until its
-//!   status is about that version and terminal.
+//!   from `Pending` ([`crate::reconcile::plan::with_new_canary`]). `wait` without `--canary` reads
+//!   the policy until its status is about the spec's version and terminal.
 //! - **server** (`--server URL`, e.g. a `mlcanary local --http` API): `start` is
 //!   `POST /api/policies/{name}/start` with `{"canary": VERSION}` ([`mlcanary_core::rollout::Command::Start`]),
-//!   `wait` polls `GET /api/policies/{name}`.
+//!   `wait` polls `GET /api/policies/{name}` (its `canaryVersion` for `--canary`).
 //!
 //! `wait` prints a progress line on stderr whenever the rollout changes and exits **0** promoted,
 //! **1** rolled back, **2** timeout or anything else (policy failed validation, not found,
@@ -51,6 +57,11 @@ pub struct StartArgs {
 pub struct WaitArgs {
     /// The CanaryPolicy's name.
     pub policy: String,
+    /// Wait for the rollout of this version: a status whose `canaryVersion` differs (an earlier
+    /// rollout, possibly Promoted) is not the verdict. For a `deploymentRef` target, the canary pod
+    /// template's images comma-joined in container order (one container: its image).
+    #[arg(long, value_name = "VERSION")]
+    pub canary: Option<String>,
     /// Give up after this long (exit 2).
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
@@ -95,10 +106,13 @@ impl WaitOutcome {
 pub enum PipelineError {
     #[error("{0}")]
     Client(#[from] ClientError),
-    #[error("timed out after {} waiting for {policy} (last phase {phase:?})", humantime::format_duration(*.after))]
+    #[error("timed out after {} waiting for {policy}: {}", humantime::format_duration(*.after), timeout_detail(*.phase, .canary.as_deref()))]
     Timeout {
         policy: String,
+        /// The last phase seen of the rollout waited for; `None` if no status was about it.
         phase: Option<Phase>,
+        /// `--canary`, if given.
+        canary: Option<String>,
         after: Duration,
     },
     #[error("{policy}: the rollout ended {outcome:?}")]
@@ -108,6 +122,17 @@ pub enum PipelineError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// What a timeout saw last: the phase, or that the rollout never began.
+fn timeout_detail(phase: Option<Phase>, canary: Option<&str>) -> String {
+    match (phase, canary) {
+        (Some(p), _) => format!("last phase {p:?}"),
+        (None, Some(c)) => {
+            format!("no status was about {c} (has the Deployment's pod template changed?)")
+        }
+        (None, None) => "no status seen".to_owned(),
+    }
 }
 
 impl PipelineError {
@@ -151,17 +176,29 @@ pub fn progress_line(v: &PolicyView) -> String {
 
 /// Where `wait` reads the rollout from.
 pub trait Watch {
-    /// The rollout's view, or `None` while the status is not yet about the requested rollout.
+    /// The rollout's view, or `None` while the status is not yet about the requested rollout: with
+    /// `canary`, until its `canaryVersion` is that version.
     fn look(
         &mut self,
         policy: &str,
+        canary: Option<&str>,
     ) -> impl std::future::Future<Output = Result<Option<PolicyView>, ClientError>>;
 }
 
-/// Poll `src` until the rollout ends or `timeout` passes; progress lines go to `progress`.
+/// `v` if it is about the rollout of `canary` (or none was asked for), else `None`.
+pub fn about(v: PolicyView, canary: Option<&str>) -> Option<PolicyView> {
+    match canary {
+        Some(c) if v.canary_version.as_deref() != Some(c) => None,
+        _ => Some(v),
+    }
+}
+
+/// Poll `src` until the rollout (of `canary`, if given) ends or `timeout` passes; progress lines
+/// go to `progress`.
 pub async fn wait_for<W: Watch>(
     src: &mut W,
     policy: &str,
+    canary: Option<&str>,
     timeout: Duration,
     poll: Duration,
     progress: &mut impl Write,
@@ -170,7 +207,7 @@ pub async fn wait_for<W: Watch>(
     let mut last_line = String::new();
     let mut phase = None;
     loop {
-        match src.look(policy).await {
+        match src.look(policy, canary).await {
             Ok(Some(v)) => {
                 phase = Some(v.phase);
                 let line = progress_line(&v);
@@ -182,7 +219,13 @@ pub async fn wait_for<W: Watch>(
                     return Ok(o);
                 }
             }
-            Ok(None) => {}
+            Ok(None) => {
+                // Said once, so a CI log shows why nothing moves yet.
+                if let (Some(c), true) = (canary, last_line.is_empty()) {
+                    last_line = format!("{policy}: waiting for the rollout of {c} to begin");
+                    writeln!(progress, "{last_line}")?;
+                }
+            }
             // Nothing to wait for: a wrong name or URL does not get better with time.
             Err(e @ (ClientError::NotFound(_) | ClientError::BadInput(_))) => return Err(e.into()),
             Err(e) => writeln!(progress, "{policy}: {e} (retrying)")?,
@@ -192,6 +235,7 @@ pub async fn wait_for<W: Watch>(
             return Err(PipelineError::Timeout {
                 policy: policy.to_owned(),
                 phase,
+                canary: canary.map(str::to_owned),
                 after: timeout,
             });
         }
@@ -232,16 +276,22 @@ pub fn run_start(args: &StartArgs, out: &mut impl Write) -> Result<(), PipelineE
 
 /// `mlcanary wait`: progress on stderr, the outcome as the result.
 pub fn run_wait(args: &WaitArgs) -> Result<WaitOutcome, PipelineError> {
+    let canary = args.canary.as_deref();
+    if canary.is_some_and(|c| c.trim().is_empty()) {
+        // An unset CI variable would otherwise wait for a version no rollout can have.
+        return Err(ClientError::BadInput("--canary must not be empty".into()).into());
+    }
     let mut err = std::io::stderr();
+    let (policy, timeout, poll) = (args.policy.as_str(), args.timeout, args.poll);
     runtime()?.block_on(async {
         match &args.connection.server {
             Some(url) => {
                 let mut src = api::HttpWatch::new(url, args.connection.namespace.clone())?;
-                wait_for(&mut src, &args.policy, args.timeout, args.poll, &mut err).await
+                wait_for(&mut src, policy, canary, timeout, poll, &mut err).await
             }
             None => {
                 let mut src = cluster::connect(args.connection.namespace.clone()).await?;
-                wait_for(&mut src, &args.policy, args.timeout, args.poll, &mut err).await
+                wait_for(&mut src, policy, canary, timeout, poll, &mut err).await
             }
         }
     })

@@ -17,7 +17,7 @@ const POLICY_PATH: &str = "/apis/mlcanary.io/v1alpha1/namespaces/ml/canarypolici
 struct Script(VecDeque<Result<Option<PolicyView>, ClientError>>, usize);
 
 impl Watch for Script {
-    async fn look(&mut self, _: &str) -> Result<Option<PolicyView>, ClientError> {
+    async fn look(&mut self, _: &str, _: Option<&str>) -> Result<Option<PolicyView>, ClientError> {
         self.1 += 1;
         if self.0.len() > 1 {
             return self.0.pop_front().unwrap_or(Ok(None));
@@ -67,9 +67,11 @@ fn outcomes_and_exit_codes() {
     let t = PipelineError::Timeout {
         policy: "p".into(),
         phase: None,
+        canary: Some("img:v2".into()),
         after: Duration::from_secs(1),
     };
     assert_eq!(t.exit_code(), 2);
+    assert!(t.to_string().contains("no status was about img:v2"), "{t}");
     assert_eq!(
         progress_line(&view(Phase::Progressing, 5000)),
         "fraud-model Progressing canary=50.00% step=2/2 | errors: pass"
@@ -96,6 +98,7 @@ async fn wait_follows_progress_until_the_end_and_prints_each_change_once() {
     let o = wait_for(
         &mut src,
         "fraud-model",
+        None,
         Duration::from_secs(5),
         Duration::from_millis(1),
         &mut err,
@@ -121,6 +124,7 @@ async fn wait_times_out_and_stops_on_a_missing_policy() {
     let e = wait_for(
         &mut src,
         "fraud-model",
+        None,
         Duration::from_millis(50),
         Duration::from_millis(10),
         &mut Vec::new(),
@@ -146,6 +150,7 @@ async fn wait_times_out_and_stops_on_a_missing_policy() {
     let e = wait_for(
         &mut gone,
         "x",
+        None,
         Duration::from_secs(5),
         Duration::from_millis(1),
         &mut Vec::new(),
@@ -216,6 +221,7 @@ async fn http_start_posts_the_canary_and_wait_reads_the_policy() {
     let o = wait_for(
         &mut w,
         "fraud-model",
+        None,
         Duration::from_secs(5),
         Duration::from_millis(1),
         &mut Vec::new(),
@@ -308,6 +314,7 @@ async fn cluster_start_patches_the_canary_version_and_wait_reads_until_it_is_rol
     let o = wait_for(
         &mut k,
         "fraud-model",
+        None,
         Duration::from_secs(5),
         Duration::from_millis(1),
         &mut err,
@@ -369,4 +376,179 @@ fn start_command_restarts_from_a_terminal_phase() {
             canary: "v3".into()
         }]
     );
+}
+
+const V1: &str = "ghcr.io/acme/fraud-model:v1";
+const V2: &str = "ghcr.io/acme/fraud-model:v2";
+
+fn view_of_version(version: &str, phase: Phase) -> PolicyView {
+    PolicyView {
+        canary_version: Some(version.into()),
+        ..view(phase, if phase == Phase::Promoted { 10000 } else { 0 })
+    }
+}
+
+#[test]
+fn about_keeps_only_a_view_of_the_awaited_version() {
+    let v1 = view_of_version(V1, Phase::Promoted);
+    assert_eq!(about(v1.clone(), None), Some(v1.clone()));
+    assert_eq!(about(v1.clone(), Some(V2)), None);
+    assert_eq!(about(view(Phase::Promoted, 10000), Some(V2)), None);
+    assert_eq!(about(v1.clone(), Some(V1)), Some(v1));
+}
+
+/// A mocked API server answering each GET of the policy with the next object (until the client
+/// goes away).
+fn serve_gets(objs: Vec<CanaryPolicy>) -> (kube::Client, tokio::task::JoinHandle<()>) {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(async move {
+        for o in objs {
+            let Some((req, send)) = handle.next_request().await else {
+                return;
+            };
+            assert_eq!(req.method(), Method::GET);
+            assert_eq!(req.uri().path(), POLICY_PATH);
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .body(Body::from(serde_json::to_vec(&o).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (kube::Client::new(svc, "default"), server)
+}
+
+#[tokio::test]
+async fn wait_canary_ignores_the_previous_promotion_and_reports_the_new_rollback() {
+    // A `deploymentRef` target: the spec names no version; the status names the template's image.
+    // The first two reads come before the controller noticed the new template.
+    let (client, server) = serve_gets(vec![
+        obj(None, Some(V1), Phase::Promoted),
+        obj(None, Some(V1), Phase::Promoted),
+        obj(None, Some(V2), Phase::Progressing),
+        obj(None, Some(V2), Phase::RolledBack),
+    ]);
+    let mut k = with_client(client, Some("ml".into()));
+    let mut err = Vec::new();
+    let o = wait_for(
+        &mut k,
+        "fraud-model",
+        Some(V2),
+        Duration::from_secs(5),
+        Duration::from_millis(1),
+        &mut err,
+    )
+    .await
+    .unwrap();
+    server.await.unwrap();
+    assert_eq!(o, WaitOutcome::RolledBack);
+    assert_eq!(o.exit_code(), 1);
+    let text = String::from_utf8(err).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("fraud-model: waiting for the rollout of {V2} to begin"),
+        "{text}"
+    );
+    assert!(!text.contains("Promoted"), "{text}");
+    assert!(lines.last().unwrap().contains("RolledBack"), "{text}");
+
+    // Without --canary the stale status is all there is to go by: it reads as the verdict.
+    let (client, server) = serve_gets(vec![obj(None, Some(V1), Phase::Promoted)]);
+    let mut k = with_client(client, Some("ml".into()));
+    let o = wait_for(
+        &mut k,
+        "fraud-model",
+        None,
+        Duration::from_secs(5),
+        Duration::from_millis(1),
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap();
+    server.await.unwrap();
+    assert_eq!(o, WaitOutcome::Promoted);
+}
+
+#[tokio::test]
+async fn wait_canary_times_out_when_no_rollout_of_it_begins() {
+    let (client, _server) = serve_gets(vec![obj(None, Some(V1), Phase::Promoted); 100]);
+    let mut k = with_client(client, Some("ml".into()));
+    let e = wait_for(
+        &mut k,
+        "fraud-model",
+        Some(V2),
+        Duration::from_millis(30),
+        Duration::from_millis(5),
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, PipelineError::Timeout { phase: None, canary: Some(c), .. } if c == V2),
+        "{e}"
+    );
+    assert_eq!(e.exit_code(), 2);
+}
+
+#[tokio::test]
+async fn http_wait_canary_reads_the_views_canary_version() {
+    let json = |v: PolicyView| serde_json::to_value(v).unwrap();
+    let (base, seen, t) = api_server(vec![
+        (200, json(view_of_version(V1, Phase::Promoted))),
+        (200, json(view_of_version(V2, Phase::Progressing))),
+        (200, json(view_of_version(V2, Phase::RolledBack))),
+    ]);
+    let mut w = api::HttpWatch::new(&base, Some("ml".into())).unwrap();
+    let mut err = Vec::new();
+    let o = wait_for(
+        &mut w,
+        "fraud-model",
+        Some(V2),
+        Duration::from_secs(5),
+        Duration::from_millis(1),
+        &mut err,
+    )
+    .await
+    .unwrap();
+    t.join().unwrap();
+    assert_eq!(o, WaitOutcome::RolledBack);
+    let text = String::from_utf8(err).unwrap();
+    assert!(!text.contains("Promoted"), "{text}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    assert!(seen
+        .iter()
+        .all(|(m, path, _)| m == "GET" && path == "/api/policies/ml/fraud-model"));
+}
+
+#[test]
+fn wait_takes_canary_and_refuses_an_empty_one() {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    let cli = Cli::try_parse_from([
+        "mlcanary",
+        "wait",
+        "fraud-model",
+        "-n",
+        "ml",
+        "--canary",
+        V2,
+        "--timeout",
+        "45m",
+    ])
+    .unwrap();
+    let Command::Wait(args) = cli.command else {
+        panic!("not wait: {:?}", cli.command)
+    };
+    assert_eq!(args.canary.as_deref(), Some(V2));
+    assert_eq!(args.timeout, Duration::from_secs(45 * 60));
+    // An unset CI variable: refused before any connection.
+    let empty = WaitArgs {
+        canary: Some(String::new()),
+        ..args
+    };
+    let e = run_wait(&empty).unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
 }

@@ -21,6 +21,10 @@ pub struct PolicyView {
     /// Index into `stepsBp`; `null` before the first step.
     pub step_index: Option<u32>,
     pub steps_bp: Vec<u32>,
+    /// The version the status is about (`status.canaryVersion`): for a `deploymentRef` target the
+    /// canary pod template's images, comma-joined; `null` before any rollout named one. `wait
+    /// --canary` compares it so a finished earlier rollout is not taken for the one it waits for.
+    pub canary_version: Option<String>,
     pub failed_checks: u32,
     pub failure_threshold: u32,
     pub last_verdicts: Vec<VerdictStatus>,
@@ -74,6 +78,7 @@ impl From<&PolicyRecord> for PolicyView {
             canary_weight_bp: s.canary_weight_bp,
             step_index: s.step_index,
             steps_bp: r.steps_bp.clone(),
+            canary_version: s.canary_version.clone(),
             failed_checks: s.failed_checks,
             failure_threshold: r.failure_threshold,
             last_verdicts: s.last_verdicts.clone(),
@@ -138,6 +143,7 @@ mod tests {
             phase: Phase::Progressing,
             canary_weight_bp: 500,
             step_index: Some(0),
+            canary_version: Some("ghcr.io/acme/fraud-model:v2".into()),
             ..Default::default()
         };
         store.record(
@@ -182,6 +188,7 @@ mod tests {
         assert_eq!(list["canaryWeightBp"], 500);
         assert_eq!(list["stepIndex"], 0);
         assert_eq!(list["stepsBp"], json!(p.steps_bp));
+        assert_eq!(list["canaryVersion"], "ghcr.io/acme/fraud-model:v2");
         assert_eq!(list["failedChecks"], 1);
         assert_eq!(list["failureThreshold"], json!(p.failure_threshold));
         assert_eq!(list["lastVerdicts"][0]["verdict"], "fail");
@@ -216,6 +223,7 @@ mod tests {
         let r = store.find(None, "fraud-model").expect("registered");
         let v = serde_json::to_value(PolicyView::from(r)).expect("json");
         assert_eq!(v["stepIndex"], serde_json::Value::Null);
+        assert_eq!(v["canaryVersion"], serde_json::Value::Null);
         assert_eq!(v["phase"], "Pending");
         let d = serde_json::to_value(PolicyDetail::from(r)).expect("json");
         assert_eq!(

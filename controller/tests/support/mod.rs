@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod images;
 pub mod schema;
+pub mod shell;
 
 use std::path::PathBuf;
 
