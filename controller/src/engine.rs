@@ -228,6 +228,18 @@ impl Engine {
         Ok(written.contains(&true))
     }
 
+    /// Write `input.policy` at `weights`, outside a tick (the lifecycle's "everything to stable"
+    /// once stable runs the promoted model); `true` when anything was written.
+    pub async fn route<T: TrafficTarget>(
+        &mut self,
+        input: TickInput<'_>,
+        weights: Weights,
+        target: &T,
+    ) -> Result<bool, EngineError> {
+        let desired = render(input.policy, weights, input.peers)?;
+        self.write(desired, target).await
+    }
+
     /// An operator's command on `input.policy`, at once and without an analysis: refused when
     /// it does not apply ([`rollout::applicable`]), else its split is written first — the status
     /// must never claim a split that is not in effect — and the new status returned.

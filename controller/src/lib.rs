@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod deployments;
 pub mod engine;
 pub mod exit;
 pub mod hooks;

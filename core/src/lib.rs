@@ -4,6 +4,8 @@
 //! - [`policy`] — the `CanaryPolicy` model: the spec as written, the status, validation into a
 //!   [`policy::ValidatedPolicy`] with every default;
 //! - [`analysis`] — per-variant windows → per-check verdicts;
+//! - [`lifecycle`] — the model's Deployments on a cluster (`deploymentRef`): stable made, copied,
+//!   the canary scaled;
 //! - [`rollout`] — the state machine (schedule, adaptive steps, the manual gate, webhook gates, operator commands);
 //! - [`webhooks`] — which hooks a step calls and what they are sent;
 //! - [`render`] — the filter config and VirtualService routes a state asks for; [`weights`];
@@ -17,6 +19,7 @@
 
 pub mod analysis;
 pub mod events;
+pub mod lifecycle;
 pub mod policy;
 pub mod render;
 pub mod rollout;

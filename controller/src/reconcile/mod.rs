@@ -20,6 +20,7 @@
 
 pub mod command;
 pub mod held;
+pub mod lifecycle;
 pub mod plan;
 pub mod run;
 pub mod writer;
@@ -60,6 +61,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("the lifecycle's Deployments: {0}")]
+    Deployments(#[source] kube::Error),
 }
 
 impl Error {
@@ -69,6 +72,7 @@ impl Error {
             Error::Engine(EngineError::Render { .. }) => "render",
             Error::Engine(EngineError::Apply { .. }) => "traffic",
             Error::Kube(_) => "status",
+            Error::Deployments(_) => "deployments",
             Error::Finalizer(e) => match e.as_ref() {
                 FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e.label(),
                 _ => "finalizer",
@@ -374,14 +378,49 @@ where
             if let Some(action) = command::handle(&obj, &policy, ctx, api).await? {
                 return Ok(action);
             }
-            let last = ctx.with_state(&key, |s| s.last_tick);
-            if let Some(wait) = wait_before_tick(last, now, policy.interval) {
-                return Ok(Action::requeue(wait));
-            }
-            let status = plan::with_new_canary(&obj, starting_status(&obj), now);
             let peers = ctx.in_effect(peers);
             let peer_refs: Vec<(&ValidatedPolicy, Weights)> =
                 peers.iter().map(|(p, w)| (p, *w)).collect();
+            let last = ctx.with_state(&key, |s| s.last_tick);
+            let status = match &policy.deployment_ref {
+                // The Deployments first, on every reconcile: a stage that waits looks again soon.
+                Some(dref) => {
+                    let from = starting_status(&obj);
+                    let was = from.canary_version.clone();
+                    match lifecycle::step(&obj, &policy, dref, from, &peer_refs, ctx, now).await? {
+                        lifecycle::Next::Done(update) => {
+                            let failed = writer::write(api, &ctx.recorder, &obj, &update).await?;
+                            for _ in 0..failed {
+                                ctx.metrics.error("event");
+                            }
+                            return Ok(Action::requeue(update.requeue));
+                        }
+                        // A new rollout ticks at once; a running one at its interval.
+                        lifecycle::Next::Tick(s) if s.canary_version != was => *s,
+                        lifecycle::Next::Tick(s) => {
+                            match wait_before_tick(last, now, policy.interval) {
+                                Some(wait) => {
+                                    let update = plan::Update {
+                                        status: (obj.status.as_ref() != Some(&*s)).then_some(*s),
+                                        events: Vec::new(),
+                                        rollout: Vec::new(),
+                                        requeue: wait,
+                                    };
+                                    writer::write(api, &ctx.recorder, &obj, &update).await?;
+                                    return Ok(Action::requeue(wait));
+                                }
+                                None => *s,
+                            }
+                        }
+                    }
+                }
+                None => {
+                    if let Some(wait) = wait_before_tick(last, now, policy.interval) {
+                        return Ok(Action::requeue(wait));
+                    }
+                    plan::with_new_canary(&obj, starting_status(&obj), now)
+                }
+            };
             let engine = ctx.engine(&key);
             let mut source = ctx.source.clone();
             if !source.prepared_for(&policy.key()) {
@@ -451,6 +490,8 @@ pub fn error_policy<M, T>(obj: Arc<CanaryPolicy>, err: &Error, ctx: Arc<Context<
 
 #[cfg(test)]
 mod finalizer_tests;
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod scale_tests;
 #[cfg(test)]

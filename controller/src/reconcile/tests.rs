@@ -34,6 +34,16 @@ pub(super) struct FixedSource {
     fetches: Arc<AtomicUsize>,
 }
 
+impl FixedSource {
+    /// Every fetch answers `window`.
+    pub(super) fn passing(window: Option<Window>) -> Self {
+        FixedSource {
+            window,
+            fetches: Arc::default(),
+        }
+    }
+}
+
 impl MetricsSource for FixedSource {
     async fn fetch(
         &mut self,
@@ -80,7 +90,7 @@ impl RecordingTarget {
     }
 
     /// The canary percent of each write's default route.
-    fn canary_percents(&self) -> Vec<u32> {
+    pub(super) fn canary_percents(&self) -> Vec<u32> {
         self.0
             .lock()
             .unwrap()

@@ -18,7 +18,10 @@ pub mod validated;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use status::{CanaryPolicyStatus, Condition, HeldStatus, HistoryEntry, Phase, VerdictStatus};
+pub use status::{
+    CanaryPolicyStatus, Condition, HeldStatus, HistoryEntry, LifecycleStage, LifecycleStatus,
+    Phase, VerdictStatus,
+};
 pub use validated::{
     PluginRef, PluginTarget, PolicyId, PolicyKey, ValidatedPolicy, ValidationError,
 };
@@ -99,6 +102,15 @@ pub struct TargetSpec {
     /// two plugins in one proxy would run the filter twice, and such a policy is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wasm_plugin: Option<String>,
+    /// The model's lifecycle, Flagger-style: this Deployment (same namespace) is the canary — a
+    /// change of its pod template (a new model version committed to git) starts a rollout by
+    /// itself — and the controller creates and owns `<name>-stable` from the first template it
+    /// sees. Promotion copies the canary's template to stable, waits until it is ready, routes
+    /// everything to stable and scales the canary to zero; a rollback routes everything to stable
+    /// and scales the canary to zero. Without it, you run both subsets' Deployments yourself and
+    /// start rollouts with `canaryVersion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_ref: Option<DeploymentRefSpec>,
     /// TF Serving / KServe model name, to tell apart several policies on one host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -107,6 +119,18 @@ pub struct TargetSpec {
     /// `status.canaryVersion`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_version: Option<String>,
+}
+
+/// The user's Deployment of the model (the canary).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentRefSpec {
+    /// The Deployment's name (same namespace); the controller's copy is `<name>-stable`.
+    pub name: String,
+    /// The pod label the DestinationRule subsets select by; the Deployment's selector and pod
+    /// template must carry it with the canary subset's name. Default `mlcanary.io/subset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset_label: Option<String>,
 }
 
 /// How the filter picks a variant: rendered into the filter's policy config.

@@ -91,6 +91,9 @@ pub struct CanaryPolicyStatus {
     /// 10 minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<HeldStatus>,
+    /// The model's lifecycle (with `spec.target.deploymentRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<LifecycleStatus>,
     /// What the analysis carries between intervals (where the next window starts, an inconclusive
     /// window still held), so a restarted or `--once` controller judges as an uninterrupted one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,4 +202,35 @@ pub struct HistoryEntry {
     pub to_weight_bp: u32,
     /// Why the weight changed.
     pub reason: String,
+}
+
+/// Where the model's lifecycle is (`spec.target.deploymentRef`).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum LifecycleStage {
+    /// Making `<name>-stable` from the first pod template seen and waiting until it is ready.
+    #[default]
+    Initializing,
+    /// Stable runs the model; the canary is scaled to zero until its pod template changes.
+    Idle,
+    /// A rollout of the canary's pod template runs.
+    Rolling,
+    /// The rollout passed: the canary's pod template is being copied to stable.
+    Promoting,
+}
+
+/// What the lifecycle remembers between reconciles.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleStatus {
+    #[serde(default)]
+    pub stage: LifecycleStage,
+    /// Hash of the pod template stable runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_hash: Option<String>,
+    /// Hash of the pod template the current (or last) rollout is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_hash: Option<String>,
+    /// Hash of a pod template that was rolled back: not rolled out again until the next change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_hash: Option<String>,
 }

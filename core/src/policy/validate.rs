@@ -40,6 +40,35 @@ pub(super) fn non_empty(field: &str, s: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// `deploymentRef`: a Deployment name (with room for `-stable`), the subset label defaulted.
+fn deployment_ref(d: &super::DeploymentRefSpec) -> Result<DeploymentRef, ValidationError> {
+    let ok = !d.name.is_empty()
+        && d.name.len() <= 253 - "-stable".len()
+        && d.name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !ok {
+        return Err(invalid(
+            "spec.target.deploymentRef.name",
+            format!("{:?} is not a Deployment name", d.name),
+        ));
+    }
+    let subset_label = d
+        .subset_label
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SUBSET_LABEL.to_owned());
+    if subset_label.is_empty() || subset_label.contains(char::is_whitespace) {
+        return Err(invalid(
+            "spec.target.deploymentRef.subsetLabel",
+            format!("{subset_label:?} is not a label key"),
+        ));
+    }
+    Ok(DeploymentRef {
+        name: d.name.clone(),
+        subset_label,
+    })
+}
+
 /// `NAME` or `NAMESPACE/NAME`, each a Kubernetes object name.
 fn plugin_name(s: &str) -> Result<PluginName, ValidationError> {
     let field = "spec.target.wasmPlugin";
@@ -73,6 +102,7 @@ impl ValidatedPolicy {
         let t = &spec.target;
         non_empty("spec.target.virtualService", &t.virtual_service)?;
         let wasm_plugin = t.wasm_plugin.as_deref().map(plugin_name).transpose()?;
+        let deployment_ref = t.deployment_ref.as_ref().map(deployment_ref).transpose()?;
         if t.hosts.is_empty() {
             return Err(invalid("spec.target.hosts", "must list at least one host"));
         }
@@ -214,6 +244,7 @@ impl ValidatedPolicy {
             adaptive,
             webhooks,
             canary_version: t.canary_version.clone(),
+            deployment_ref,
         })
     }
 }

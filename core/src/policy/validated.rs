@@ -193,6 +193,8 @@ pub struct ValidatedPolicy {
     /// The adaptive schedule; `steps_bp` is then `[initial, max]` (the first and last weight).
     pub adaptive: Option<Adaptive>,
     pub webhooks: Vec<Webhook>,
+    /// `spec.target.deploymentRef`: the lifecycle's Deployments.
+    pub deployment_ref: Option<DeploymentRef>,
     /// `spec.target.canaryVersion`.
     pub canary_version: Option<String>,
 }
@@ -233,6 +235,16 @@ impl ValidatedPolicy {
             name: &self.name,
         }
     }
+}
+
+/// The pod label the DestinationRule subsets select by, unless `deploymentRef.subsetLabel` says.
+pub const DEFAULT_SUBSET_LABEL: &str = "mlcanary.io/subset";
+
+/// `spec.target.deploymentRef`, defaults filled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRef {
+    pub name: String,
+    pub subset_label: String,
 }
 
 /// `spec.target.wasmPlugin`, checked: `NAME` or `NAMESPACE/NAME`.
