@@ -192,7 +192,7 @@ test("the status page follows a live rollout, its pause and its rollback", { tim
     // 4. The JSON API the page (and the CLI) read.
     const list = await api(url, "/api/policies");
     assert.equal(list.status, 200);
-    assert.deepEqual(Object.keys(list.body[0]).sort(), ["canaryWeightBp", "conditions", "failedChecks",
+    assert.deepEqual(Object.keys(list.body[0]).sort(), ["canaryVersion", "canaryWeightBp", "conditions", "failedChecks",
       "failureThreshold", "history", "lastVerdicts", "name", "namespace", "phase", "stepIndex", "stepsBp",
       "updated"]);
     assert.equal(list.body[0].phase, "RolledBack");

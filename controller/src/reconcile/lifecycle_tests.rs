@@ -19,6 +19,7 @@ use tower_test::mock;
 use super::tests::{FixedSource, RecordingTarget};
 use super::*;
 use crate::fixtures::AsResource;
+use crate::policy::CanaryPolicyStatus;
 use crate::server::{ControllerMetrics, Health};
 use mlcanary_core::analysis::{VariantWindow, Window};
 
@@ -447,4 +448,120 @@ async fn a_rolled_back_commit_ends_all_on_stable_with_the_canary_at_zero() {
         c.deployments["fraud-model-stable"]["spec"]["template"]["spec"]["containers"][0]["image"],
         "m:1"
     );
+}
+
+/// Same-named policies in two namespaces (staging and prod) on the mesh plugin: each reconcile
+/// writes its own namespace's VirtualService routes, one plugin config in the mesh root holds
+/// both, and each one's status goes to its own object — judged and written apart.
+#[tokio::test]
+async fn same_named_policies_of_two_namespaces_are_reconciled_apart() {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let (method, path) = (req.method().to_string(), req.uri().path().to_owned());
+                let bytes = req.into_body().collect_bytes().await.unwrap();
+                let mut body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                if path.ends_with("/status") {
+                    let mut obj = serde_json::to_value(lifecycle_free_policy()).unwrap();
+                    obj["status"] = body["status"].clone();
+                    body = obj;
+                }
+                seen.lock().unwrap().push((method, path));
+                send.send_response(
+                    Response::builder()
+                        .status(StatusCode::OK)
+                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+    }
+    let in_ns = |ns: &str| {
+        let mut p = lifecycle_free_policy();
+        p.metadata.namespace = Some(ns.into());
+        p.spec.target.hosts = vec![format!("fraud-model.{ns}")];
+        p.spec.target.destination_host = Some("fraud-model".into());
+        p
+    };
+    let (prod, staging) = (in_ns("prod"), in_ns("staging"));
+    let store = super::finalizer_tests::store_of(vec![prod.clone(), staging.clone()]);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "mlcanary".into(),
+            instance: Some("mlcanary-0".into()),
+        },
+    );
+    let (tx, rx) = watch::channel(true);
+    drop(tx);
+    let ctx = Arc::new(Context::new(
+        client,
+        recorder,
+        FixedSource::passing(Some(window(0))),
+        RecordingTarget::default(),
+        store,
+        Arc::new(ControllerMetrics::new()),
+        Arc::new(Health::new(Duration::from_secs(30))),
+        rx,
+        Arc::new(|| SystemTime::UNIX_EPOCH + Duration::from_secs(NOW)),
+    ));
+    reconcile(Arc::new(prod), ctx.clone()).await.unwrap();
+    reconcile(Arc::new(staging), ctx.clone()).await.unwrap();
+    let writes = ctx.target.0.lock().unwrap();
+    let namespaces: Vec<&str> = writes.iter().map(|d| d.namespace.as_str()).collect();
+    assert_eq!(namespaces, ["prod", "staging"]);
+    let last = writes.last().unwrap();
+    let mut in_config: Vec<(Option<&str>, &str)> = last
+        .plugin_config
+        .policies
+        .iter()
+        .map(|p| (p.namespace.as_deref(), p.name.as_str()))
+        .collect();
+    in_config.sort();
+    assert_eq!(
+        in_config,
+        [
+            (Some("prod"), "fraud-model"),
+            (Some("staging"), "fraud-model")
+        ],
+        "one mesh config, both policies"
+    );
+    assert!(writes
+        .iter()
+        .all(|d| d.wasm_plugin == crate::policy::PluginTarget::Mesh));
+    let statuses: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, p)| m == "PATCH" && p.ends_with("/status"))
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "/apis/mlcanary.io/v1alpha1/namespaces/prod/canarypolicies/fraud-model/status",
+            "/apis/mlcanary.io/v1alpha1/namespaces/staging/canarypolicies/fraud-model/status"
+        ]
+    );
+}
+
+/// The two-Deployments fixture (no `deploymentRef`), at step 0.
+fn lifecycle_free_policy() -> CanaryPolicy {
+    let mut p = policy();
+    p.spec.target.deployment_ref = None;
+    p.status = Some(CanaryPolicyStatus {
+        phase: crate::policy::Phase::Progressing,
+        canary_weight_bp: 500,
+        step_index: Some(0),
+        last_progress_time: Some(
+            humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(NOW))
+                .to_string(),
+        ),
+        ..Default::default()
+    });
+    p
 }
