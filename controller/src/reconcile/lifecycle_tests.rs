@@ -178,6 +178,35 @@ fn window(canary_errors: u64) -> Window {
     }
 }
 
+/// A leading context on `client` whose metrics pass or fail every window as `canary_errors` says.
+fn context_on(
+    client: Client,
+    canary_errors: u64,
+    store: reflector::Store<CanaryPolicy>,
+    clock: crate::engine::Clock,
+) -> Arc<Context<FixedSource, RecordingTarget>> {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "mlcanary".into(),
+            instance: Some("mlcanary-0".into()),
+        },
+    );
+    let (tx, rx) = watch::channel(true);
+    drop(tx);
+    Arc::new(Context::new(
+        client,
+        recorder,
+        FixedSource::passing(Some(window(canary_errors))),
+        RecordingTarget::default(),
+        store,
+        Arc::new(ControllerMetrics::new()),
+        Arc::new(Health::new(Duration::from_secs(30))),
+        rx,
+        clock,
+    ))
+}
+
 struct Rig {
     ctx: Arc<Context<FixedSource, RecordingTarget>>,
     cluster: Arc<Mutex<Cluster>>,
@@ -195,15 +224,6 @@ impl Rig {
         );
         cluster.lock().unwrap().ready("fraud-model");
         serve(handle, cluster.clone());
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "mlcanary".into(),
-                instance: Some("mlcanary-0".into()),
-            },
-        );
-        let (tx, rx) = watch::channel(true);
-        drop(tx);
         let secs = Arc::new(AtomicU64::new(NOW));
         let clock = {
             let secs = secs.clone();
@@ -211,17 +231,7 @@ impl Rig {
                 SystemTime::UNIX_EPOCH + Duration::from_secs(secs.load(Ordering::SeqCst))
             })
         };
-        let ctx = Arc::new(Context::new(
-            client,
-            recorder,
-            FixedSource::passing(Some(window(canary_errors))),
-            RecordingTarget::default(),
-            reflector::store().0,
-            Arc::new(ControllerMetrics::new()),
-            Arc::new(Health::new(Duration::from_secs(30))),
-            rx,
-            clock,
-        ));
+        let ctx = context_on(client, canary_errors, reflector::store().0, clock);
         Rig { ctx, cluster, secs }
     }
 
@@ -489,26 +499,12 @@ async fn same_named_policies_of_two_namespaces_are_reconciled_apart() {
     };
     let (prod, staging) = (in_ns("prod"), in_ns("staging"));
     let store = super::finalizer_tests::store_of(vec![prod.clone(), staging.clone()]);
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "mlcanary".into(),
-            instance: Some("mlcanary-0".into()),
-        },
-    );
-    let (tx, rx) = watch::channel(true);
-    drop(tx);
-    let ctx = Arc::new(Context::new(
+    let ctx = context_on(
         client,
-        recorder,
-        FixedSource::passing(Some(window(0))),
-        RecordingTarget::default(),
+        0,
         store,
-        Arc::new(ControllerMetrics::new()),
-        Arc::new(Health::new(Duration::from_secs(30))),
-        rx,
         Arc::new(|| SystemTime::UNIX_EPOCH + Duration::from_secs(NOW)),
-    ));
+    );
     reconcile(Arc::new(prod), ctx.clone()).await.unwrap();
     reconcile(Arc::new(staging), ctx.clone()).await.unwrap();
     let writes = ctx.target.0.lock().unwrap();
