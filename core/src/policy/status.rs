@@ -14,7 +14,9 @@ pub enum Phase {
     Progressing,
     /// Held by an operator (or an open-ended pause); analyses still run and can roll back.
     Paused,
-    /// All traffic on the canary subset. The operator then rolls the stable Deployment forward.
+    /// The canary passed. With `deploymentRef` the lifecycle then copies it to stable and ends at
+    /// 0 % (stable runs the new model); in the two-Deployments mode all traffic stays on the
+    /// canary subset and the operator rolls the stable Deployment forward.
     Promoted,
     /// Canary weight 0 after failed analyses, the progress deadline or an abort.
     RolledBack,
