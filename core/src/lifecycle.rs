@@ -168,7 +168,9 @@ pub fn plan(names: Names<'_>, status: &CanaryPolicyStatus, observed: &Observed) 
                 // Stable runs it, or it was just rolled back: a new commit starts the next one.
                 let mut p = Plan::hold(l.clone(), String::new());
                 p.gate = Gate::Idle;
-                if canary.replicas > 0 && Some(&canary.template_hash) == l.rejected_hash.as_ref() {
+                // Between rollouts the canary runs no pods: replicas a GitOps sync put back are
+                // scaled down again.
+                if canary.replicas > 0 {
                     p.actions.push(Action::ScaleCanary(0));
                 }
                 return p;

@@ -91,6 +91,16 @@ fn first_sight_then_a_commit_is_promoted_and_stable_runs_it() {
         },
     );
     assert_eq!((p.gate, p.actions.len()), (Gate::Idle, 0));
+    // Replicas a GitOps sync put back on the same template are scaled down again.
+    let synced = Observed {
+        canary: Some(view("v1", "m:1", 3, true)),
+        stable: Some(stable("v1", "m:1", 3, true)),
+    };
+    let p = plan(NAMES, &idle, &synced);
+    assert_eq!(
+        (p.gate, p.actions),
+        (Gate::Idle, vec![Action::ScaleCanary(0)])
+    );
     // A commit (new template): the canary is scaled up to stable's replicas, then, once ready,
     // the rollout starts on its images.
     let committed = Observed {
