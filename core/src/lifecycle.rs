@@ -90,14 +90,19 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn hold(next: LifecycleStatus, why: String) -> Plan {
+    /// `gate` with nothing to do first.
+    fn new(next: LifecycleStatus, gate: Gate) -> Plan {
         Plan {
             route_all_stable: false,
             actions: Vec::new(),
-            gate: Gate::Hold(why),
+            gate,
             next,
             news: None,
         }
+    }
+
+    fn hold(next: LifecycleStatus, why: String) -> Plan {
+        Plan::new(next, Gate::Hold(why))
     }
 }
 
@@ -166,8 +171,7 @@ pub fn plan(names: Names<'_>, status: &CanaryPolicyStatus, observed: &Observed) 
                 && Some(&canary.template_hash) != l.rejected_hash.as_ref();
             if !new {
                 // Stable runs it, or it was just rolled back: a new commit starts the next one.
-                let mut p = Plan::hold(l.clone(), String::new());
-                p.gate = Gate::Idle;
+                let mut p = Plan::new(l.clone(), Gate::Idle);
                 // Between rollouts the canary runs no pods: replicas a GitOps sync put back are
                 // scaled down again.
                 if canary.replicas > 0 {
@@ -201,13 +205,13 @@ pub fn plan(names: Names<'_>, status: &CanaryPolicyStatus, observed: &Observed) 
             let mut next = stage(LifecycleStage::Rolling, &l);
             next.canary_hash = Some(canary.template_hash.clone());
             next.rejected_hash = None;
-            Plan {
-                gate: Gate::Rollout {
+            Plan::new(
+                next,
+                Gate::Rollout {
                     version: canary.images.clone(),
                     restart: true,
                 },
-                ..Plan::hold(next, String::new())
-            }
+            )
         }
         (LifecycleStage::Rolling, Some(_)) if status.phase == Phase::Promoted => {
             let next = stage(LifecycleStage::Promoting, &l);
@@ -227,12 +231,11 @@ pub fn plan(names: Names<'_>, status: &CanaryPolicyStatus, observed: &Observed) 
             next.rejected_hash = l.canary_hash.clone();
             Plan {
                 actions: vec![Action::ScaleCanary(0)],
-                gate: Gate::Idle,
                 news: Some(format!(
                     "rolled back: all traffic on {stable_name}, {} ({}) scaled to 0",
                     names.deployment, canary.images
                 )),
-                ..Plan::hold(next, String::new())
+                ..Plan::new(next, Gate::Idle)
             }
         }
         (LifecycleStage::Rolling, Some(_)) => {
@@ -249,13 +252,13 @@ pub fn plan(names: Names<'_>, status: &CanaryPolicyStatus, observed: &Observed) 
                     ),
                 );
             }
-            Plan {
-                gate: Gate::Rollout {
+            Plan::new(
+                next,
+                Gate::Rollout {
                     version: canary.images.clone(),
                     restart,
                 },
-                ..Plan::hold(next, String::new())
-            }
+            )
         }
         (LifecycleStage::Promoting, Some(stable)) => {
             if stable.copied_hash != l.canary_hash {
