@@ -26,7 +26,7 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use super::plan::{event_for, peers, starting_status, status_to_write, Event, EventType, Update};
-use super::{writer, Context, Error};
+use super::{publish, Context, Error};
 use crate::engine::{CommandError, TickInput, TickOutput};
 use crate::policy::{CanaryPolicy, ValidatedPolicy};
 use crate::traffic::TrafficTarget;
@@ -189,10 +189,7 @@ where
     };
     let mut update = plan_command(obj, policy, &pending, &handled);
     update.requeue = policy.interval;
-    let failed_events = writer::write(api, &ctx.recorder, obj, &update).await?;
-    for _ in 0..failed_events {
-        ctx.metrics.error("event");
-    }
+    publish(api, ctx, obj, &update).await?;
     if let Handled::Applied(out) = &handled {
         ctx.recorder().record(&namespace, policy, out);
     }

@@ -330,15 +330,26 @@ where
         rollout: Vec::new(),
         requeue: Duration::ZERO,
     };
-    for _ in 0..writer::write(api, &ctx.recorder, &obj, &update).await? {
-        ctx.metrics.error("event");
-    }
+    publish(api, ctx, &obj, &update).await?;
     ctx.ui.remove(&namespace, &name);
     ctx.policies
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&ObjectRef::from_obj(obj.as_ref()));
     Ok(Action::await_change())
+}
+
+/// Write `update` ([`writer::write`]); an Event that could not be published is counted, not fatal.
+async fn publish<M, T>(
+    api: &Api<CanaryPolicy>,
+    ctx: &Context<M, T>,
+    obj: &CanaryPolicy,
+    update: &plan::Update,
+) -> Result<(), kube::Error> {
+    for _ in 0..writer::write(api, &ctx.recorder, obj, update).await? {
+        ctx.metrics.error("event");
+    }
+    Ok(())
 }
 
 /// One reconcile of a policy that is not being deleted.
@@ -389,10 +400,7 @@ where
                     let was = from.canary_version.clone();
                     match lifecycle::step(&obj, &policy, dref, from, &peer_refs, ctx, now).await? {
                         lifecycle::Next::Done(update) => {
-                            let failed = writer::write(api, &ctx.recorder, &obj, &update).await?;
-                            for _ in 0..failed {
-                                ctx.metrics.error("event");
-                            }
+                            publish(api, ctx, &obj, &update).await?;
                             return Ok(Action::requeue(update.requeue));
                         }
                         // A new rollout ticks at once; a running one at its interval.
@@ -406,7 +414,7 @@ where
                                         rollout: Vec::new(),
                                         requeue: wait,
                                     };
-                                    writer::write(api, &ctx.recorder, &obj, &update).await?;
+                                    publish(api, ctx, &obj, &update).await?;
                                     return Ok(Action::requeue(wait));
                                 }
                                 None => *s,
@@ -454,10 +462,7 @@ where
         }
     };
 
-    let failed_events = writer::write(api, &ctx.recorder, &obj, &update).await?;
-    for _ in 0..failed_events {
-        ctx.metrics.error("event");
-    }
+    publish(api, ctx, &obj, &update).await?;
     if !ticked {
         // An invalid spec: the tick's recorder did not run, the metrics still show its phase.
         if let Some(status) = update.status.as_ref().or(obj.status.as_ref()) {
