@@ -261,6 +261,7 @@ fn assign(
     let raw = render_policy(v, Weights::with_canary_bp(bp));
     let config = mlcanary_filter::Config::try_from(mlcanary_filter::RawConfig {
         variant_header: None,
+        inbound: false,
         policies: vec![raw],
     })
     .map_err(|e| CliError::Usage(e.to_string()))?;

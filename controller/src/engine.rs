@@ -296,6 +296,8 @@ impl Engine {
         let policy = input.policy;
         let now = self.now();
         let mut evidence = input.status.evidence.clone().unwrap_or_default();
+        let in_shadow = input.status.shadow.is_some();
+        let mut stable_rps = None;
         // Terminal phases need no window; Pending reads anyway so the first step's window has its
         // start mark.
         let (verdicts, no_data) = if input.status.phase.is_terminal() {
@@ -303,11 +305,17 @@ impl Engine {
         } else {
             match source.fetch(policy, evidence.mark.as_ref(), now).await {
                 Ok(reading) => {
+                    let since_ms = evidence.mark.as_ref().map(|m| m.at_ms);
+                    let secs = since_ms.map(|s| (reading.mark.at_ms - s) as f64 / 1000.0);
                     evidence.mark = Some(reading.mark);
                     match reading.window {
                         Some(window) => {
+                            stable_rps = secs
+                                .filter(|s| *s > 0.0)
+                                .map(|s| window.stable.requests as f64 / s);
                             let weight = input.status.canary_weight_bp;
-                            (Some(judge(policy, weight, &mut evidence, &window)), None)
+                            let judged = window.judged(in_shadow);
+                            (Some(judge(policy, weight, &mut evidence, &judged)), None)
                         }
                         None => {
                             let e = MetricsError::NoBaseline {
@@ -321,7 +329,9 @@ impl Engine {
                 Err(e) => (None, Some(e)),
             }
         };
-        let mut step = rollout::step(input.status, verdicts.as_deref(), policy, now);
+        let step = rollout::step(input.status, verdicts.as_deref(), policy, now);
+        // `maxRps`: the shadow's mirrored share follows stable's observed rate.
+        let mut step = rollout::shadow::capped(step, policy, stable_rps);
         if !policy.webhooks.is_empty() {
             step = (self.hooks)
                 .gate(policy, input.status, verdicts.as_deref(), step, now)

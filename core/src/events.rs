@@ -14,6 +14,8 @@ use crate::rollout::{Hold, RolloutEvent};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Kind {
+    ShadowStarted,
+    ShadowPassed,
     Started,
     Advanced,
     Held,
@@ -29,6 +31,8 @@ pub enum Kind {
 impl Kind {
     pub fn reason(self) -> &'static str {
         match self {
+            Kind::ShadowStarted => "ShadowStarted",
+            Kind::ShadowPassed => "ShadowPassed",
             Kind::Started => "Started",
             Kind::Advanced => "Advanced",
             Kind::Held => "Held",
@@ -45,7 +49,12 @@ impl Kind {
     /// What the controller did (the Kubernetes Event's `action`).
     pub fn action(self) -> &'static str {
         match self {
-            Kind::Started | Kind::Advanced | Kind::Held | Kind::BaselineUnhealthy => "Progress",
+            Kind::ShadowStarted
+            | Kind::ShadowPassed
+            | Kind::Started
+            | Kind::Advanced
+            | Kind::Held
+            | Kind::BaselineUnhealthy => "Progress",
             Kind::AnalysisFailed => "Analyze",
             Kind::Paused => "Pause",
             Kind::Resumed => "Resume",
@@ -98,6 +107,10 @@ pub fn hold_reason(h: Hold) -> &'static str {
         Hold::Marginal => "a check passed only narrowly at the lowest weight",
         Hold::Webhook => "a gate webhook has not answered 2xx",
         Hold::AwaitingEvidence => "the last step passed; harm beyond the margin not yet excluded",
+        Hold::Shadow => {
+            "in shadow: the analysis passed, but the shadow's duration is not over (or, without \
+             one, harm beyond the margin is not yet excluded)"
+        }
         Hold::BaselineUnhealthy => {
             "baseline unhealthy: stable breaks a check's bound as well (a shared fault, not the \
              canary's)"
@@ -123,6 +136,17 @@ pub fn hold_note(h: Hold, weight_bp: u32, held_for: Duration, detail: Option<&st
 /// The one description of `e`.
 pub fn describe(e: &RolloutEvent) -> Description {
     let (kind, message) = match e {
+        RolloutEvent::ShadowStarted { mirror_bp } => (
+            Kind::ShadowStarted,
+            format!(
+                "shadow started: {} of requests mirrored to the canary, whose answers no user gets",
+                percent(*mirror_bp)
+            ),
+        ),
+        RolloutEvent::ShadowPassed { to_bp } => (
+            Kind::ShadowPassed,
+            format!("shadow passed: live at {}", percent(*to_bp)),
+        ),
         RolloutEvent::Started { to_bp } => {
             (Kind::Started, format!("started at {}", percent(*to_bp)))
         }
@@ -171,6 +195,7 @@ mod tests {
     #[test]
     fn every_event_has_one_description() {
         let all = [
+            RolloutEvent::ShadowStarted { mirror_bp: 1000 },
             RolloutEvent::Started { to_bp: 500 },
             RolloutEvent::Advanced {
                 from_bp: 500,
@@ -204,6 +229,7 @@ mod tests {
         assert_eq!(
             reasons,
             [
+                "ShadowStarted",
                 "Started",
                 "Advanced",
                 "Held",
@@ -216,22 +242,26 @@ mod tests {
                 "BaselineUnhealthy"
             ]
         );
-        assert_eq!(d[1].message, "advanced 5.00% -> 10.00%");
-        assert_eq!(d[2].message, "held (NoConclusiveData)");
         assert_eq!(
-            d[3].message,
+            d[0].message,
+            "shadow started: 10.00% of requests mirrored to the canary, whose answers no user gets"
+        );
+        assert_eq!(d[2].message, "advanced 5.00% -> 10.00%");
+        assert_eq!(d[3].message, "held (NoConclusiveData)");
+        assert_eq!(
+            d[4].message,
             "analysis failed (1/2 before rollback): errors, latency"
         );
         assert_eq!(
-            d[6].message,
+            d[7].message,
             "promoted from 50.00%: every step passed its analysis"
         );
         assert_eq!(
-            d[8].message,
+            d[9].message,
             "rolled back from 25.00%: 2 consecutive failed analyses"
         );
         assert_eq!(
-            d[9].message,
+            d[10].message,
             "baseline unhealthy: stable breaks errors as well; holding"
         );
         // Only holds are not news; only failures, rollbacks and an unhealthy baseline warn.

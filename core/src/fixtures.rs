@@ -119,6 +119,15 @@ impl TestPolicy {
         v.namespace = self.metadata.namespace.clone();
         Ok(v)
     }
+    /// A shadow phase mirroring `percent` for `duration` (none: until conclusive).
+    pub fn shadow(mut self, percent: f64, duration: Option<&str>) -> Self {
+        self.spec.schedule.shadow = Some(crate::policy::ShadowSpec {
+            percent,
+            duration: duration.map(Into::into),
+            max_rps: None,
+        });
+        self
+    }
     pub fn webhooks(mut self, hooks: Vec<WebhookSpec>) -> Self {
         self.spec.webhooks = hooks;
         self

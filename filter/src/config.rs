@@ -47,6 +47,12 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant_header: Option<String>,
+    /// This config runs on models' inbound side (a WasmPlugin in `SERVER` mode on the canary's
+    /// pods; locally the listener in front of the canary): it routes nothing and measures only the
+    /// requests Envoy mirrored to a policy in its shadow phase. Without it (the mesh's outbound
+    /// side) mirrored copies are never measured, so a client cannot forge a shadow's stats.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inbound: bool,
     #[serde(default)]
     pub policies: Vec<RawPolicy>,
 }
@@ -74,6 +80,11 @@ pub struct RawPolicy {
     pub override_: Option<RawOverride>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predictions: Option<RawPredictions>,
+    /// The variant whose shadow the filter measures: requests Envoy mirrored to it (authority
+    /// `<host>-shadow`) that reach the filter on an inbound listener are recorded for this variant
+    /// with `phase="shadow"`. Set by the controller during a shadow phase only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -170,6 +181,8 @@ pub struct RawPredictions {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub variant_header: String,
+    /// See [`RawConfig::inbound`].
+    pub inbound: bool,
     pub policies: Vec<Policy>,
     /// Lowercase host → indices of the policies that list it, in config order.
     by_host: HashMap<Box<str>, Vec<usize>>,
@@ -190,6 +203,8 @@ pub struct Policy {
     pub segment: Option<Segment>,
     pub override_header: Option<String>,
     pub predictions: Option<Predictions>,
+    /// Index of the variant whose mirrored requests are measured as its shadow.
+    pub shadow: Option<usize>,
 }
 
 /// Validated `predictions`.
@@ -274,6 +289,14 @@ impl Config {
         Config::try_from(raw)
     }
 
+    /// The policy and variant a mirrored request to `authority` measures: a policy in its shadow
+    /// phase whose host the request was copied from. The caller checks that the request arrived
+    /// on an inbound listener (a client could send such an authority itself).
+    pub fn find_shadow(&self, authority: &str, path: Option<&str>) -> Option<(usize, usize)> {
+        let pi = self.find_policy(shadowed_host(authority)?, path)?;
+        Some((pi, self.policies[pi].shadow?))
+    }
+
     /// The policy for a request to `authority` (port stripped, case-insensitive) and `path` (which
     /// matters only for policies narrowed to a model).
     pub fn find_policy(&self, authority: &str, path: Option<&str>) -> Option<usize> {
@@ -294,6 +317,17 @@ impl Config {
             })
             .copied()
     }
+}
+
+/// What Envoy appends to the host of a request it mirrors (`fraud:8501` → `fraud-shadow:8501`).
+pub const SHADOW_SUFFIX: &str = "-shadow";
+
+/// The host a mirrored request was copied from: `authority` without its port and without
+/// [`SHADOW_SUFFIX`]; `None` for a request that was not mirrored.
+pub fn shadowed_host(authority: &str) -> Option<&str> {
+    strip_port(authority)
+        .strip_suffix(SHADOW_SUFFIX)
+        .filter(|h| !h.is_empty())
 }
 
 /// Strip `:port` from an authority, keeping IPv6 literals (`[::1]:80` → `[::1]`) whole.
@@ -453,6 +487,7 @@ impl TryFrom<RawConfig> for Config {
         }
         Ok(Config {
             variant_header,
+            inbound: raw.inbound,
             policies,
             by_host,
             wildcard,
@@ -631,6 +666,21 @@ fn validate_policy(field: &str, rp: RawPolicy) -> Result<Policy, ConfigError> {
         }
     };
 
+    let shadow = match rp.shadow {
+        None => None,
+        Some(name) => Some(
+            variants
+                .iter()
+                .position(|v| v.name == name)
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{field}.shadow"),
+                        format!("{name:?} is not one of the variants"),
+                    )
+                })?,
+        ),
+    };
+
     Ok(Policy {
         name: rp.name,
         namespace,
@@ -642,6 +692,7 @@ fn validate_policy(field: &str, rp: RawPolicy) -> Result<Policy, ConfigError> {
         segment,
         override_header,
         predictions,
+        shadow,
     })
 }
 

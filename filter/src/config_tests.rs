@@ -262,3 +262,28 @@ fn raw_config_round_trips_through_json() {
     let again: RawConfig = serde_json::from_str(&serde_json::to_string(&raw).unwrap()).unwrap(); // ok: test
     assert_eq!(raw, again);
 }
+
+#[test]
+fn mirrored_requests_find_the_policy_in_shadow() {
+    assert_eq!(
+        shadowed_host("fraud-model-shadow:8501"),
+        Some("fraud-model")
+    );
+    assert_eq!(shadowed_host("fraud-model-shadow"), Some("fraud-model"));
+    assert_eq!(shadowed_host("fraud-model:8501"), None);
+    assert_eq!(shadowed_host("-shadow"), None);
+    let mut v = base();
+    let c = parse(v.clone()).unwrap(); // ok: test
+    assert_eq!(
+        c.find_shadow("fraud-model-shadow", None),
+        None,
+        "no shadow phase: a mirrored request is not measured"
+    );
+    v["policies"][0]["shadow"] = json!("canary");
+    let c = parse(v.clone()).unwrap(); // ok: test
+    assert_eq!(c.find_shadow("Fraud-Model-shadow:8501", None), Some((0, 1)));
+    assert_eq!(c.find_shadow("fraud-model:8501", None), None);
+    assert_eq!(c.find_shadow("other-shadow", None), None);
+    v["policies"][0]["shadow"] = json!("v9");
+    assert_eq!(err_field(v), "policies[0].shadow");
+}

@@ -6,18 +6,35 @@
 //! is exported on `/stats/prometheus` as
 //! `mlcanary_requests_total{policy_namespace="ml",policy="fraud-model",variant="canary",segment="60+"}`.
 //!
+//! A shadow's stats (mirrored requests measured on the canary's inbound side) carry one more tag,
+//! `phase=.=shadow;.;`, exported as `phase="shadow"`; live stats carry none (a series without
+//! `phase` is live), so the live names are what they were before shadows existed.
+//!
 //! The namespace tag is `policy_namespace`, not `namespace`: Prometheus' usual Kubernetes pod
 //! scrape (Istio's `envoy-stats` monitor among them) attaches a `namespace` target label — the
 //! scraped proxy's own namespace — which would push ours aside to `exported_namespace`.
 
 /// Tags mlcanary puts in its stat names, with the regex Envoy (`stats_config.stats_tags`) or Istio
 /// (`extraStatTags` + these regexes) needs to extract each.
-pub const TAGS: [(&str, &str); 4] = [
+pub const TAGS: [(&str, &str); 5] = [
     ("policy_namespace", r"(policy_namespace=\.=(.*?);\.;)"),
     ("policy", r"(policy=\.=(.*?);\.;)"),
     ("variant", r"(variant=\.=(.*?);\.;)"),
     ("segment", r"(segment=\.=(.*?);\.;)"),
+    ("phase", r"(phase=\.=(.*?);\.;)"),
 ];
+
+/// The `phase` label of a shadow's series.
+pub const SHADOW_PHASE: &str = "shadow";
+
+/// Which requests a stat counts: those users sent (live), or the copies Envoy mirrored to a
+/// variant in its shadow phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Phase {
+    #[default]
+    Live,
+    Shadow,
+}
 
 /// Counter: requests seen per (policy, variant, segment).
 pub const REQUESTS: &str = "mlcanary_requests_total";
@@ -65,16 +82,22 @@ pub struct PolicyId<'a> {
     pub name: &'a str,
 }
 
-/// The tagged stat name of `family` for one (policy, variant, segment) tuple.
+/// The tagged stat name of `family` for one (policy, variant, segment) tuple in `phase`.
 pub fn stat_name(
     family: &str,
     policy: PolicyId<'_>,
     variant: &str,
     segment: Option<&str>,
+    phase: Phase,
 ) -> String {
     let mut s = String::with_capacity(
-        family.len() + policy.namespace.len() + policy.name.len() + variant.len() + 72,
+        family.len() + policy.namespace.len() + policy.name.len() + variant.len() + 90,
     );
+    if phase == Phase::Shadow {
+        s.push_str("phase=.=");
+        s.push_str(SHADOW_PHASE);
+        s.push_str(";.;");
+    }
     if let Some(seg) = segment {
         s.push_str("segment=.=");
         s.push_str(seg);
@@ -116,12 +139,16 @@ mod tests {
     fn names_carry_tags_envoy_can_extract() {
         let id = |namespace, name| PolicyId { namespace, name };
         assert_eq!(
-            stat_name(REQUESTS, id("ml", "fraud-model"), "canary", None),
+            stat_name(REQUESTS, id("ml", "fraud-model"), "canary", None, Phase::Live),
             "variant=.=canary;.;policy=.=fraud-model;.;policy_namespace=.=ml;.;mlcanary_requests_total"
         );
         assert_eq!(
-            stat_name(ERRORS, id("default", "p"), "stable", Some("60+")),
+            stat_name(ERRORS, id("default", "p"), "stable", Some("60+"), Phase::Live),
             "segment=.=60+;.;variant=.=stable;.;policy=.=p;.;policy_namespace=.=default;.;mlcanary_errors_total"
+        );
+        assert_eq!(
+            stat_name(REQUESTS, id("ml", "p"), "canary", Some("60+"), Phase::Shadow),
+            "phase=.=shadow;.;segment=.=60+;.;variant=.=canary;.;policy=.=p;.;policy_namespace=.=ml;.;mlcanary_requests_total"
         );
     }
 

@@ -198,12 +198,7 @@ impl MetricsSource for Source {
 fn at_current_weights(managed: &[Managed]) -> Vec<(&ValidatedPolicy, Weights)> {
     managed
         .iter()
-        .map(|m| {
-            (
-                &m.policy,
-                Weights::with_canary_bp(m.status.canary_weight_bp),
-            )
-        })
+        .map(|m| (&m.policy, m.status.weights()))
         .collect()
 }
 

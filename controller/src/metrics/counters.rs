@@ -9,11 +9,14 @@
 //! `increase()` treats a reset. A series that appears between two reads counts from zero; one that
 //! disappears (a pod gone) adds nothing. Both variants of a policy come from the same read, so a
 //! missed scrape is less data for both, never an empty window for one of them.
+//!
+//! A series labelled `phase="shadow"` counts the canary's shadow (requests Envoy mirrored to it,
+//! measured at its inbound side) and goes to the window's `shadow`; series without `phase` are live.
 
 use std::collections::{BTreeMap, HashMap};
 
 use mlcanary_filter::stats::{
-    DURATION, ERRORS, POSITIVES, PREDICTIONS, PREDICTION_SCORE, REQUESTS,
+    DURATION, ERRORS, POSITIVES, PREDICTIONS, PREDICTION_SCORE, REQUESTS, SHADOW_PHASE,
 };
 
 use super::exposition::{parse, Sample};
@@ -45,13 +48,14 @@ pub fn families() -> [String; 6] {
 }
 
 /// Labels that say *what* a series counts; every other label says *where* (the instance).
-const SERIES_LABELS: [&str; 6] = [
+const SERIES_LABELS: [&str; 7] = [
     "__name__",
     "policy_namespace",
     "policy",
     "variant",
     "segment",
     "le",
+    "phase",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -63,6 +67,8 @@ struct SeriesId {
     variant: String,
     segment: Option<String>,
     le: Option<String>,
+    /// A shadow's series (`phase="shadow"`).
+    shadow: bool,
 }
 
 /// One policy's cumulative counters at one instant.
@@ -93,8 +99,8 @@ impl Counters {
                 .map(|(_, v)| v)
         };
         // Decide first whether the sample is ours: the instance key is built only for those.
-        let (variant, segment, le) = if name == UPTIME {
-            (String::new(), None, None)
+        let (variant, segment, le, shadow) = if name == UPTIME {
+            (String::new(), None, None, false)
         } else {
             let variant = get("variant").filter(|v| variants.contains(v));
             let ours = get("policy") == Some(policy.name)
@@ -106,6 +112,7 @@ impl Counters {
                 variant.to_owned(),
                 get("segment").map(str::to_owned),
                 get("le").map(str::to_owned),
+                get("phase") == Some(SHADOW_PHASE),
             )
         };
         let mut instance: Vec<(&str, &str)> = labels
@@ -125,6 +132,7 @@ impl Counters {
             variant,
             segment,
             le,
+            shadow,
         };
         // The same series twice (never in one scrape) keeps the larger value.
         let v = self.series.entry(id).or_insert(value);
@@ -176,21 +184,21 @@ impl Counters {
         c
     }
 
-    /// The window from `prev` to `self` for the policy's `stable` and `canary` variants.
+    /// The window from `prev` to `self` for the policy's `stable` and `canary` variants, and the
+    /// canary's shadow.
     pub fn window_since(&self, prev: &Counters, stable: &str, canary: &str) -> Window {
         let mut restarted: HashMap<&str, bool> = HashMap::new();
         for (id, v) in &self.series {
             let back = prev.series.get(id).is_some_and(|p| v < p);
             *restarted.entry(id.instance.as_str()).or_default() |= back;
         }
-        let mut acc = [Acc::default(), Acc::default()];
+        let mut acc = [Acc::default(), Acc::default(), Acc::default()];
         for (id, cur) in &self.series {
-            let slot = if id.variant == stable {
-                0
-            } else if id.variant == canary {
-                1
-            } else {
-                continue;
+            let slot = match (id.variant == stable, id.variant == canary, id.shadow) {
+                (true, _, false) => 0,
+                (_, true, false) => 1,
+                (_, true, true) => 2,
+                _ => continue,
             };
             let base = if restarted[id.instance.as_str()] {
                 0.0
@@ -199,10 +207,11 @@ impl Counters {
             };
             acc[slot].add(id, (cur - base).max(0.0));
         }
-        let [s, c] = acc;
+        let [s, c, sh] = acc;
         Window {
             stable: s.finish(),
             canary: c.finish(),
+            shadow: sh.finish(),
         }
     }
 }
@@ -219,6 +228,9 @@ impl SeriesId {
         }
         if let Some(le) = &self.le {
             labels.push(format!("le=\"{}\"", escape(le)));
+        }
+        if self.shadow {
+            labels.push(format!("phase=\"{SHADOW_PHASE}\""));
         }
         if !self.instance.is_empty() {
             labels.push(self.instance.clone());

@@ -120,7 +120,7 @@ fn detail(hold: Hold, out: &TickOutput, policy: &ValidatedPolicy) -> Option<Stri
         )),
         Hold::BaselineUnhealthy => checks(out, |v| v.baseline_unhealthy),
         Hold::AwaitingEvidence => checks(out, |v| !v.harm_excluded),
-        Hold::Paused | Hold::Webhook => condition("Progressing"),
+        Hold::Paused | Hold::Webhook | Hold::Shadow => condition("Progressing"),
         Hold::ManualGate | Hold::Marginal => None,
     }
 }

@@ -175,6 +175,7 @@ fn window(canary_errors: u64) -> Window {
     Window {
         stable: v(0),
         canary: v(canary_errors),
+        ..Default::default()
     }
 }
 

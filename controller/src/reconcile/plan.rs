@@ -266,8 +266,11 @@ pub fn peers(
                 r.as_ref() == Ok(plugin) && (p.namespace(), p.name_any()) != me
             })
             .map(|(_, (p, v))| {
-                let bp = p.status.as_ref().map_or(0, |s| s.canary_weight_bp);
-                (v.clone(), Weights::with_canary_bp(bp))
+                let w = p
+                    .status
+                    .as_ref()
+                    .map_or(Weights::ALL_STABLE, |s| s.weights());
+                (v.clone(), w)
             })
             .collect(),
     };

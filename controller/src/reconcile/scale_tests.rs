@@ -178,6 +178,7 @@ fn passing() -> Window {
     Window {
         stable: v.clone(),
         canary: v,
+        ..Default::default()
     }
 }
 

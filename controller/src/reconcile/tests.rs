@@ -110,6 +110,7 @@ fn window(n: u64, stable_errors: u64, canary_errors: u64) -> Window {
     Window {
         stable: v(stable_errors),
         canary: v(canary_errors),
+        ..Default::default()
     }
 }
 

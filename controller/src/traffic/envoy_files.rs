@@ -2,12 +2,15 @@
 //! (`envoy.yaml`, [`bootstrap`]) and the two xDS files it watches — each written atomically.
 //!
 //! - **ECDS** (`ecds.yaml`): a `DiscoveryResponse` holding one `TypedExtensionConfig` named
-//!   `mlcanary` — the Wasm filter with the whole filter config (every policy) as a `StringValue`.
+//!   `mlcanary` — the Wasm filter with the whole filter config (every policy) as a `StringValue`;
+//!   and `ecds-inbound/ecds.yaml`, `mlcanary-inbound`, the same module with the inbound config
+//!   (the policies in their shadow phase) for the variants' inbound listeners ([`bootstrap`]).
 //! - **RDS** (`rds.yaml`): a `DiscoveryResponse` holding the `RouteConfiguration` named
 //!   [`ROUTE_CONFIG_NAME`]: one virtual host per policy (its hosts as domains, with and without a
 //!   port), a header-match route per variant on `x-mlcanary-variant` → the cluster of that name, then
 //!   a default route with `weighted_clusters` at the current split for untagged traffic (filter
-//!   absent or failed open) — the VirtualService shape of DESIGN.md in Envoy's terms. Each of these
+//!   absent or failed open) — the VirtualService shape of DESIGN.md in Envoy's terms. In a shadow
+//!   phase the routes to stable carry `request_mirror_policies` to the canary's inbound listener. Each of these
 //!   virtual hosts enables the filter, which the listener declares disabled ([`enable_filter`]).
 //!
 //! Clusters are named after the DestinationRule subsets (`stable`, `canary`): locally there is one
@@ -32,7 +35,8 @@ pub mod bootstrap;
 pub use bootstrap::Upstream;
 
 use super::{DesiredTraffic, TrafficError, TrafficTarget};
-use mlcanary_core::render::{check_routes, enabling_filter_config, HttpRoute};
+use bootstrap::{shadow_cluster, shadow_socket, INBOUND_FILTER_NAME};
+use mlcanary_core::render::{check_routes, enabling_filter_config, inbound_config, HttpRoute};
 
 /// Name of the route configuration the listener asks RDS for.
 pub const ROUTE_CONFIG_NAME: &str = "mlcanary";
@@ -56,7 +60,15 @@ pub enum FilesError {
     UnknownPolicy(String),
     #[error("cannot encode: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(
+        "the inbound listener's socket {path} is longer than a Unix socket path may be \
+         ({max} bytes): use a shorter --workdir"
+    )]
+    SocketPath { path: String, max: usize },
 }
+
+/// Longest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
 
 /// One policy's part of the route file.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,15 +80,26 @@ pub struct PolicyRoutes {
 
 /// The ECDS `DiscoveryResponse` for the Wasm filter at `wasm` with `config`.
 pub fn render_ecds(version: u64, wasm: &Path, config: &RawConfig) -> Result<String, FilesError> {
+    render_ecds_named(FILTER_NAME, version, wasm, config)
+}
+
+/// [`render_ecds`] for the resource `name`. Every resource runs in the one VM `mlcanary` (each
+/// config is its own root context there).
+pub fn render_ecds_named(
+    name: &str,
+    version: u64,
+    wasm: &Path,
+    config: &RawConfig,
+) -> Result<String, FilesError> {
     let doc = json!({
         "version_info": version.to_string(),
         "resources": [{
             "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-            "name": FILTER_NAME,
+            "name": name,
             "typed_config": {
                 "@type": WASM_TYPE_URL,
                 "config": {
-                    "name": FILTER_NAME,
+                    "name": name,
                     "root_id": FILTER_NAME,
                     "vm_config": {
                         "vm_id": FILTER_NAME,
@@ -134,6 +157,14 @@ fn envoy_route(r: &HttpRoute) -> Value {
             .map(|(c, w)| json!({"name": c, "weight": w}))
             .collect::<Vec<_>>()}}),
     };
+    let mut action = action;
+    if let (Some(to), Some(share)) = (&r.mirror, r.mirror_percentage) {
+        action["request_mirror_policies"] = json!([{
+            "cluster": shadow_cluster(&to.subset),
+            "runtime_fraction": {"default_value": {
+                "numerator": share.bp(), "denominator": "TEN_THOUSAND"}},
+        }]);
+    }
     json!({"name": r.name, "match": m, "route": action})
 }
 
@@ -215,26 +246,29 @@ pub const BOOTSTRAP_FILE: &str = "envoy.yaml";
 pub struct EnvoyFilesTarget {
     ecds: PathBuf,
     rds: PathBuf,
+    inbound_ecds: PathBuf,
     wasm: PathBuf,
     state: Mutex<State>,
 }
 
 impl EnvoyFilesTarget {
-    /// `ecds` / `rds`: the files Envoy watches (their directories must exist); `wasm`: the filter
-    /// module named in the ECDS resource.
-    pub fn new(ecds: PathBuf, rds: PathBuf, wasm: PathBuf) -> Self {
+    /// `ecds` / `rds` / `inbound_ecds`: the files Envoy watches (their directories must exist,
+    /// one file each); `wasm`: the filter module named in the ECDS resources.
+    pub fn new(ecds: PathBuf, rds: PathBuf, inbound_ecds: PathBuf, wasm: PathBuf) -> Self {
         EnvoyFilesTarget {
             ecds,
             rds,
+            inbound_ecds,
             wasm,
             state: Mutex::new(State::default()),
         }
     }
 
-    /// The files of work directory `dir`: `ecds/ecds.yaml`, `rds/rds.yaml` (directories created
-    /// here: Envoy watches a directory per file) and [`BOOTSTRAP_FILE`].
+    /// The files of work directory `dir`: `ecds/ecds.yaml`, `rds/rds.yaml`,
+    /// `ecds-inbound/ecds.yaml` (directories created here: Envoy watches a directory per file)
+    /// and [`BOOTSTRAP_FILE`].
     pub fn in_dir(dir: &Path, wasm: PathBuf) -> Result<Self, FilesError> {
-        for sub in ["ecds", "rds"] {
+        for sub in ["ecds", "rds", "ecds-inbound"] {
             fs::create_dir_all(dir.join(sub)).map_err(|source| FilesError::Io {
                 path: dir.join(sub).display().to_string(),
                 source,
@@ -243,6 +277,7 @@ impl EnvoyFilesTarget {
         Ok(Self::new(
             dir.join("ecds/ecds.yaml"),
             dir.join("rds/rds.yaml"),
+            dir.join("ecds-inbound/ecds.yaml"),
             wasm,
         ))
     }
@@ -261,11 +296,24 @@ impl EnvoyFilesTarget {
             .and_then(Path::parent)
             .unwrap_or_else(|| Path::new("."));
         let path = dir.join(BOOTSTRAP_FILE);
+        for u in upstreams {
+            let socket = shadow_socket(dir, &u.variant);
+            if socket.as_os_str().len() > MAX_SOCKET_PATH {
+                return Err(FilesError::SocketPath {
+                    path: socket.display().to_string(),
+                    max: MAX_SOCKET_PATH,
+                });
+            }
+            // A socket left by an Envoy that did not exit cleanly would refuse the bind.
+            let _ = fs::remove_file(&socket);
+        }
         let text = bootstrap::render_bootstrap(&bootstrap::BootstrapSpec {
             listen,
             admin_port,
             ecds: &self.ecds,
             rds: &self.rds,
+            inbound_ecds: &self.inbound_ecds,
+            sockets: dir,
             upstreams,
         });
         write_atomic(&path, &text)?;
@@ -323,6 +371,14 @@ impl EnvoyFilesTarget {
         let all: Vec<PolicyRoutes> = routes.values().cloned().collect();
         let rds = render_rds(version, &all)?;
         let ecds = render_ecds(version, &self.wasm, config)?;
+        let inbound = render_ecds_named(
+            INBOUND_FILTER_NAME,
+            version,
+            &self.wasm,
+            &inbound_config(config),
+        )?;
+        // The inbound side first: it measures a mirror from the moment a route sends one.
+        write_atomic(&self.inbound_ecds, &inbound)?;
         write_atomic(&self.ecds, &ecds)?;
         write_atomic(&self.rds, &rds)?;
         st.version = version;

@@ -15,6 +15,7 @@ impl Once {
         let window = Window {
             canary: canary.clone(),
             stable: stable.clone(),
+            ..Default::default()
         };
         let mut evidence = Evidence::default();
         evidence.record(500, &window);

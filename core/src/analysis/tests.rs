@@ -63,7 +63,11 @@ fn evaluate_runs_every_check_and_custom_needs_a_value() {
         (INF, 100.0),
     ]);
     let stable = canary.clone();
-    let mut window = Window { stable, canary };
+    let mut window = Window {
+        stable,
+        canary,
+        ..Default::default()
+    };
     let v = evaluate_window(&p, &window);
     let names: Vec<&str> = v.iter().map(|v| v.check.as_str()).collect();
     assert_eq!(names, ["errors", "p99", "p50", "positive-rate"]);

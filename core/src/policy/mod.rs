@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use status::{
     CanaryPolicyStatus, Condition, HeldStatus, HistoryEntry, LifecycleStage, LifecycleStatus,
-    Phase, VerdictStatus,
+    Phase, ShadowStatus, VerdictStatus,
 };
 pub use validated::{
     PluginRef, PluginTarget, PolicyId, PolicyKey, ValidatedPolicy, ValidationError,
@@ -266,6 +266,31 @@ pub struct ScheduleSpec {
     /// marginal ones hold it). Excludes `stepWeight`, `maxWeight`, `steps` and `pauses`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive: Option<AdaptiveSpec>,
+    /// A shadow phase before the first live step: the route mirrors a share of requests to the
+    /// canary, whose answers are measured (at its inbound side) and thrown away, while every user
+    /// keeps getting stable's. The judge compares the shadow with stable as it would a live canary;
+    /// a failing shadow is rolled back without any user having seen it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSpec>,
+}
+
+/// The shadow phase: how much to mirror, and for how long.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowSpec {
+    /// Percent of requests mirrored to the canary, above 0 and at most 100 (e.g. 10 or 0.5).
+    /// Mirroring adds this share of the model's traffic to the canary's load.
+    pub percent: f64,
+    /// The shadow lasts at least this long (a duration such as `10m`), then goes live once its
+    /// analysis passes. Without it the shadow goes live as soon as its analysis passes and every
+    /// check has excluded harm beyond the margin (the shadow is conclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// At most this many mirrored requests per second: each interval the controller lowers the
+    /// mirrored share so that stable's request rate times the share stays under it (Envoy's mirror
+    /// has a share, not a rate limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rps: Option<f64>,
 }
 
 /// The adaptive schedule: grow faster while every check passes with a wide margin and enough

@@ -96,6 +96,10 @@ pub struct CanaryPolicyStatus {
     /// The model's lifecycle (with `spec.target.deploymentRef`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<LifecycleStatus>,
+    /// While the rollout is in its shadow phase (`spec.schedule.shadow`): the mirrored share in
+    /// force and when the phase began. Absent before it and once the live steps begin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowStatus>,
     /// What the analysis carries between intervals (where the next window starts, an inconclusive
     /// window still held), so a restarted or `--once` controller judges as an uninterrupted one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,11 +115,33 @@ impl CanaryPolicyStatus {
     pub fn with_columns(mut self, steps: Option<usize>) -> Self {
         self.canary_weight_percent = Some(f64::from(self.canary_weight_bp) / 100.0);
         self.step = match (self.step_index, steps) {
+            _ if self.shadow.is_some() => Some("shadow".to_owned()),
             // A spec edited to fewer steps mid-rollout: the rollout treats the index as the last.
             (Some(i), Some(n)) if n > 0 => Some(format!("{}/{n}", (i as usize + 1).min(n))),
             _ => None,
         };
         self
+    }
+}
+
+/// The shadow phase in progress.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowStatus {
+    /// The share of requests mirrored to the canary now, in basis points (`maxRps` may hold it
+    /// below `spec.schedule.shadow.percent`).
+    pub mirror_bp: u32,
+    /// RFC 3339 time the shadow phase began.
+    pub since: String,
+}
+
+impl CanaryPolicyStatus {
+    /// The split the status says is in effect: the shadow's mirror, else the canary weight.
+    pub fn weights(&self) -> crate::weights::Weights {
+        match &self.shadow {
+            Some(s) => crate::weights::Weights::shadow(s.mirror_bp),
+            None => crate::weights::Weights::with_canary_bp(self.canary_weight_bp),
+        }
     }
 }
 

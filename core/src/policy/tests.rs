@@ -142,6 +142,7 @@ fn filter_reason(p: &TestPolicy) -> String {
     raw.variants[0].weight_bp = 10_000;
     match mlcanary_filter::Config::try_from(RawConfig {
         variant_header: None,
+        inbound: false,
         policies: vec![raw],
     }) {
         Err(mlcanary_filter::ConfigError::Invalid { reason, .. }) => reason,

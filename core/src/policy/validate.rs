@@ -136,6 +136,7 @@ impl ValidatedPolicy {
             None => steps(s.step_weight, s.max_weight, s.steps.as_deref())?,
         };
         let pauses = pauses(&s.pauses, steps_bp.len())?;
+        let shadow = super::validate_ext::shadow(s)?;
         let webhooks = super::validate_ext::webhooks(&spec.webhooks)?;
         if let Some(v) = &t.canary_version {
             non_empty("spec.target.canaryVersion", v)?;
@@ -217,6 +218,7 @@ impl ValidatedPolicy {
         probe.variants[0].weight_bp = BUCKETS;
         mlcanary_filter::Config::try_from(RawConfig {
             variant_header: None,
+            inbound: false,
             policies: vec![probe],
         })
         .map_err(from_filter_error)?;
@@ -245,6 +247,7 @@ impl ValidatedPolicy {
             webhooks,
             canary_version: t.canary_version.clone(),
             deployment_ref,
+            shadow,
         })
     }
 }
@@ -377,6 +380,8 @@ fn filter_template(name: &str, spec: &CanaryPolicySpec, stable: &str, canary: &s
         name: name.to_owned(),
         // Known only from the metadata; `render` sets it.
         namespace: None,
+        // Set by `render` while the route mirrors to the canary.
+        shadow: None,
         hosts: spec.target.hosts.clone(),
         model: spec.target.model.clone(),
         variants: vec![

@@ -1,12 +1,12 @@
-//! Validation of the newer spec parts: the adaptive schedule (`spec.schedule.adaptive`), resource
-//! checks (`cpu`, `memory`) and webhooks (`spec.webhooks`). Same rules as [`super::validate`]:
+//! Validation of the newer spec parts: the adaptive schedule (`spec.schedule.adaptive`), the shadow
+//! phase (`spec.schedule.shadow`), resource checks (`cpu`, `memory`) and webhooks (`spec.webhooks`). Same rules as [`super::validate`]:
 //! every error names the field as the user wrote it.
 
 use std::time::Duration;
 
 use super::validate::{duration, invalid};
 use super::validated::{
-    Adaptive, CheckKind, HookKind, Resource, ResourceCheck, ValidationError, Webhook,
+    Adaptive, CheckKind, HookKind, Resource, ResourceCheck, Shadow, ValidationError, Webhook,
     DEFAULT_ADAPTIVE_MAX_WEIGHT, DEFAULT_GROWTH_FACTOR, DEFAULT_MARGINAL_MARGIN, DEFAULT_MAX_STEP,
     DEFAULT_MIN_STEP, DEFAULT_POD_SELECTOR, DEFAULT_RETRIES, DEFAULT_SAMPLE_FACTOR,
     DEFAULT_TIMEOUT, DEFAULT_WIDE_MARGIN, MAX_RETRIES,
@@ -18,6 +18,40 @@ fn percent(field: &str, v: u32) -> Result<u32, ValidationError> {
         return Err(invalid(field, format!("{v} is not a percent in 1..=100")));
     }
     Ok(v)
+}
+
+/// `spec.schedule.shadow`, or `None` for no shadow phase.
+pub fn shadow(s: &ScheduleSpec) -> Result<Option<Shadow>, ValidationError> {
+    let Some(sh) = &s.shadow else {
+        return Ok(None);
+    };
+    let f = "spec.schedule.shadow";
+    if !(sh.percent.is_finite() && sh.percent > 0.0 && sh.percent <= 100.0) {
+        return Err(invalid(
+            format!("{f}.percent"),
+            format!("{} is not a percent in (0, 100]", sh.percent),
+        ));
+    }
+    // Basis points, the filter's and Envoy's unit; at least 1 bp of a positive percent.
+    let mirror_bp = ((sh.percent * 100.0).round() as u32).clamp(1, 10_000);
+    let duration = sh
+        .duration
+        .as_deref()
+        .map(|d| duration(&format!("{f}.duration"), d))
+        .transpose()?;
+    if let Some(r) = sh.max_rps {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(invalid(
+                format!("{f}.maxRps"),
+                format!("{r} is not a positive rate"),
+            ));
+        }
+    }
+    Ok(Some(Shadow {
+        mirror_bp,
+        duration,
+        max_rps: sh.max_rps,
+    }))
 }
 
 /// `spec.schedule.adaptive`, or `None` for fixed steps.

@@ -197,6 +197,19 @@ pub struct ValidatedPolicy {
     pub deployment_ref: Option<DeploymentRef>,
     /// `spec.target.canaryVersion`.
     pub canary_version: Option<String>,
+    /// `spec.schedule.shadow`.
+    pub shadow: Option<Shadow>,
+}
+
+/// `spec.schedule.shadow`, validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shadow {
+    /// The mirrored share asked for, 1..=10000 bp.
+    pub mirror_bp: u32,
+    /// Least time in shadow; `None`: until the shadow is conclusive.
+    pub duration: Option<Duration>,
+    /// Cap on mirrored requests per second.
+    pub max_rps: Option<f64>,
 }
 
 impl ValidatedPolicy {

@@ -21,7 +21,26 @@ pub fn render_policy(policy: &ValidatedPolicy, weights: Weights) -> RawPolicy {
             weights.stable_bp()
         };
     }
+    // The canary's inbound side measures the copies only while the route mirrors them.
+    if weights.mirror_bp() > 0 {
+        p.shadow = Some(policy.canary_subset.clone());
+    }
     p
+}
+
+/// The config of the models' inbound side ([`RawConfig::inbound`]): the policies of `config` in
+/// their shadow phase, which the filter there measures and nothing else.
+pub fn inbound_config(config: &RawConfig) -> RawConfig {
+    RawConfig {
+        variant_header: config.variant_header.clone(),
+        inbound: true,
+        policies: config
+            .policies
+            .iter()
+            .filter(|p| p.shadow.is_some())
+            .cloned()
+            .collect(),
+    }
 }
 
 /// The whole config for the policies sharing one plugin, validated as the filter will validate it
@@ -29,6 +48,7 @@ pub fn render_policy(policy: &ValidatedPolicy, weights: Weights) -> RawPolicy {
 pub fn render_config(policies: &[(&ValidatedPolicy, Weights)]) -> Result<RawConfig, ConfigError> {
     let raw = RawConfig {
         variant_header: None,
+        inbound: false,
         policies: policies.iter().map(|(p, w)| render_policy(p, *w)).collect(),
     };
     mlcanary_filter::Config::try_from(raw.clone())?;

@@ -9,10 +9,12 @@ pub mod traffic;
 pub mod virtual_service;
 
 pub use attachment::{enabling_filter_config, per_host_envoy_filter, AttachmentError, PluginRef};
-pub use filter::{render_config, render_policy};
+pub use filter::{inbound_config, render_config, render_policy};
 pub use scope::{MeshScope, ScopeError};
 pub use traffic::{desired_all, desired_traffic, reverted_traffic, DesiredTraffic};
-pub use virtual_service::{check_routes, owned_routes, splice_routes, HttpRoute, RouteError};
+pub use virtual_service::{
+    check_routes, owned_routes, splice_routes, HttpRoute, Percent, RouteError,
+};
 
 #[cfg(test)]
 mod tests;

@@ -44,6 +44,47 @@ fn shared_plugin_config_is_checked_across_policies() {
 }
 
 #[test]
+fn the_shadow_mirrors_stable_routes_to_the_canary_and_its_inbound_side_measures_them() {
+    let v = TestPolicy::fraud_model().validated();
+    let routes = owned_routes(&v, Weights::shadow(1250));
+    assert_eq!(
+        serde_json::to_value(&routes).unwrap(),
+        json!([
+            {"name": "mlcanary-fraud-model-canary",
+             "match": [{"headers": {"x-mlcanary-variant": {"exact": "canary"}}}],
+             "route": [{"destination": {"host": "fraud-model", "subset": "canary"}}]},
+            {"name": "mlcanary-fraud-model-stable",
+             "match": [{"headers": {"x-mlcanary-variant": {"exact": "stable"}}}],
+             "route": [{"destination": {"host": "fraud-model", "subset": "stable"}}],
+             "mirror": {"host": "fraud-model", "subset": "canary"},
+             "mirrorPercentage": {"value": 12.5}},
+            {"name": "mlcanary-fraud-model-default",
+             "route": [{"destination": {"host": "fraud-model", "subset": "stable"}, "weight": 100},
+                       {"destination": {"host": "fraud-model", "subset": "canary"}, "weight": 0}],
+             "mirror": {"host": "fraud-model", "subset": "canary"},
+             "mirrorPercentage": {"value": 12.5}},
+        ])
+    );
+    check_routes(&routes).unwrap();
+    // Outbound, the canary gets no live request; the inbound config measures its shadow only.
+    let raw = render_config(&[(&v, Weights::shadow(1250))]).unwrap();
+    assert_eq!(raw.policies[0].variants[1].weight_bp, 0);
+    assert_eq!(raw.policies[0].shadow.as_deref(), Some("canary"));
+    assert!(!raw.inbound);
+    let inbound = inbound_config(&raw);
+    assert!(inbound.inbound);
+    assert_eq!(inbound.policies.len(), 1);
+    mlcanary_filter::Config::try_from(inbound).unwrap();
+    // Live steps mirror nothing, and their inbound side measures nothing.
+    let live = render_config(&[(&v, Weights::with_canary_bp(500))]).unwrap();
+    assert_eq!(live.policies[0].shadow, None);
+    assert!(inbound_config(&live).policies.is_empty());
+    assert!(owned_routes(&v, Weights::with_canary_bp(500))
+        .iter()
+        .all(|r| r.mirror.is_none() && r.mirror_percentage.is_none()));
+}
+
+#[test]
 fn routes_have_the_design_shape() {
     let v = TestPolicy::fraud_model().validated();
     let routes = owned_routes(&v, Weights::with_canary_bp(500));

@@ -12,6 +12,10 @@
 //!           {destination: {host: H, subset: canary}, weight: 5}]
 //! ```
 //!
+//! In the shadow phase the stable routes (tagged and default) also carry
+//! `mirror: {host: H, subset: canary}` and `mirrorPercentage: {value: P}`: every user's request is
+//! answered by stable, and a share P of them is copied to the canary, whose answers Envoy drops.
+//!
 //! Ownership is by route name (prefix `mlcanary-<policy>-`): `http` is an atomic list for server-side
 //! apply, so the writer reads the current list, [`splice_routes`] replaces only the owned entries, and
 //! the whole list is applied.
@@ -32,6 +36,36 @@ pub struct HttpRoute {
     #[serde(rename = "match", default, skip_serializing_if = "Vec::is_empty")]
     pub match_: Vec<HttpMatchRequest>,
     pub route: Vec<HttpRouteDestination>,
+    /// Where requests are also copied to (the shadow phase); their answers are dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Destination>,
+    /// The share of requests copied to `mirror`.
+    #[serde(
+        rename = "mirrorPercentage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mirror_percentage: Option<Percent>,
+}
+
+/// Istio's `Percent`: a percentage as a double (0.01 = one request in ten thousand).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Percent {
+    pub value: f64,
+}
+
+impl Percent {
+    /// `bp` basis points as a percent.
+    pub fn from_bp(bp: u32) -> Percent {
+        Percent {
+            value: f64::from(bp) / 100.0,
+        }
+    }
+
+    /// Back to basis points (rounded), as Envoy's `FractionalPercent` over ten thousand.
+    pub fn bp(self) -> u32 {
+        (self.value * 100.0).round().clamp(0.0, 10_000.0) as u32
+    }
 }
 
 /// `HTTPMatchRequest` with header matches only.
@@ -84,6 +118,10 @@ pub fn owned_routes(policy: &ValidatedPolicy, weights: Weights) -> Vec<HttpRoute
         host: policy.destination_host.clone(),
         subset: subset.to_owned(),
     };
+    let mirror = (weights.mirror_bp() > 0).then(|| dest(&policy.canary_subset));
+    let mirror_percentage = mirror
+        .as_ref()
+        .map(|_| Percent::from_bp(weights.mirror_bp()));
     let tagged = |subset: &str| HttpRoute {
         name: format!("{prefix}{subset}"),
         match_: vec![HttpMatchRequest {
@@ -98,11 +136,18 @@ pub fn owned_routes(policy: &ValidatedPolicy, weights: Weights) -> Vec<HttpRoute
             destination: dest(subset),
             weight: None,
         }],
+        mirror: None,
+        mirror_percentage: None,
     };
     let (stable_pct, canary_pct) = weights.percents();
+    let stable = HttpRoute {
+        mirror: mirror.clone(),
+        mirror_percentage,
+        ..tagged(&policy.stable_subset)
+    };
     vec![
         tagged(&policy.canary_subset),
-        tagged(&policy.stable_subset),
+        stable,
         HttpRoute {
             name: format!("{prefix}default"),
             match_: Vec::new(),
@@ -116,6 +161,8 @@ pub fn owned_routes(policy: &ValidatedPolicy, weights: Weights) -> Vec<HttpRoute
                     weight: Some(canary_pct),
                 },
             ],
+            mirror,
+            mirror_percentage,
         },
     ]
 }

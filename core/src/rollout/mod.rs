@@ -26,10 +26,12 @@
 //! of another canary version, from any phase: back to `Pending` at 0 %).
 //!
 //! With `spec.schedule.adaptive` the weights between the first and the last come from
-//! [`adaptive`] instead of the fixed list; gates that webhooks refuse are in [`webhook_gates`].
+//! [`adaptive`] instead of the fixed list; gates that webhooks refuse are in [`webhook_gates`]; the
+//! shadow phase before the first step (`spec.schedule.shadow`) is in [`shadow`].
 
 pub mod adaptive;
 mod baseline;
+pub mod shadow;
 pub mod webhook_gates;
 
 pub use baseline::BASELINE_UNHEALTHY;
@@ -108,6 +110,9 @@ pub enum Hold {
     AwaitingEvidence,
     /// Stable breaks a check's bound as well: a shared fault, not the canary's.
     BaselineUnhealthy,
+    /// In shadow, the analysis passed; the shadow's duration is not over (or it is not yet
+    /// conclusive).
+    Shadow,
 }
 
 impl Hold {
@@ -123,6 +128,7 @@ impl Hold {
             Hold::Webhook => "Webhook",
             Hold::AwaitingEvidence => "AwaitingEvidence",
             Hold::BaselineUnhealthy => "BaselineUnhealthy",
+            Hold::Shadow => "Shadow",
         }
     }
 }
@@ -130,6 +136,14 @@ impl Hold {
 /// What a step did, for Events and logs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RolloutEvent {
+    /// The shadow phase began: `mirror_bp` of requests mirrored to the canary.
+    ShadowStarted {
+        mirror_bp: u32,
+    },
+    /// The shadow passed: the first live step, at `to_bp`.
+    ShadowPassed {
+        to_bp: u32,
+    },
     Started {
         to_bp: u32,
     },
@@ -197,7 +211,7 @@ impl Next {
     }
 
     fn done(self) -> StepOutput {
-        let weights = Weights::with_canary_bp(self.s.canary_weight_bp);
+        let weights = self.s.weights();
         StepOutput {
             status: self.s,
             weights,
@@ -329,6 +343,7 @@ impl Next {
         let from = self.s.canary_weight_bp;
         self.weight(0, &reason);
         self.s.paused_until = None;
+        self.s.shadow = None;
         self.phase(Phase::RolledBack, "RolledBack", reason.clone());
         self.events.push(RolloutEvent::RolledBack {
             from_bp: from,
@@ -340,6 +355,7 @@ impl Next {
         let from = self.s.canary_weight_bp;
         self.weight(Weights::TOTAL_BP, reason);
         self.s.paused_until = None;
+        self.s.shadow = None;
         self.phase(Phase::Promoted, "Promoted", reason.into());
         self.events.push(RolloutEvent::Promoted {
             from_bp: from,
@@ -373,8 +389,13 @@ pub fn step(
         p if p.is_terminal() => return n.done(),
         Phase::Pending => {
             n.s.failed_checks = 0;
-            n.phase(Phase::Progressing, "Started", "first step".into());
-            n.enter_step(policy, 0, "rollout started");
+            match &policy.shadow {
+                Some(sh) => n.enter_shadow(sh),
+                None => {
+                    n.phase(Phase::Progressing, "Started", "first step".into());
+                    n.enter_step(policy, 0, "rollout started");
+                }
+            }
             return n.done();
         }
         _ => {}
@@ -409,7 +430,8 @@ pub fn step(
                 ));
             } else {
                 n.events.push(RolloutEvent::Held(Hold::Failing));
-                if let (Some(a), false) = (&policy.adaptive, paused) {
+                let live = n.s.shadow.is_none();
+                if let (Some(a), false, true) = (&policy.adaptive, paused, live) {
                     // Less exposure while the evidence comes in; 0 only at the threshold.
                     let to =
                         adaptive::next_weight(n.s.canary_weight_bp, adaptive::Evidence::Fail, a);
@@ -450,6 +472,8 @@ pub fn step(
             let pause_over = parse_time(n.s.paused_until.as_deref()).is_none_or(|t| now >= t);
             if paused {
                 n.events.push(RolloutEvent::Held(Hold::Paused));
+            } else if n.s.shadow.is_some() {
+                n.shadow_passed(policy, verdicts);
             } else if !pause_over {
                 n.events.push(RolloutEvent::Held(Hold::TimedPause));
             } else if let Some(a) = &policy.adaptive {
@@ -531,7 +555,7 @@ pub fn command(
             // Time spent paused does not count against the progress deadline.
             n.s.last_progress_time = Some(rfc3339(now));
             n.s.paused_until = None;
-            let next = if n.s.step_index.is_some() {
+            let next = if n.s.step_index.is_some() || n.s.shadow.is_some() {
                 Phase::Progressing
             } else {
                 Phase::Pending

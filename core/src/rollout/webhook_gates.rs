@@ -18,7 +18,7 @@ use crate::policy::{CanaryPolicyStatus, Phase, ValidatedPolicy};
 /// A gate that must open before the rollout goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookGate {
-    /// Before the first step.
+    /// Before the first step (or the shadow phase, which comes before it).
     PreRollout,
     /// Before promotion.
     ConfirmPromotion,
@@ -28,7 +28,10 @@ impl WebhookGate {
     /// The gate the step `out` (computed from a status) must pass, if any.
     pub fn needed_by(out: &StepOutput) -> Option<WebhookGate> {
         out.events.iter().find_map(|e| match e {
-            RolloutEvent::Started { .. } => Some(WebhookGate::PreRollout),
+            // Before the shadow too: mirroring adds load before any live traffic moves.
+            RolloutEvent::ShadowStarted { .. } | RolloutEvent::Started { .. } => {
+                Some(WebhookGate::PreRollout)
+            }
             RolloutEvent::Promoted { .. } => Some(WebhookGate::ConfirmPromotion),
             _ => None,
         })

@@ -8,6 +8,7 @@ impl Window {
     pub fn absorb(&mut self, later: &Window) {
         self.stable.absorb(&later.stable);
         self.canary.absorb(&later.canary);
+        self.shadow.absorb(&later.shadow);
     }
 }
 

@@ -103,6 +103,31 @@ pub struct SegmentCounts {
 pub struct Window {
     pub stable: VariantWindow,
     pub canary: VariantWindow,
+    /// The canary's shadow: the requests Envoy mirrored to it, measured at its inbound side
+    /// (`phase="shadow"`). A source reads it next to the live ones; what the judge compares is
+    /// [`Window::judged`], whose shadow is empty — so it is never in a status, nor in the CRD.
+    #[serde(skip_serializing_if = "VariantWindow::is_empty")]
+    #[schemars(skip)]
+    pub shadow: VariantWindow,
+}
+
+impl Window {
+    /// What the judge compares with stable's live requests: in the shadow phase the canary's
+    /// shadow (no user gets the canary's answers then), else its live requests.
+    pub fn judged(self, in_shadow: bool) -> Window {
+        Window {
+            stable: self.stable,
+            canary: if in_shadow { self.shadow } else { self.canary },
+            shadow: VariantWindow::default(),
+        }
+    }
+}
+
+impl VariantWindow {
+    /// Nothing counted.
+    pub fn is_empty(&self) -> bool {
+        *self == VariantWindow::default()
+    }
 }
 
 /// Where the next window starts: the instant the last one ended, and — for a source that cannot

@@ -19,7 +19,7 @@ use crate::decide::{decide, AssignedId};
 use crate::hash::SplitMix64;
 use crate::headers::HeaderPairs;
 use crate::predictions::{self, BodyError};
-use crate::stats::{self, Outcome};
+use crate::stats::{self, Outcome, Phase};
 
 mod abi;
 
@@ -58,6 +58,8 @@ struct Active {
     config: Config,
     /// One per tuple, `None` until its first request (or while defining fails).
     slots: Vec<Cell<Option<Slot>>>,
+    /// The same tuples' shadow stats (`phase="shadow"`); empty unless the config is inbound.
+    shadow_slots: Vec<Cell<Option<Slot>>>,
     /// First slot of each policy; a tuple's slot is `base + variant * segments + segment`.
     base: Vec<usize>,
 }
@@ -70,17 +72,22 @@ impl Active {
             base.push(n);
             n += p.variants.len() * p.segment_count();
         }
+        let shadows = if config.inbound { n } else { 0 };
         Active {
             config,
             slots: (0..n).map(|_| Cell::new(None)).collect(),
+            shadow_slots: (0..shadows).map(|_| Cell::new(None)).collect(),
             base,
         }
     }
 
     /// The metric ids of slot `i` of policy `pi`, defined on first use. `None` if Envoy refuses a
     /// definition (logged; the request is then unmeasured, never failed).
-    fn slot(&self, pi: usize, i: usize) -> Option<Slot> {
-        let cell = self.slots.get(i)?;
+    fn slot(&self, pi: usize, i: usize, phase: Phase) -> Option<Slot> {
+        let cell = match phase {
+            Phase::Live => self.slots.get(i)?,
+            Phase::Shadow => self.shadow_slots.get(i)?,
+        };
         if let Some(s) = cell.get() {
             return Some(s);
         }
@@ -93,7 +100,7 @@ impl Active {
                 namespace: &p.namespace,
                 name: &p.name,
             };
-            let name = stats::stat_name(family, id, &v.name, seg);
+            let name = stats::stat_name(family, id, &v.name, seg, phase);
             abi::define_metric(kind, &name)
                 .map_err(|e| {
                     log(
@@ -330,6 +337,7 @@ struct Stream {
     active: Rc<Active>,
     slot: Option<usize>,
     policy: usize,
+    phase: Phase,
     started_ns: u64,
     outcome: Outcome,
     /// (policy index, id) of a sticky cookie to set on the response.
@@ -354,6 +362,7 @@ impl Stream {
             active,
             slot: None,
             policy: 0,
+            phase: Phase::Live,
             started_ns: 0,
             outcome: Outcome::default(),
             assigned: None,
@@ -370,6 +379,9 @@ impl Stream {
         let Some(authority) = headers.get_str(":authority") else {
             return false;
         };
+        if config.inbound {
+            return self.measure_shadow(&headers);
+        }
         let Some(pi) = config.find_policy(authority, headers.get_str(":path")) else {
             return false;
         };
@@ -393,6 +405,29 @@ impl Stream {
         self.slot = Some(active.base[pi] + d.variant * policy.segment_count() + seg);
         self.policy = pi;
         self.assigned = d.assigned.map(|id| (pi, id));
+        self.started_ns = now_ns();
+        true
+    }
+
+    /// On a model's inbound side: measure a request Envoy mirrored to a policy in its shadow
+    /// phase, untouched (no routing, no cookie); `false` for every other request, which the
+    /// caller's filter already counted.
+    fn measure_shadow(&mut self, headers: &HeaderPairs) -> bool {
+        let config = &self.active.config;
+        let found = headers
+            .get_str(":authority")
+            .and_then(|a| config.find_shadow(a, headers.get_str(":path")));
+        let Some((pi, variant)) = found else {
+            return false;
+        };
+        let policy = &config.policies[pi];
+        let seg = policy
+            .segment
+            .as_ref()
+            .map_or(0, |s| s.index(headers.get_str(&s.header)));
+        self.slot = Some(self.active.base[pi] + variant * policy.segment_count() + seg);
+        self.policy = pi;
+        self.phase = Phase::Shadow;
         self.started_ns = now_ns();
         true
     }
@@ -436,7 +471,10 @@ impl Stream {
 
     /// The log phase: count the request, its outcome, its duration and its scores.
     fn record(self) {
-        let Some(slot) = self.slot.and_then(|i| self.active.slot(self.policy, i)) else {
+        let Some(slot) = self
+            .slot
+            .and_then(|i| self.active.slot(self.policy, i, self.phase))
+        else {
             return;
         };
         abi::increment(slot.requests, 1);

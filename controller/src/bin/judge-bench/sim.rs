@@ -122,6 +122,7 @@ impl Stream {
         let mut w = Window {
             canary: v(n_c, clustered(rng, n_c, pc, self.max_burst)),
             stable: v(n_s, clustered(rng, n_s, ps, self.max_burst)),
+            ..Default::default()
         };
         if let Some(f) = &self.flags {
             self.flag(rng, f, &mut w.canary, 3);

@@ -199,3 +199,37 @@ proptest! {
         prop_assert_eq!((sum_s, sum_c), (s, c));
     }
 }
+
+#[test]
+fn shadow_series_are_the_canarys_shadow_and_survive_a_mark() {
+    let live: &[(&str, &str)] = &[("policy", P), ("variant", "canary")];
+    let shadow: &[(&str, &str)] = &[("policy", P), ("variant", "canary"), ("phase", "shadow")];
+    let stable_shadow: &[(&str, &str)] =
+        &[("policy", P), ("variant", "stable"), ("phase", "shadow")];
+    let stable: &[(&str, &str)] = &[("policy", P), ("variant", "stable")];
+    let prev = counters(&[(REQUESTS, shadow, 10.0), (REQUESTS, stable, 100.0)]);
+    let cur = counters(&[
+        (REQUESTS, live, 3.0),
+        (REQUESTS, shadow, 25.0),
+        (ERRORS, shadow, 2.0),
+        (REQUESTS, stable_shadow, 99.0),
+        (REQUESTS, stable, 250.0),
+    ]);
+    let w = cur.window_since(&prev, "stable", "canary");
+    assert_eq!(
+        (
+            w.stable.requests,
+            w.canary.requests,
+            w.shadow.requests,
+            w.shadow.errors
+        ),
+        (150, 3, 15, 2),
+        "a stable shadow is nobody's"
+    );
+    // A mark persists the phase: read back, the same window.
+    let back = Counters::from_map(&prev.to_map(), ID, V);
+    assert_eq!(back, prev);
+    assert!(prev.to_map().keys().any(|k| k.contains("phase=\"shadow\"")));
+    assert_eq!(w.clone().judged(true).canary, w.shadow);
+    assert_eq!(w.clone().judged(false).canary, w.canary);
+}

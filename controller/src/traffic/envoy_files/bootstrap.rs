@@ -1,6 +1,13 @@
 //! The local Envoy's bootstrap (`envoy.yaml`): admin on 127.0.0.1, one listener whose routes come
 //! by RDS and whose mlcanary filter comes by ECDS from the files [`crate::traffic::envoy_files`]
 //! rewrites, and one cluster per variant. Pure: paths and addresses in, a document out.
+//!
+//! For the shadow phase each variant also has an **inbound** listener in front of its upstream —
+//! what the canary pod's own sidecar is on a cluster: a Unix socket in the work directory (no port
+//! to pick or collide), `traffic_direction: INBOUND`, the filter with the inbound config (its own
+//! ECDS file), every request to the variant's cluster. A route mirrors to the cluster
+//! [`shadow_cluster`] of the variant, which is that socket; Envoy appends `-shadow` to the copy's
+//! authority, which is how the filter there knows it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -13,6 +20,19 @@ use super::{FILTER_NAME, ROUTE_CONFIG_NAME, WASM_TYPE_URL};
 pub const NODE: &str = "mlcanary-local";
 /// Name of the one listener (tests find its port by this name on the admin `/listeners`).
 pub const LISTENER: &str = "mlcanary";
+
+/// Name of the ECDS resource (and filter) of the inbound listeners.
+pub const INBOUND_FILTER_NAME: &str = "mlcanary-inbound";
+
+/// The cluster a route mirrors `variant`'s shadow to: its inbound listener.
+pub fn shadow_cluster(variant: &str) -> String {
+    format!("mlcanary-shadow-{variant}")
+}
+
+/// The Unix socket of `variant`'s inbound listener, in `dir`.
+pub fn shadow_socket(dir: &Path, variant: &str) -> std::path::PathBuf {
+    dir.join(format!("shadow-{variant}.sock"))
+}
 
 /// An upstream of one variant: the cluster is named after the variant (subset) name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +50,10 @@ pub struct BootstrapSpec<'a> {
     pub admin_port: u16,
     pub ecds: &'a Path,
     pub rds: &'a Path,
+    /// The inbound listeners' filter config.
+    pub inbound_ecds: &'a Path,
+    /// Where the inbound listeners' sockets go.
+    pub sockets: &'a Path,
     pub upstreams: &'a [Upstream],
 }
 
@@ -60,6 +84,54 @@ fn cluster(u: &Upstream) -> Value {
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
                 "address": u.host, "port_value": u.port}}}}]}],
         },
+    })
+}
+
+fn pipe(path: &Path) -> Value {
+    json!({"pipe": {"path": path.display().to_string()}})
+}
+
+/// The cluster of `u`'s inbound listener, which the routes mirror to.
+fn shadow_upstream(u: &Upstream, sockets: &Path) -> Value {
+    let name = shadow_cluster(&u.variant);
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": pipe(&shadow_socket(sockets, &u.variant))}}]}],
+        },
+    })
+}
+
+/// `u`'s inbound listener: the inbound filter, then all of it to `u`'s cluster.
+fn inbound_listener(u: &Upstream, s: &BootstrapSpec<'_>) -> Value {
+    let hcm = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": format!("mlcanary_inbound_{}", u.variant),
+        "route_config": {"name": format!("inbound-{}", u.variant), "virtual_hosts": [{
+            "name": "inbound", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": u.variant}}],
+        }]},
+        "http_filters": [
+            {"name": INBOUND_FILTER_NAME, "config_discovery": {
+                "config_source": watched(s.inbound_ecds),
+                "type_urls": [WASM_TYPE_URL],
+            }},
+            {"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+        ],
+    });
+    json!({
+        "name": format!("inbound-{}", u.variant),
+        "traffic_direction": "INBOUND",
+        "address": pipe(&shadow_socket(s.sockets, &u.variant)),
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": hcm,
+        }]}],
     })
 }
 
@@ -104,7 +176,7 @@ pub fn render_bootstrap(s: &BootstrapSpec<'_>) -> String {
             "histogram_bucket_settings": histogram_buckets(),
         },
         "static_resources": {
-            "listeners": [{
+            "listeners": std::iter::once(json!({
                 "name": LISTENER,
                 "address": {"socket_address": {
                     "address": s.listen.ip().to_string(), "port_value": s.listen.port()}},
@@ -112,8 +184,12 @@ pub fn render_bootstrap(s: &BootstrapSpec<'_>) -> String {
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": hcm,
                 }]}],
-            }],
-            "clusters": s.upstreams.iter().map(cluster).collect::<Vec<_>>(),
+            }))
+            .chain(s.upstreams.iter().map(|u| inbound_listener(u, s)))
+            .collect::<Vec<_>>(),
+            "clusters": s.upstreams.iter().map(cluster)
+                .chain(s.upstreams.iter().map(|u| shadow_upstream(u, s.sockets)))
+                .collect::<Vec<_>>(),
         },
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default()
@@ -142,6 +218,8 @@ mod tests {
             admin_port: 0,
             ecds: Path::new("/w/ecds/ecds.yaml"),
             rds: Path::new("/w/rds/rds.yaml"),
+            inbound_ecds: Path::new("/w/ecds-inbound/ecds.yaml"),
+            sockets: Path::new("/w"),
             upstreams: &ups,
         });
         let v: Value = serde_json::from_str(&text).unwrap();
@@ -153,7 +231,10 @@ mod tests {
             .iter()
             .filter_map(|t| t["tag_name"].as_str())
             .collect();
-        assert_eq!(tags, ["policy_namespace", "policy", "variant", "segment"]);
+        assert_eq!(
+            tags,
+            ["policy_namespace", "policy", "variant", "segment", "phase"]
+        );
         let buckets = &v["stats_config"]["histogram_bucket_settings"];
         assert_eq!(buckets[0]["match"]["suffix"], "mlcanary_prediction_score");
         assert_eq!(buckets[0]["buckets"][19], 1000);
@@ -186,5 +267,28 @@ mod tests {
             (Some("stable"), Some("STATIC"))
         );
         assert_eq!(c[1]["type"], "STRICT_DNS");
+        // The canary's inbound side: its listener on a socket, the inbound filter, its upstream.
+        let inbound = &v["static_resources"]["listeners"][2];
+        assert_eq!(inbound["name"], "inbound-canary");
+        assert_eq!(inbound["traffic_direction"], "INBOUND");
+        assert_eq!(inbound["address"]["pipe"]["path"], "/w/shadow-canary.sock");
+        let hcm = &inbound["filter_chains"][0]["filters"][0]["typed_config"];
+        assert_eq!(hcm["http_filters"][0]["name"], INBOUND_FILTER_NAME);
+        assert_eq!(
+            hcm["http_filters"][0]["config_discovery"]["config_source"]["path_config_source"]
+                ["path"],
+            "/w/ecds-inbound/ecds.yaml"
+        );
+        assert_eq!(
+            hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["cluster"],
+            "canary"
+        );
+        let shadow = &c[3];
+        assert_eq!(shadow["name"], shadow_cluster("canary"));
+        assert_eq!(
+            shadow["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["pipe"]["path"],
+            "/w/shadow-canary.sock"
+        );
     }
 }

@@ -137,6 +137,7 @@ async fn target_keeps_every_policy_in_both_files() {
     let t = EnvoyFilesTarget::new(
         dir.join("ecds.yaml"),
         dir.join("rds.yaml"),
+        dir.join("ecds-inbound.yaml"),
         PathBuf::from("/m.wasm"),
     );
     let text = fs::read_to_string(crate::fixtures::POLICY_FILE).unwrap();
@@ -166,5 +167,67 @@ async fn target_keeps_every_policy_in_both_files() {
         .unwrap();
     let cfg = mlcanary_filter::Config::from_json(inner.as_bytes()).unwrap();
     assert_eq!(cfg.policies.len(), 2);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_shadow_mirrors_stable_routes_and_configures_the_inbound_side() {
+    let dir = tmpdir("shadow");
+    let t = EnvoyFilesTarget::new(
+        dir.join("ecds.yaml"),
+        dir.join("rds.yaml"),
+        dir.join("ecds-inbound.yaml"),
+        PathBuf::from("/m.wasm"),
+    );
+    let p = CanaryPolicy::test().validated();
+    t.apply(&desired_traffic(&p, Weights::shadow(2500), &[]).unwrap())
+        .await
+        .unwrap();
+    let rds = read_json(&dir.join("rds.yaml"));
+    let routes = rds["resources"][0]["virtual_hosts"][0]["routes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let mirrors: Vec<(&str, &Value)> = routes
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap(),
+                &r["route"]["request_mirror_policies"],
+            )
+        })
+        .collect();
+    let to_canary = json!([{
+        "cluster": "mlcanary-shadow-canary",
+        "runtime_fraction": {"default_value": {"numerator": 2500, "denominator": "TEN_THOUSAND"}},
+    }]);
+    assert_eq!(mirrors[0], ("mlcanary-fraud-model-canary", &Value::Null));
+    assert_eq!(mirrors[1], ("mlcanary-fraud-model-stable", &to_canary));
+    assert_eq!(mirrors[2], ("mlcanary-fraud-model-default", &to_canary));
+    // Every live request goes to stable.
+    assert_eq!(routes[2]["route"]["cluster"], "stable");
+    let inbound = read_json(&dir.join("ecds-inbound.yaml"));
+    let r = &inbound["resources"][0];
+    assert_eq!(r["name"], "mlcanary-inbound");
+    let inner = r["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .unwrap();
+    let cfg = mlcanary_filter::Config::from_json(inner.as_bytes()).unwrap();
+    assert!(cfg.inbound);
+    assert_eq!(cfg.policies[0].shadow, Some(1));
+    // Live again: no mirror, and the inbound side measures nothing.
+    t.apply(&desired_traffic(&p, Weights::with_canary_bp(500), &[]).unwrap())
+        .await
+        .unwrap();
+    let rds = read_json(&dir.join("rds.yaml")).to_string();
+    assert!(!rds.contains("request_mirror_policies"), "{rds}");
+    let inbound = read_json(&dir.join("ecds-inbound.yaml"));
+    let inner = inbound["resources"][0]["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .unwrap();
+    assert!(mlcanary_filter::Config::from_json(inner.as_bytes())
+        .unwrap()
+        .policies
+        .is_empty());
     fs::remove_dir_all(&dir).unwrap();
 }

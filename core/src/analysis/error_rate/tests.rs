@@ -17,6 +17,7 @@ fn window(nc: u64, ec: u64, ns: u64, es: u64) -> Window {
     Window {
         canary: v(nc, ec),
         stable: v(ns, es),
+        ..Default::default()
     }
 }
 
