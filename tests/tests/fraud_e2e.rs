@@ -1,7 +1,8 @@
 //! The fraud-detection case study end to end (issue: ML-aware canary analysis): real Envoy with
-//! the filter, `mlcanary local`, TF-Serving-compatible model servers, customers' traffic. v2 must
-//! be promoted; v3 must be rolled back *because of the per-segment fairness check*, not errors or
-//! latency.
+//! the filter, `mlcanary local`, TF-Serving-compatible model servers, customers' traffic. Both
+//! rounds begin with a shadow phase. v2 must pass its shadow and be promoted step by step; v3 must
+//! be stopped *in the shadow phase* by the per-segment fairness check — not errors or latency —
+//! before any customer received one of its answers.
 
 use mlcanary_e2e::{envoy_path, patience, wasm_path, workspace_root};
 use mlcanary_fraud_example::demo::{describe, round, DemoConfig, RoundResult};
@@ -51,6 +52,15 @@ fn v2_is_promoted_and_v3_is_rolled_back_by_the_fairness_check() {
     );
     assert_eq!(r1.status["canaryWeightBp"], 10_000);
     assert_eq!(verdict(&r1, "age-band-fairness")["verdict"], "pass");
+    // The shadow passed, then the live steps: customers got v2's answers only from then on.
+    assert!(r1.canary_answers() > 0, "{}", describe(&r1));
+    let steps: Vec<u64> = r1.status["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["toWeightBp"].as_u64())
+        .collect();
+    assert_eq!(steps, [2000, 5000, 10_000], "{}", describe(&r1));
 
     let r2 = round(&cfg, "v3", Version::V2, Version::V3).expect("round two ran");
     println!("{}", describe(&r2));
@@ -61,6 +71,14 @@ fn v2_is_promoted_and_v3_is_rolled_back_by_the_fairness_check() {
         describe(&r2)
     );
     assert_eq!(r2.status["canaryWeightBp"], 0);
+    // In the shadow phase, with zero canary answers delivered: every customer got v2's.
+    assert!(r2.stopped_in_shadow(), "{}", describe(&r2));
+    assert_eq!(r2.canary_answers(), 0, "{}", describe(&r2));
+    assert!(
+        r2.answers.keys().all(|v| v == "v2"),
+        "every answer came from stable: {}",
+        describe(&r2)
+    );
     // Because of fairness, and not because of errors or latency.
     assert_eq!(
         r2.failed_checks(),
@@ -87,7 +105,16 @@ fn v2_is_promoted_and_v3_is_rolled_back_by_the_fairness_check() {
         fairness["nCanary"].as_u64().unwrap_or(0) >= 50,
         "{fairness}"
     );
-    // The rollback reason in the history names the check.
-    let history = r2.status["history"].to_string();
-    assert!(history.contains("age-band-fairness"), "{history}");
+    // No weight ever moved; the rollback's reason names the check.
+    assert_eq!(
+        r2.status["history"],
+        serde_json::Value::Null,
+        "{}",
+        r2.status
+    );
+    let reason = r2.status["conditions"].to_string();
+    assert!(
+        reason.contains("RolledBack") && reason.contains("age-band-fairness"),
+        "{reason}"
+    );
 }

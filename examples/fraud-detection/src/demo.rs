@@ -1,7 +1,9 @@
 //! The case study, run for real on one machine: two TF-Serving-compatible model servers, a real
 //! Envoy with the mlcanary filter driven by `mlcanary local`, and customers' traffic. Round one
-//! rolls out v2 against v1; round two rolls out v3 against v2 (now stable).
+//! rolls out v2 against v1; round two rolls out v3 against v2 (now stable). Each round begins with
+//! the policy's shadow phase, so a round also counts which model answered each customer.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -41,12 +43,26 @@ pub struct RoundResult {
     /// The policy's final status from `status.json`.
     pub status: Value,
     pub requests_sent: u64,
+    /// Customers' answers by the model version that gave them (`v1`, `v2`, ...): a shadow's
+    /// answers never reach a customer.
+    pub answers: BTreeMap<String, u64>,
     pub elapsed: Duration,
 }
 
 impl RoundResult {
     pub fn phase(&self) -> &str {
         self.status["phase"].as_str().unwrap_or("?")
+    }
+
+    /// The round ended before any live step: rolled back in the shadow phase.
+    pub fn stopped_in_shadow(&self) -> bool {
+        self.phase() == "RolledBack" && self.status.get("stepIndex").is_none()
+    }
+
+    /// Answers customers got from the canary's version.
+    pub fn canary_answers(&self) -> u64 {
+        let v = format!("v{}", self.canary.number());
+        self.answers.get(&v).copied().unwrap_or(0)
     }
 
     /// The verdicts of the last analysis.
@@ -212,20 +228,28 @@ pub fn round(
         exit_code,
         status,
         requests_sent: tally.sent,
+        answers: tally.by_version,
         elapsed: start.elapsed(),
     })
 }
 
 /// One line per check of the last analysis.
 pub fn describe(r: &RoundResult) -> String {
+    let answers: Vec<String> = r.answers.iter().map(|(v, n)| format!("{v} {n}")).collect();
     let mut out = format!(
-        "v{} vs v{}: {} (exit {:?}) after {:.0} s, {} requests\n",
+        "v{} vs v{}: {}{} (exit {:?}) after {:.0} s, {} requests; customers' answers: {}\n",
         r.canary.number(),
         r.stable.number(),
         r.phase(),
+        if r.stopped_in_shadow() {
+            " in the shadow phase"
+        } else {
+            ""
+        },
         r.exit_code,
         r.elapsed.as_secs_f64(),
-        r.requests_sent
+        r.requests_sent,
+        answers.join(", ")
     );
     for v in r.verdicts() {
         out.push_str(&format!(
