@@ -193,8 +193,8 @@ test("the status page follows a live rollout, its pause and its rollback", { tim
     const list = await api(url, "/api/policies");
     assert.equal(list.status, 200);
     assert.deepEqual(Object.keys(list.body[0]).sort(), ["canaryVersion", "canaryWeightBp", "conditions", "failedChecks",
-      "failureThreshold", "history", "lastVerdicts", "name", "namespace", "phase", "stepIndex", "stepsBp",
-      "updated"]);
+      "failureThreshold", "history", "lastVerdicts", "name", "namespace", "phase", "shadowMirrorBp", "stepIndex",
+      "stepsBp", "updated"]);
     assert.equal(list.body[0].phase, "RolledBack");
     const one = await api(url, "/api/policies/fraud-model");
     assert.ok(one.body.series.weight.length >= 5);

@@ -344,6 +344,7 @@ pub fn view_of(obj: &CanaryPolicy) -> PolicyView {
             || obj.spec.analysis.failure_threshold.unwrap_or(0),
             |v| v.failure_threshold,
         ),
+        shadow_mirror_bp: status.shadow.as_ref().map(|s| s.mirror_bp),
         last_verdicts: status.last_verdicts,
         history: status.history,
         conditions: status.conditions,

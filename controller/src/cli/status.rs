@@ -78,8 +78,11 @@ pub fn verdict_summary(verdicts: &[VerdictStatus]) -> String {
         .join(" ")
 }
 
-/// `3/4`, or `-` before the first step.
+/// `3/4`, `shadow` in the shadow phase, or `-` before the first step.
 fn step(v: &PolicyView) -> String {
+    if v.shadow_mirror_bp.is_some() {
+        return "shadow".to_owned();
+    }
     match v.step_index {
         Some(i) if !v.steps_bp.is_empty() => format!("{}/{}", i + 1, v.steps_bp.len()),
         _ => "-".to_owned(),
@@ -220,6 +223,14 @@ mod tests {
             failure_threshold: 2,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_shadow_is_its_own_step() {
+        let mut v = view(Phase::Progressing, 0, None);
+        assert_eq!(step(&v), "-");
+        v.shadow_mirror_bp = Some(5000);
+        assert_eq!(step(&v), "shadow");
     }
 
     #[test]

@@ -64,7 +64,9 @@ pub fn progress_line(time: &str, policy: &ValidatedPolicy, out: &TickOutput) -> 
         s.phase,
         percent(s.canary_weight_bp)
     );
-    if let Some(i) = s.step_index {
+    if let Some(sh) = &s.shadow {
+        let _ = write!(line, " shadow={}", percent(sh.mirror_bp));
+    } else if let Some(i) = s.step_index {
         let _ = write!(line, " step={}/{}", i + 1, policy.steps_bp.len());
     }
     let _ = write!(
@@ -161,6 +163,24 @@ mod tests {
             line.ends_with(
                 "| no data (unreachable: cannot reach u: refused) | held (NoConclusiveData)"
             ),
+            "{line}"
+        );
+        let shadow = TickOutput {
+            status: CanaryPolicyStatus {
+                phase: Phase::Progressing,
+                shadow: Some(mlcanary_core::policy::ShadowStatus {
+                    mirror_bp: 5000,
+                    since: "T".into(),
+                }),
+                ..Default::default()
+            },
+            weights: Weights::shadow(5000),
+            events: vec![RolloutEvent::ShadowStarted { mirror_bp: 5000 }],
+            ..held
+        };
+        let line = progress_line("T", &p, &shadow);
+        assert!(
+            line.starts_with("T fraud-model Progressing canary=0.00% shadow=50.00% failed=0/2"),
             "{line}"
         );
     }

@@ -27,6 +27,10 @@ pub struct PolicyView {
     pub canary_version: Option<String>,
     pub failed_checks: u32,
     pub failure_threshold: u32,
+    /// The share mirrored to the canary while the rollout is in its shadow phase (basis points);
+    /// `null` otherwise.
+    #[serde(default)]
+    pub shadow_mirror_bp: Option<u32>,
     pub last_verdicts: Vec<VerdictStatus>,
     pub history: Vec<HistoryEntry>,
     pub conditions: Vec<Condition>,
@@ -81,6 +85,7 @@ impl From<&PolicyRecord> for PolicyView {
             canary_version: s.canary_version.clone(),
             failed_checks: s.failed_checks,
             failure_threshold: r.failure_threshold,
+            shadow_mirror_bp: s.shadow.as_ref().map(|sh| sh.mirror_bp),
             last_verdicts: s.last_verdicts.clone(),
             history: s.history.clone(),
             conditions: s.conditions.clone(),

@@ -113,11 +113,21 @@ pub struct Window {
 
 impl Window {
     /// What the judge compares with stable's live requests: in the shadow phase the canary's
-    /// shadow (no user gets the canary's answers then), else its live requests.
+    /// shadow (no user gets the canary's answers then), else its live requests. The PromQL values
+    /// (custom and resource checks) are the canary pods' either way: in shadow their load is the
+    /// shadow's, so CPU per request divides by the shadow's requests.
     pub fn judged(self, in_shadow: bool) -> Window {
+        let canary = if in_shadow {
+            VariantWindow {
+                custom: self.canary.custom,
+                ..self.shadow
+            }
+        } else {
+            self.canary
+        };
         Window {
             stable: self.stable,
-            canary: if in_shadow { self.shadow } else { self.canary },
+            canary,
             shadow: VariantWindow::default(),
         }
     }
@@ -309,6 +319,34 @@ impl Evidence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_shadow_the_canary_is_its_shadow_with_its_pods_values() {
+        let w = Window {
+            stable: VariantWindow {
+                requests: 100,
+                ..Default::default()
+            },
+            canary: VariantWindow {
+                requests: 3,
+                custom: BTreeMap::from([("cpu".to_owned(), 2.5)]),
+                ..Default::default()
+            },
+            shadow: VariantWindow {
+                requests: 40,
+                errors: 1,
+                ..Default::default()
+            },
+        };
+        let s = w.clone().judged(true);
+        assert_eq!((s.canary.requests, s.canary.errors), (40, 1));
+        assert_eq!(s.canary.custom.get("cpu"), Some(&2.5));
+        assert_eq!(s.stable.requests, 100);
+        assert!(s.shadow.is_empty());
+        let live = w.judged(false);
+        assert_eq!(live.canary.requests, 3);
+        assert!(live.shadow.is_empty());
+    }
 
     #[test]
     fn dispersion_reads_spread_not_level_shifts() {

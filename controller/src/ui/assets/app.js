@@ -166,6 +166,7 @@ function headHtml(p, open) {
   const steps = p.stepsBp.length;
   const at = p.stepIndex === null || p.stepIndex === undefined ? 0 : p.stepIndex + 1;
   const done = TERMINAL.includes(p.phase);
+  const shadow = p.shadowMirrorBp !== null && p.shadowMirrorBp !== undefined;
   const btn = (c, enabled) => `<button data-command="${c}" ${enabled ? "" : "disabled"}>${c}</button>`;
   const verdicts = p.lastVerdicts.map((v) =>
     `<span class="badge v-${esc(v.verdict)}" title="${esc(v.name + ": " + v.message)}">${esc(v.name)}</span>`).join("");
@@ -173,8 +174,8 @@ function headHtml(p, open) {
       <button class="toggle" data-toggle aria-expanded="${open}" title="${open ? "hide" : "show"} charts and history">${open ? "▾" : "▸"}</button>
       <h2>${esc(p.name)}</h2><span class="ns">${esc(p.namespace)}</span>
       <span class="badge phase-${esc(p.phase)}" data-testid="phase">${esc(p.phase)}</span>
-      <span class="stat" data-testid="step">step <b>${at}/${steps}</b><span class="progress"><span style="width:${steps ? (100 * at) / steps : 0}%"></span></span></span>
-      <span class="stat">canary <b data-testid="weight">${pct(p.canaryWeightBp)}</b></span>
+      <span class="stat" data-testid="step">step <b>${shadow ? "shadow" : `${at}/${steps}`}</b><span class="progress"><span style="width:${steps ? (100 * at) / steps : 0}%"></span></span></span>
+      <span class="stat">canary <b data-testid="weight">${pct(p.canaryWeightBp)}</b>${shadow ? ` <span title="mirrored to the canary; its answers reach no user">· shadow ${pct(p.shadowMirrorBp)}</span>` : ""}</span>
       <span class="stat">failed analyses <b>${p.failedChecks}/${p.failureThreshold}</b></span>
       ${open ? "" : `<span class="stat verdicts">${verdicts}</span>`}
       <span class="actions">${btn("pause", !done && p.phase !== "Paused")}${btn("resume", p.phase === "Paused")}${btn("promote", !done)}${btn("abort", !done)}</span>

@@ -1,6 +1,7 @@
 //! The fraud-detection case study, end to end on this machine: v2 (better, fair) is rolled out
-//! against v1 and promoted; then v3 (better overall, but flagging customers aged 60+ about four
-//! times as often) is rolled out against v2 and rolled back by the per-segment fairness check.
+//! against v1, passes its shadow phase and is promoted; then v3 (better overall, but flagging
+//! customers aged 60+ about four times as often) is rolled out against v2 and stopped in its
+//! shadow phase by the per-segment fairness check, before any customer got one of its answers.
 
 use std::path::PathBuf;
 use std::time::Duration;
