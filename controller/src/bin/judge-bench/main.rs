@@ -15,10 +15,13 @@
 //! time to rollback and median time to promotion from the first step; then each target as MET or
 //! NOT MET.
 //!
+//! Then the shadow phase on the same code path ([`shadow`]); `--shadow-only 1` prints only that.
+//!
 //! `cargo run -p mlcanary-controller --release --bin judge-bench [-- --runs 2000 --seed 1]`
 
 mod flagger;
 mod report;
+mod shadow;
 mod sim;
 
 use std::sync::{Arc, Mutex};
@@ -408,6 +411,10 @@ fn measure(runs: u64, seed: u64) -> Vec<(String, Vec<(String, Tally)>)> {
 fn main() {
     let runs = arg("--runs", 2000);
     let seed = arg("--seed", 1);
+    if arg("--shadow-only", 0) == 1 {
+        shadow::report(runs, seed);
+        return;
+    }
     println!(
         "judge-bench: {runs} runs per healthy scenario (fewer for detection), seed {seed}; \
          200 rps ramping 150 -> 250, clustered errors, steps 5/10/20/50 %, horizon 60 min"
@@ -450,6 +457,7 @@ fn main() {
     for line in targets(&results) {
         println!("{line}");
     }
+    shadow::report(runs, seed);
 }
 
 /// The issue's targets on `results`, one line each.

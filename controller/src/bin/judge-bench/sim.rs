@@ -62,7 +62,7 @@ impl Rng {
 }
 
 /// `n` requests' error count at rate `p`, errors in bursts of 1 to `max_burst` (uniform).
-fn clustered(rng: &mut Rng, n: u64, p: f64, max_burst: u64) -> u64 {
+pub fn clustered(rng: &mut Rng, n: u64, p: f64, max_burst: u64) -> u64 {
     let mean_burst = (1 + max_burst) as f64 / 2.0;
     let bursts = rng.poisson(n as f64 * p / mean_burst);
     let errors: u64 = (0..bursts)

@@ -115,3 +115,36 @@ fn flags_split_over_segments_and_a_biased_canary_fails_on_fairness() {
     let e = f.run(&mut Rng(3), &flagged(4.0), &STEPS, HORIZON_S);
     assert!(e.by_fairness && e.fate == Fate::RolledBack, "{e:?}");
 }
+
+#[test]
+fn a_shadow_window_copies_stable_requests_at_the_same_rates() {
+    let mut rng = Rng(3);
+    for shared in [0.0, 1.0] {
+        let s = shadow::ShadowStream {
+            base: flagged(1.0),
+            shared,
+        };
+        let (mut n, mut m, mut es, mut ec, mut ps, mut pc) = (0, 0, 0, 0, 0, 0);
+        for _ in 0..400 {
+            let w = s.window(&mut rng, 0.0, 30.0);
+            assert_eq!(w.canary.requests, 0, "no live canary request in shadow");
+            n += w.stable.requests;
+            m += w.shadow.requests;
+            es += w.stable.errors;
+            ec += w.shadow.errors;
+            ps += w.stable.positives;
+            pc += w.shadow.positives;
+        }
+        let share = m as f64 / n as f64;
+        assert!((share - shadow::MIRROR).abs() < 0.005, "{share}");
+        let rate = |x: u64, n: u64| x as f64 / n as f64;
+        assert!(
+            (rate(es, n) - rate(ec, m)).abs() < 0.001,
+            "errors, shared {shared}"
+        );
+        assert!(
+            (rate(ps, n) - rate(pc, m)).abs() < 0.002,
+            "flags, shared {shared}"
+        );
+    }
+}
