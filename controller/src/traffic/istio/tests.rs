@@ -32,6 +32,7 @@ pub(super) fn desired(bp: u32) -> DesiredTraffic {
         routes: owned_routes(&v, w),
         wasm_plugin: v.plugin(),
         plugin_config: std::sync::Arc::new(render_config(&[(&v, w)]).unwrap()),
+        inbound: None,
     }
 }
 
