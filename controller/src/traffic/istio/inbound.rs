@@ -79,9 +79,11 @@ impl Known {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What is known of `at`: `None` unknown, `Some(None)` absent, `Some(Some(p))` written as `p`.
-    pub fn get(&self, at: &PluginRef) -> Option<Option<InboundPlugin>> {
-        self.map().get(at).cloned()
+    /// Whether `at` is known to be as `want` says: written as that plugin, or (`None`) absent.
+    pub fn is(&self, at: &PluginRef, want: Option<&InboundPlugin>) -> bool {
+        self.map()
+            .get(at)
+            .is_some_and(|known| known.as_ref() == want)
     }
 
     fn set(&self, at: PluginRef, state: Option<InboundPlugin>) {
@@ -118,7 +120,7 @@ impl IstioTarget {
             return Ok(());
         };
         let at = location(d);
-        if !rewrite && self.known.get(&at) == Some(Some(plugin.clone())) {
+        if !rewrite && self.known.is(&at, Some(plugin)) {
             return Ok(());
         }
         // Unknown until the apply is answered: a failed one may still have been applied.
@@ -139,7 +141,7 @@ impl IstioTarget {
             return Ok(());
         }
         let at = location(d);
-        if !always && self.known.get(&at) == Some(None) {
+        if !always && self.known.is(&at, None) {
             return Ok(());
         }
         self.known.forget(&at);
