@@ -381,3 +381,110 @@ fn the_install_and_samples_put_the_filter_once_in_every_chain() {
         assert_eq!(plugins_reaching(&scope, &plugins, ns).len(), 1, "{ns}");
     }
 }
+
+/// The sample policy with a shadow phase, validated as the controller validates it.
+fn sample_policy_in_shadow() -> ValidatedPolicy {
+    let text = std::fs::read_to_string(istio_dir().join("samples/fraud-model/canary-policy.yaml"))
+        .unwrap();
+    let mut doc = yaml_documents(&text).unwrap().remove(0);
+    doc["spec"]["schedule"]["shadow"] = serde_json::json!({"percent": 10});
+    let p: CanaryPolicy = serde_json::from_value(doc).unwrap();
+    ValidatedPolicy::try_from(&p).unwrap()
+}
+
+/// The inbound plugin the Istio target writes during the sample's shadow — the install's module
+/// fields copied, in the apply body it sends — conforms to Istio's WasmPlugin schema, its config
+/// is one the filter accepts, and it selects the pods the sample's canary subset selects.
+#[test]
+fn the_written_inbound_plugin_validates_and_selects_the_canarys_pods() {
+    use mlcanary_controller::traffic::istio::inbound::inbound_plugin_patch;
+    let policy = sample_policy_in_shadow();
+    let plugin =
+        mlcanary_core::render::inbound_plugin(&policy, Weights::shadow(1000)).expect("in shadow");
+    let text = std::fs::read_to_string(istio_dir().join("wasmplugin.yaml")).unwrap();
+    let install = yaml_documents(&text).unwrap().remove(0);
+    let patch =
+        inbound_plugin_patch("v1alpha1", &plugin, "ml/fraud-model", &install["spec"]).unwrap();
+    assert_eq!(patch["apiVersion"], "extensions.istio.io/v1alpha1");
+    assert_eq!(patch["metadata"]["name"], "mlcanary-shadow-fraud-model");
+    assert_eq!(patch["metadata"]["namespace"], "ml");
+    let schema = istio_schema("WasmPlugin", "v1alpha1");
+    object_conforms(&patch, &schema).unwrap();
+    // Istio's CEL rule (not checked by the structural check): a selector, no targetRef(s).
+    for f in ["targetRef", "targetRefs"] {
+        assert!(patch["spec"].get(f).is_none(), "{f}");
+    }
+    assert_eq!(patch["spec"]["url"], install["spec"]["url"]);
+    assert_eq!(patch["spec"]["phase"], install["spec"]["phase"]);
+    assert_eq!(
+        patch["spec"]["match"],
+        serde_json::json!([{"mode": "SERVER"}])
+    );
+    let raw: mlcanary_filter::config::RawConfig =
+        serde_json::from_value(patch["spec"]["pluginConfig"].clone()).unwrap();
+    assert!(raw.inbound);
+    let cfg = mlcanary_filter::Config::try_from(raw).expect("the filter accepts it");
+    assert_eq!(cfg.policies.len(), 1);
+    // Not vacuous: a misspelt field is refused.
+    let mut bad = patch.clone();
+    bad["spec"]["selectr"] = bad["spec"]["selector"].clone();
+    assert!(object_conforms(&bad, &schema)
+        .unwrap_err()
+        .contains("selectr"));
+
+    // The selector is the canary subset's labels, which the sample's canary pods carry.
+    let labels = serde_json::to_value(&plugin.selector).unwrap();
+    let samples = istio_dir().join("samples/fraud-model");
+    let dr =
+        yaml_documents(&std::fs::read_to_string(samples.join("destination-rule.yaml")).unwrap())
+            .unwrap()
+            .remove(0);
+    let canary = dr["spec"]["subsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "canary")
+        .unwrap();
+    assert_eq!(canary["labels"], labels);
+    assert_eq!(patch["spec"]["selector"]["matchLabels"], labels);
+    let deployment =
+        yaml_documents(&std::fs::read_to_string(samples.join("deployment.yaml")).unwrap())
+            .unwrap()
+            .remove(0);
+    let pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .unwrap();
+    for (k, v) in labels.as_object().unwrap() {
+        assert_eq!(pod_labels.get(k), Some(v), "the canary's pods carry {k}");
+    }
+}
+
+/// The controller's ClusterRole grants every verb the Istio target sends, the inbound plugin's
+/// create (an apply that creates) and delete included.
+#[test]
+fn the_cluster_role_allows_what_the_istio_target_writes() {
+    let text = std::fs::read_to_string(istio_dir().join("rbac.yaml")).unwrap();
+    let role: ClusterRole = yaml_documents(&text)
+        .unwrap()
+        .into_iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .map(|d| serde_json::from_value(d).unwrap())
+        .expect("a ClusterRole");
+    let verbs = |group: &str, resource: &str| -> BTreeSet<String> {
+        role.rules
+            .iter()
+            .flatten()
+            .filter(|r| r.api_groups.iter().flatten().any(|g| g == group))
+            .filter(|r| r.resources.iter().flatten().any(|x| x == resource))
+            .flat_map(|r| r.verbs.clone())
+            .collect()
+    };
+    let wasm = verbs("extensions.istio.io", "wasmplugins");
+    for v in ["get", "create", "patch", "delete"] {
+        assert!(wasm.contains(v), "wasmplugins: {v} missing from {wasm:?}");
+    }
+    let vs = verbs("networking.istio.io", "virtualservices");
+    for v in ["get", "patch"] {
+        assert!(vs.contains(v), "virtualservices: {v} missing from {vs:?}");
+    }
+}

@@ -260,6 +260,7 @@ where
         // While another replica leads, what this one wrote stops being what is in effect: when it
         // leads again, its first ticks write everything.
         ctx.written.clear();
+        ctx.target.forget();
         return Ok(Action::await_change());
     }
     let namespace = obj.namespace().unwrap_or_default();

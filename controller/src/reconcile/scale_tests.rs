@@ -115,6 +115,10 @@ fn serve(mut handle: mock::Handle<Request<Body>, Response<Body>>, seen: Arc<Mute
                     seen.lock().unwrap().plugin = Some(body.clone());
                     body
                 }
+                (&Method::DELETE, "wasmplugins") => json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "reason": "NotFound", "code": 404
+                }),
                 (&Method::PATCH, "canarypolicies") => {
                     let mut obj = serde_json::to_value(policy(&name, 500)).unwrap();
                     obj["status"] = body["status"].clone();
@@ -128,10 +132,11 @@ fn serve(mut handle: mock::Handle<Request<Body>, Response<Body>>, seen: Arc<Mute
                 .count
                 .entry(format!("{method} {kind}{sub}"))
                 .or_default() += 1;
-            let status = if method == Method::POST {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
+            let status = match (&method, kind.as_str()) {
+                (&Method::POST, _) => StatusCode::CREATED,
+                // No policy is in shadow: no inbound plugin is there to delete.
+                (&Method::DELETE, "wasmplugins") => StatusCode::NOT_FOUND,
+                _ => StatusCode::OK,
             };
             send.send_response(
                 Response::builder()
@@ -229,6 +234,10 @@ async fn a_hundred_policies_share_one_plugin_written_only_when_it_changes() {
             n("PATCH canarypolicies/status"),
         )
     };
+    let deletes = |seen: &Arc<Mutex<Seen>>| {
+        let s = seen.lock().unwrap();
+        s.count.get("DELETE wasmplugins").copied().unwrap_or(0)
+    };
     let round = |secs_later: u64| {
         let (ctx, objs, secs) = (ctx.clone(), objs.clone(), secs.clone());
         async move {
@@ -242,6 +251,8 @@ async fn a_hundred_policies_share_one_plugin_written_only_when_it_changes() {
     // Start: every policy's routes once, the shared config once.
     round(0).await;
     assert_eq!(writes(&seen), (1, N, N), "first round");
+    // None is in shadow: each inbound plugin, unknown at start, is deleted once.
+    assert_eq!(deletes(&seen), N, "first round");
     let discoveries = |seen: &Arc<Mutex<Seen>>| {
         let s = seen.lock().unwrap();
         let n = |k: &str| s.count.get(k).copied().unwrap_or(0);
@@ -251,6 +262,7 @@ async fn a_hundred_policies_share_one_plugin_written_only_when_it_changes() {
     // One interval later, nothing changed: nothing is rewritten.
     round(60).await;
     assert_eq!(writes(&seen), (1, N, 2 * N), "steady state");
+    assert_eq!(deletes(&seen), N, "known absent: not deleted again");
     // Each round's counters were read in one batch for all of them, by the first reconcile.
     assert_eq!(*source.batches.lock().unwrap(), (vec![N, N], 2 * N));
 
@@ -302,6 +314,11 @@ async fn a_hundred_policies_share_one_plugin_written_only_when_it_changes() {
         (after.0 - before.0, after.1 - before.1),
         (1, 1),
         "a new term writes again"
+    );
+    assert_eq!(
+        deletes(&seen),
+        N + 1,
+        "and no longer knows which inbound plugins are there"
     );
     assert_eq!(discoveries(&seen), (1, 1), "and still knows the versions");
 }

@@ -1,5 +1,6 @@
 //! The Istio target: server-side apply (field manager `mlcanary`, forced) of the VirtualService routes
-//! a policy owns and of the WasmPlugin's `spec.pluginConfig`.
+//! a policy owns and of the WasmPlugin's `spec.pluginConfig`; during a shadow, the canary's inbound
+//! plugin too ([`inbound`]).
 //!
 //! `spec.http` of a VirtualService is an atomic list for server-side apply, so applying only our routes
 //! would delete everyone else's. The writer therefore reads the current list, splices in the owned
@@ -26,6 +27,7 @@ use super::{DesiredTraffic, TrafficError, TrafficTarget};
 use mlcanary_core::render::{check_routes, splice_routes, MeshScope};
 use versions::{DiscoveryError, IstioKind, Served, VIRTUAL_SERVICE, WASM_PLUGIN};
 
+pub mod inbound;
 pub mod versions;
 
 /// The field manager of every write.
@@ -104,6 +106,8 @@ pub struct IstioTarget {
     served: Served,
     /// Where a policy on the mesh plugin writes its config.
     scope: MeshScope,
+    /// Which inbound plugins are present (shared by clones).
+    known: inbound::Known,
 }
 
 impl IstioTarget {
@@ -113,6 +117,7 @@ impl IstioTarget {
             backoff: Duration::from_millis(200),
             served: Served::default(),
             scope: MeshScope::default(),
+            known: inbound::Known::default(),
         }
     }
 
@@ -302,31 +307,48 @@ impl IstioTarget {
 }
 
 impl TrafficTarget for IstioTarget {
-    /// Filter config first: the filter must know a variant before a route sends traffic tagged with
-    /// it; both carry the same split, so either order is safe for untagged traffic. The routes are
-    /// checked before anything is written, so a refused split never leaves half of it applied.
+    /// The inbound plugin first (a shadow's first mirrored request is measured), then the filter
+    /// config: the filter must know a variant before a route sends traffic tagged with it; both
+    /// carry the same split, so either order is safe for untagged traffic. The inbound plugin a
+    /// shadow leaves goes last, once the routes mirror no more. The routes are checked before
+    /// anything is written, so a refused split never leaves half of it applied.
     async fn apply(&self, d: &DesiredTraffic) -> Result<(), TrafficError> {
         check_routes(&d.routes)?;
+        self.inbound_before_routes(d, true).await?;
         self.apply_plugin_config(d).await?;
-        self.apply_routes(d).await
+        self.apply_routes(d).await?;
+        self.inbound_after_routes(d, false).await
     }
 
     /// Routes first: once they send everything to the resting subset a tag the filter still sets
     /// changes nothing, whereas a config without the policy while the old routes stand would send
-    /// untagged requests by the old split.
+    /// untagged requests by the old split. The inbound plugin is deleted whatever is known of it:
+    /// it is the policy's last write.
     async fn revert(&self, d: &DesiredTraffic) -> Result<(), TrafficError> {
         check_routes(&d.routes)?;
         self.apply_routes(d).await?;
-        self.apply_plugin_config(d).await
+        self.apply_plugin_config(d).await?;
+        self.inbound_after_routes(d, true).await
     }
 
-    /// The VirtualService alone: a WasmPlugin shared by many policies is not rewritten for each.
+    /// The VirtualService, and the policy's own inbound plugin where it is not known to be as
+    /// wanted: a WasmPlugin shared by many policies is not rewritten for each.
     async fn apply_routes_only(&self, d: &DesiredTraffic) -> Result<(), TrafficError> {
-        self.apply_routes(d).await
+        check_routes(&d.routes)?;
+        self.inbound_before_routes(d, false).await?;
+        self.apply_routes(d).await?;
+        self.inbound_after_routes(d, false).await
+    }
+
+    /// Another replica may have written: no inbound plugin is known present or absent.
+    fn forget(&self) {
+        self.known.clear();
     }
 }
 
 #[cfg(test)]
 mod discovery_tests;
+#[cfg(test)]
+mod inbound_tests;
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,12 @@ pub enum TrafficError {
     Files(#[from] envoy_files::FilesError),
     #[error("no WasmPlugin: {0}")]
     Scope(Box<mlcanary_core::render::ScopeError>),
+    /// The shadow's inbound plugin runs the module of the policy's plugin, which has none to give.
+    #[error("the shadow's inbound plugin runs the module of WasmPlugin {plugin}, which {why}")]
+    NoModule {
+        plugin: mlcanary_core::render::PluginRef,
+        why: &'static str,
+    },
 }
 
 impl From<mlcanary_core::render::ScopeError> for TrafficError {
@@ -67,6 +73,10 @@ pub trait TrafficTarget: Sync {
     ) -> impl Future<Output = Result<(), TrafficError>> + Send {
         self.apply(desired)
     }
+
+    /// What the target remembers of the cluster is no longer known true (another replica may
+    /// have written since); the default remembers nothing.
+    fn forget(&self) {}
 
     /// Several policies' desired traffic (sharing one plugin config), in as few writes as the
     /// target can; the default applies them one by one.

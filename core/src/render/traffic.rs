@@ -8,7 +8,7 @@ use std::sync::Arc;
 use mlcanary_filter::config::RawConfig;
 use mlcanary_filter::ConfigError;
 
-use super::{owned_routes, render_config, HttpRoute};
+use super::{inbound_plugin, owned_routes, render_config, HttpRoute, InboundPlugin};
 use crate::policy::{PluginTarget, ValidatedPolicy};
 use crate::weights::Weights;
 
@@ -23,6 +23,8 @@ pub struct DesiredTraffic {
     pub wasm_plugin: PluginTarget,
     /// The whole filter config of every policy sharing `wasm_plugin`.
     pub plugin_config: Arc<RawConfig>,
+    /// The canary's inbound plugin while the routes mirror to it; `None`: there must be none.
+    pub inbound: Option<InboundPlugin>,
 }
 
 /// The routes and the whole filter config `policy` wants at `weights`, next to `peers`.
@@ -56,7 +58,7 @@ pub fn desired_all(
 /// What a deleted `policy` leaves behind: every request to the subset it rests on — stable, or the
 /// canary it promoted in the two-Deployments mode (`resting`) — through its default route alone
 /// (no header-match routes, so a client's own `x-mlcanary-variant` cannot pick a subset), and the
-/// filter config of its peers without it.
+/// filter config of its peers without it, and no inbound plugin.
 pub fn reverted_traffic(
     policy: &ValidatedPolicy,
     resting: Weights,
@@ -66,6 +68,8 @@ pub fn reverted_traffic(
     rest.sort_by_key(|(p, _)| p.key());
     let plugin_config = Arc::new(render_config(&rest)?);
     let mut d = desired(policy, resting, plugin_config);
+    // A deleted policy mirrors nothing (resting weights never do): its inbound plugin goes.
+    d.inbound = None;
     d.routes.retain(|r| r.match_.is_empty());
     for r in &mut d.routes {
         r.route.retain(|dest| dest.weight != Some(0));
@@ -98,5 +102,6 @@ fn desired(
         routes: owned_routes(policy, weights),
         wasm_plugin: policy.plugin(),
         plugin_config,
+        inbound: inbound_plugin(policy, weights),
     }
 }

@@ -6,8 +6,8 @@ use kube::client::Body;
 use serde_json::Value;
 
 use super::tests::{
-    discovered, expect, futures_poll_none, json_response, status, target, vs, ApiHandle, EXT, NET,
-    NET_VERSIONS, VS, WP,
+    discovered, expect, futures_poll_none, inbound_deleted, json_response, status, target, vs,
+    ApiHandle, EXT, NET, NET_VERSIONS, VS, WP,
 };
 use super::versions::DiscoveryError;
 use super::*;
@@ -60,6 +60,10 @@ async fn istio_serving_v1_is_written_as_v1_and_asked_once() {
             let body = read_and_apply(&mut handle, "v1").await;
             assert_eq!(body["apiVersion"], "networking.istio.io/v1");
             assert_eq!(body["kind"], "VirtualService");
+            if round == 0 {
+                // Then known absent: the second write deletes nothing.
+                inbound_deleted(&mut handle, false).await;
+            }
         }
         handle
     });

@@ -32,6 +32,7 @@ pub(super) fn desired(bp: u32) -> DesiredTraffic {
         routes: owned_routes(&v, w),
         wasm_plugin: v.plugin(),
         plugin_config: std::sync::Arc::new(render_config(&[(&v, w)]).unwrap()),
+        inbound: None,
     }
 }
 
@@ -93,6 +94,9 @@ pub(super) const WP: &str =
     "/apis/extensions.istio.io/v1alpha1/namespaces/istio-system/wasmplugins/mlcanary";
 pub(super) const VS: &str =
     "/apis/networking.istio.io/v1/namespaces/ml/virtualservices/fraud-model";
+/// The test policy's inbound plugin (`mlcanary-shadow-<policy>`, in the policy's namespace).
+pub(super) const INBOUND: &str =
+    "/apis/extensions.istio.io/v1alpha1/namespaces/ml/wasmplugins/mlcanary-shadow-fraud-model";
 pub(super) const NET: &str = "networking.istio.io";
 pub(super) const EXT: &str = "extensions.istio.io";
 /// What Istio ≥ 1.22 serves.
@@ -106,6 +110,22 @@ pub(super) fn api_group(group: &str, versions: &[&str]) -> Value {
         "versions": versions.iter().map(|v| gv(v)).collect::<Vec<_>>(),
         "preferredVersion": gv(versions[0]),
     })
+}
+
+/// Next request: the DELETE of the test policy's inbound plugin, answered `found` (the object
+/// deleted) or not (a 404: already gone).
+pub(super) async fn inbound_deleted(handle: &mut ApiHandle, found: bool) {
+    let (_, send) = expect(handle, Method::DELETE, INBOUND).await;
+    send.send_response(if found {
+        json_response(
+            StatusCode::OK,
+            &json!({"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin",
+                    "metadata": {"name": "mlcanary-shadow-fraud-model", "namespace": "ml"},
+                    "spec": {"url": "oci://example/mlcanary:0.1"}}),
+        )
+    } else {
+        json_response(StatusCode::NOT_FOUND, &status(404, "NotFound"))
+    });
 }
 
 /// Next request: the discovery of `group`, answered with `versions`.
@@ -167,6 +187,8 @@ async fn applies_plugin_config_then_spliced_routes_retrying_a_conflict() {
         assert_eq!(body["spec"]["http"][3]["route"][1]["weight"], 5);
         assert!(body["spec"].get("hosts").is_none(), "hosts are not ours");
         send.send_response(json_response(StatusCode::OK, &body));
+        // No shadow: its inbound plugin, unknown at start, is deleted (none was there).
+        inbound_deleted(&mut handle, false).await;
         handle
     });
     t.apply(&d).await.unwrap();
@@ -287,6 +309,7 @@ async fn retries_5xx_and_transport_errors_on_reads_and_writes_then_succeeds() {
         assert_eq!(body["spec"]["http"][3]["route"][0]["weight"], 80);
         assert_eq!(body["spec"]["http"][3]["route"][1]["weight"], 20);
         send.send_response(json_response(StatusCode::OK, &body));
+        inbound_deleted(&mut handle, false).await;
         handle
     });
     t.apply(&d).await.unwrap();
