@@ -142,7 +142,8 @@ impl Written {
     }
 
     /// The split of `policy` (canary variant `canary`) in the config last written to `plugin`:
-    /// what is in effect, which a peer's status may not show yet.
+    /// what is in effect, which a peer's status may not show yet. A policy in shadow: its
+    /// mirrored share as last written in its routes (`None` if they were not).
     pub fn in_effect(
         &self,
         plugin: &PluginTarget,
@@ -154,6 +155,16 @@ impl Written {
         let p = config.policies.iter().find(|p| {
             p.name == policy.name && p.namespace.as_deref() == Some(policy.namespace.as_str())
         })?;
+        if p.shadow.is_some() {
+            // The mirrored share is in the policy's routes, not in the filter config.
+            let key = format!("{}/{}", policy.namespace, policy.name);
+            let share = st
+                .routes
+                .get(&key)?
+                .iter()
+                .find_map(|r| r.mirror_percentage)?;
+            return Some(Weights::shadow(share.bp()));
+        }
         let v = p.variants.iter().find(|v| v.name == canary)?;
         Some(Weights::with_canary_bp(v.weight_bp))
     }

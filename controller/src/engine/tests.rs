@@ -326,3 +326,20 @@ fn desired_weights(d: &DesiredTraffic, policy: &ValidatedPolicy) -> Weights {
         .weight_bp;
     Weights::with_canary_bp(bp)
 }
+
+/// A peer in shadow is in effect with its mirror, as written in its routes: a config rendered from
+/// it keeps the shadow instead of undoing it.
+#[test]
+fn a_shadow_in_effect_keeps_its_mirror() {
+    let p = policy();
+    let written = Written::default();
+    let plugin = p.plugin();
+    assert_eq!(written.in_effect(&plugin, &p.key(), &p.canary_subset), None);
+    for w in [Weights::shadow(2500), Weights::with_canary_bp(1000)] {
+        written.record(&mlcanary_core::render::desired_traffic(&p, w, &[]).unwrap());
+        assert_eq!(
+            written.in_effect(&plugin, &p.key(), &p.canary_subset),
+            Some(w)
+        );
+    }
+}
