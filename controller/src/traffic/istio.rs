@@ -284,18 +284,29 @@ impl IstioTarget {
         let kind = &WASM_PLUGIN;
         let config = serde_json::to_value(&*d.plugin_config)?;
         let plugin = self.scope.resolve(&d.wasm_plugin)?;
-        let name = plugin.name.as_str();
+        let (ns, name) = (plugin.namespace.as_str(), plugin.name.as_str());
+        self.apply_object(kind, ns, name, |version| {
+            Ok(wasm_plugin_patch(version, name, ns, config.clone()))
+        })
+        .await
+    }
+
+    /// Server-side apply of the body `patch` renders for the version `kind`'s group serves, to
+    /// `namespace/name`, with the retries and rediscovery every write has.
+    async fn apply_object(
+        &self,
+        kind: &IstioKind,
+        namespace: &str,
+        name: &str,
+        patch: impl Fn(&'static str) -> Result<Value, TrafficError>,
+    ) -> Result<(), TrafficError> {
         let mut attempt = 0;
         loop {
             let version = self.version(kind).await?;
-            let ar = kind.resource(version);
             let api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), &plugin.namespace, &ar);
-            let patch = wasm_plugin_patch(version, name, &plugin.namespace, config.clone());
-            match api
-                .patch(name, &Self::params(), &Patch::Apply(&patch))
-                .await
-            {
+                Api::namespaced_with(self.client.clone(), namespace, &kind.resource(version));
+            let body = patch(version)?;
+            match api.patch(name, &Self::params(), &Patch::Apply(&body)).await {
                 Ok(_) => return Ok(()),
                 Err(e) => {
                     self.after_error(attempt, kind, name, version, e).await?;

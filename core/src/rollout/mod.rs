@@ -296,12 +296,7 @@ impl Next {
 
     /// The last step passed: wait for harm to be excluded, then at the manual gate, or promote.
     fn last_step_passed(&mut self, policy: &ValidatedPolicy, verdicts: Option<&[Verdict]>) {
-        let open: Vec<&str> = verdicts
-            .unwrap_or_default()
-            .iter()
-            .filter(|v| !v.harm_excluded)
-            .map(|v| v.check.as_str())
-            .collect();
+        let open = harm_not_excluded(verdicts);
         if !open.is_empty() {
             self.phase(
                 Phase::Progressing,
@@ -362,6 +357,16 @@ impl Next {
             reason: reason.into(),
         });
     }
+}
+
+/// The checks that have not yet excluded harm beyond the margin.
+fn harm_not_excluded(verdicts: Option<&[Verdict]>) -> Vec<&str> {
+    verdicts
+        .unwrap_or_default()
+        .iter()
+        .filter(|v| !v.harm_excluded)
+        .map(|v| v.check.as_str())
+        .collect()
 }
 
 /// The summary of one interval's verdicts.

@@ -54,12 +54,7 @@ impl Next {
             .as_ref()
             .and_then(|s| super::parse_time(Some(&s.since)))
             .unwrap_or(self.now);
-        let open: Vec<&str> = verdicts
-            .unwrap_or_default()
-            .iter()
-            .filter(|v| !v.harm_excluded)
-            .map(|v| v.check.as_str())
-            .collect();
+        let open = super::harm_not_excluded(verdicts);
         // A shadow taken out of the spec mid-phase ends at the next pass.
         let waiting = match policy.shadow.map(|s| s.duration) {
             None => None,

@@ -171,50 +171,76 @@ impl TrafficTarget for NoTarget {
 
 /// One mlcanary rollout through `Engine::tick`.
 async fn mlcanary_run(policy: &ValidatedPolicy, rng: &mut Rng, stream: &Stream) -> End {
-    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut source = SimSource {
+        rng,
+        stream: *stream,
+        start_ms: unix_ms(bench_start()),
+        weight_bp: 0,
+        served: 0,
+    };
+    let (end, _) = drive(
+        policy,
+        &mut source,
+        |s, status| s.weight_bp = status.canary_weight_bp,
+        |s| s.served,
+    )
+    .await;
+    end
+}
+
+/// When every bench rollout starts.
+fn bench_start() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+/// Tick `policy` every interval from [`bench_start`] until it ends or the horizon: `before` tells
+/// the source what the status has in effect, `served` reads the canary answers users got. Also
+/// says whether a live step was ever entered.
+async fn drive<S: MetricsSource>(
+    policy: &ValidatedPolicy,
+    source: &mut S,
+    mut before: impl FnMut(&mut S, &CanaryPolicyStatus),
+    served: impl Fn(&S) -> u64,
+) -> (End, bool) {
+    let start = bench_start();
     let now = Arc::new(Mutex::new(start));
     let clock = {
         let now = now.clone();
         Arc::new(move || *now.lock().unwrap())
     };
     let mut engine = Engine::new(clock, Arc::new(HttpSender::default()));
-    let mut source = SimSource {
-        rng,
-        stream: *stream,
-        start_ms: unix_ms(start),
-        weight_bp: 0,
-        served: 0,
-    };
     let mut status = CanaryPolicyStatus::default();
+    let mut live = false;
     let ticks = (HORIZON_S / INTERVAL_S) as u32;
     for i in 0..=ticks {
         *now.lock().unwrap() = start + Duration::from_secs_f64(INTERVAL_S * f64::from(i));
-        source.weight_bp = status.canary_weight_bp;
+        before(source, &status);
         let input = TickInput {
             policy,
             status: &status,
             peers: &[],
         };
         let out = engine
-            .tick(input, &mut source, &NoTarget)
+            .tick(input, source, &NoTarget)
             .await
             .expect("the bench's target never fails");
         status = out.status;
+        live |= status.step_index.is_some();
         let at = INTERVAL_S * f64::from(i);
         match status.phase {
-            Phase::Promoted => return End::promoted(at, source.served),
+            Phase::Promoted => return (End::promoted(at, served(source)), live),
             Phase::RolledBack | Phase::Failed => {
-                let mut end = End::rolled_back(at, source.served);
+                let mut end = End::rolled_back(at, served(source));
                 end.by_fairness = status
                     .last_verdicts
                     .iter()
                     .any(|v| v.name == "fairness" && v.verdict == "fail");
-                return end;
+                return (end, live);
             }
             _ => {}
         }
     }
-    End::held(source.served)
+    (End::held(served(source)), live)
 }
 
 /// A scenario: a stream and the check's `max`.

@@ -12,18 +12,15 @@
 //! Printed per scenario: rolled back / promoted with Wilson 95 % intervals, rolled back *in the
 //! shadow* (before any user got a canary answer), and the canary's answers users got (mean).
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use mlcanary_controller::engine::{Engine, TickInput};
-use mlcanary_controller::hooks::HttpSender;
 use mlcanary_controller::metrics::{unix_ms, MetricsError, MetricsSource, Reading};
-use mlcanary_controller::policy::{CanaryPolicyStatus, Phase, ValidatedPolicy};
+use mlcanary_controller::policy::ValidatedPolicy;
 use mlcanary_core::window::{Mark, SegmentCounts, VariantWindow, Window};
 
 use crate::report::{pct, secs, wilson, Tally};
 use crate::sim::{rps, Rng, Stream};
-use crate::{policy_with, End, NoTarget, HORIZON_S, INTERVAL_S};
+use crate::{policy_with, End, Fate};
 
 /// Mirrored share of the bench's shadow, and its least duration.
 pub const MIRROR: f64 = 0.2;
@@ -171,63 +168,27 @@ struct ShadowEnd {
 }
 
 async fn run(policy: &ValidatedPolicy, rng: &mut Rng, stream: &ShadowStream) -> ShadowEnd {
-    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let now = Arc::new(Mutex::new(start));
-    let clock = {
-        let now = now.clone();
-        Arc::new(move || *now.lock().unwrap())
-    };
-    let mut engine = Engine::new(clock, Arc::new(HttpSender::default()));
     let mut source = Source {
         rng,
         stream: *stream,
-        start_ms: unix_ms(start),
+        start_ms: unix_ms(crate::bench_start()),
         weight_bp: 0,
         in_shadow: false,
         served: 0,
     };
-    let mut status = CanaryPolicyStatus::default();
-    let mut live = false;
-    for i in 0..=(HORIZON_S / INTERVAL_S) as u32 {
-        *now.lock().unwrap() = start + Duration::from_secs_f64(INTERVAL_S * f64::from(i));
-        source.weight_bp = status.canary_weight_bp;
-        source.in_shadow = status.shadow.is_some();
-        let input = TickInput {
-            policy,
-            status: &status,
-            peers: &[],
-        };
-        let out = engine
-            .tick(input, &mut source, &NoTarget)
-            .await
-            .expect("the bench's target never fails");
-        status = out.status;
-        live |= status.step_index.is_some();
-        let at = INTERVAL_S * f64::from(i);
-        match status.phase {
-            Phase::Promoted => {
-                return ShadowEnd {
-                    end: End::promoted(at, source.served),
-                    in_shadow: false,
-                }
-            }
-            Phase::RolledBack | Phase::Failed => {
-                let mut end = End::rolled_back(at, source.served);
-                end.by_fairness = status
-                    .last_verdicts
-                    .iter()
-                    .any(|v| v.name == "fairness" && v.verdict == "fail");
-                return ShadowEnd {
-                    end,
-                    in_shadow: !live,
-                };
-            }
-            _ => {}
-        }
-    }
+    let (end, live) = crate::drive(
+        policy,
+        &mut source,
+        |s, status| {
+            s.weight_bp = status.canary_weight_bp;
+            s.in_shadow = status.shadow.is_some();
+        },
+        |s| s.served,
+    )
+    .await;
     ShadowEnd {
-        end: End::held(source.served),
-        in_shadow: false,
+        end,
+        in_shadow: end.fate == Fate::RolledBack && !live,
     }
 }
 

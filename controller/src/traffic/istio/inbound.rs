@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use kube::api::{Api, DeleteParams, DynamicObject, Patch};
+use kube::api::{Api, DeleteParams, DynamicObject};
 use serde_json::{json, Map, Value};
 
 use super::versions::WASM_PLUGIN;
@@ -170,28 +170,10 @@ impl IstioTarget {
             });
         }
         let policy = format!("{}/{}", d.namespace, d.policy);
-        let kind = &WASM_PLUGIN;
-        let name = plugin.name.as_str();
-        let mut attempt = 0;
-        loop {
-            let version = self.version(kind).await?;
-            let api: Api<DynamicObject> = Api::namespaced_with(
-                self.client.clone(),
-                &plugin.namespace,
-                &kind.resource(version),
-            );
-            let patch = inbound_plugin_patch(version, plugin, &policy, &module)?;
-            match api
-                .patch(name, &Self::params(), &Patch::Apply(&patch))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) => {
-                    self.after_error(attempt, kind, name, version, e).await?;
-                    attempt += 1;
-                }
-            }
-        }
+        self.apply_object(&WASM_PLUGIN, &plugin.namespace, &plugin.name, |version| {
+            Ok(inbound_plugin_patch(version, plugin, &policy, &module)?)
+        })
+        .await
     }
 
     /// `spec` of the WasmPlugin `at`.
