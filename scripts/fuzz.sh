@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzz the filter's parsers with libFuzzer (cargo fuzz): config, rules + decision, cookie / query,
-# prediction bodies, host header maps. Prints the executions each target ran; exits non-zero on a
+# prediction bodies, host header maps, feedback bodies and tickets. Prints the executions each target ran; exits non-zero on a
 # crash (the input is left in filter/fuzz/artifacts/<target>/: make it a regression test).
 #
 #   scripts/fuzz.sh [--seconds N | --runs N] [TARGET ...]     default: --seconds 10, all targets
@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(config rules cookie predictions headers)
+[ ${#targets[@]} -gt 0 ] || targets=(config rules cookie predictions headers feedback)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --quiet cargo-fuzz
 cd "$root/filter"
 export RUSTC_BOOTSTRAP=1

@@ -18,10 +18,10 @@ cargo clippy -p mlcanary-filter --target wasm32-wasip1 --release --quiet -- -D w
 step "build the filter (.wasm, release)"
 bash scripts/build-filter.sh
 # The module every sidecar loads: its size budget is part of the filter's contract (README,
-# Performance).
+# Performance; 300 KB before ground truth, whose HMAC, tickets and feedback path add ~36 KB).
 size=$(stat -c %s target/wasm32-wasip1/release/mlcanary_filter.wasm)
-if [ "$size" -gt 307200 ]; then
-  echo "the filter module is $size bytes, over its 300 KB budget" >&2
+if [ "$size" -gt 348160 ]; then
+  echo "the filter module is $size bytes, over its 340 KB budget" >&2
   exit 1
 fi
 
@@ -44,8 +44,8 @@ cargo build -p mlcanary-e2e --bin ui-scenario --quiet
 step "fuzz the filter's parsers (10 s per target)"
 bash scripts/fuzz.sh --seconds 10
 
-step "hash and decision vectors compiled to wasm32, run under Node"
+step "hash, decision and ticket vectors compiled to wasm32, run under Node"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-  cargo test --target wasm32-unknown-unknown -p mlcanary-filter --no-default-features --test vectors
+  cargo test --target wasm32-unknown-unknown -p mlcanary-filter --no-default-features --test vectors --test ticket_vectors
 
 step "done: target/ holds $(du -sh target 2>/dev/null | cut -f1)"

@@ -7,13 +7,16 @@
 #![deny(rust_2018_idioms)]
 #![deny(unsafe_code)]
 
+pub mod b64;
 pub mod config;
 pub mod decide;
+pub mod feedback;
 pub mod hash;
 pub mod headers;
 pub mod predictions;
 pub mod rules;
 pub mod stats;
+pub mod ticket;
 
 #[cfg(feature = "proxy")]
 // The ABI: `#[no_mangle]` exports and the host imports (`proxy::abi`).

@@ -16,12 +16,14 @@
 
 /// Tags mlcanary puts in its stat names, with the regex Envoy (`stats_config.stats_tags`) or Istio
 /// (`extraStatTags` + these regexes) needs to extract each.
-pub const TAGS: [(&str, &str); 5] = [
+pub const TAGS: [(&str, &str); 7] = [
     ("policy_namespace", r"(policy_namespace=\.=(.*?);\.;)"),
     ("policy", r"(policy=\.=(.*?);\.;)"),
     ("variant", r"(variant=\.=(.*?);\.;)"),
     ("segment", r"(segment=\.=(.*?);\.;)"),
     ("phase", r"(phase=\.=(.*?);\.;)"),
+    ("outcome", r"(outcome=\.=(.*?);\.;)"),
+    ("reason", r"(reason=\.=(.*?);\.;)"),
 ];
 
 /// The `phase` label of a shadow's series.
@@ -72,6 +74,11 @@ pub const SERIES_PER_TUPLE: usize = 2 + (DURATION_BUCKETS.len() + 3);
 /// [`SERIES_PER_TUPLE`] for a policy that reads predictions.
 pub const SERIES_PER_TUPLE_WITH_PREDICTIONS: usize =
     SERIES_PER_TUPLE + (SCORE_BUCKETS.len() + 3) + 3;
+/// Counter: labels counted through the feedback path per (policy, variant, segment) and `outcome`
+/// (`tp`, `fp`, `tn`, `fn`: the ticket's prediction against the label).
+pub const FEEDBACK: &str = "mlcanary_feedback_total";
+/// Counter: feedback items refused per policy and `reason` (see [`crate::ticket::Reject`]).
+pub const FEEDBACK_REJECTED: &str = "mlcanary_feedback_rejected_total";
 /// Counter (untagged): configs the filter refused.
 pub const CONFIG_REJECTED: &str = "mlcanary_config_rejected_total";
 
@@ -114,6 +121,20 @@ pub fn stat_name(
     s
 }
 
+/// `family`'s name for one value of an extra tag (`outcome`, `reason`) ahead of `base`, the tuple's
+/// tags as [`stat_name`] writes them without the family.
+pub fn tagged(tag: &str, value: &str, base: &str, family: &str) -> String {
+    format!("{tag}=.={value};.;{base}{family}")
+}
+
+/// The tags of a policy alone (for [`FEEDBACK_REJECTED`]).
+pub fn policy_tags(policy: PolicyId<'_>) -> String {
+    format!(
+        "policy=.={};.;policy_namespace=.={};.;",
+        policy.name, policy.namespace
+    )
+}
+
 /// How a stream ended, as far as the error count is concerned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -149,6 +170,23 @@ mod tests {
         assert_eq!(
             stat_name(REQUESTS, id("ml", "p"), "canary", Some("60+"), Phase::Shadow),
             "phase=.=shadow;.;segment=.=60+;.;variant=.=canary;.;policy=.=p;.;policy_namespace=.=ml;.;mlcanary_requests_total"
+        );
+    }
+
+    #[test]
+    fn feedback_names() {
+        let id = PolicyId {
+            namespace: "ml",
+            name: "p",
+        };
+        let base = stat_name("", id, "canary", Some("60+"), Phase::Live);
+        assert_eq!(
+            tagged("outcome", "fp", &base, FEEDBACK),
+            "outcome=.=fp;.;segment=.=60+;.;variant=.=canary;.;policy=.=p;.;policy_namespace=.=ml;.;mlcanary_feedback_total"
+        );
+        assert_eq!(
+            tagged("reason", "bad_mac", &policy_tags(id), FEEDBACK_REJECTED),
+            "reason=.=bad_mac;.;policy=.=p;.;policy_namespace=.=ml;.;mlcanary_feedback_rejected_total"
         );
     }
 

@@ -65,6 +65,27 @@ fn render_bootstrap(dir: &Path, setup: &EnvoySetup) -> String {
         );
     }
     let default = setup.variants.first().map_or("none", |(n, _)| n.as_str());
+    // A config with ground truth: feedback requests are held by a fault (after the filter, which
+    // answers them), as the controller's routes hold them on a cluster and locally.
+    let feedback = setup
+        .filter_config
+        .as_ref()
+        .and_then(|c| c["policies"].as_array())
+        .is_some_and(|ps| ps.iter().any(|p| p.get("feedback").is_some()));
+    if feedback {
+        let hold = mlcanary_filter::feedback::HOLD_S;
+        routes = format!(
+            "
+              - match: {{safe_regex: {{regex: '{re}'}}}}
+                route: {{cluster: {default}}}
+                typed_per_filter_config:
+                  envoy.filters.http.fault:
+                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+                    delay: {{fixed_delay: {hold}s, percentage: {{numerator: 100}}}}
+                    abort: {{http_status: 503, percentage: {{numerator: 100}}}}{routes}",
+            re = mlcanary_filter::feedback::hold_path_regex(None)
+        );
+    }
     if let Some(body) = &setup.direct_response {
         routes = format!(
             "\n              - match: {{prefix: /}}\n                direct_response: {{status: 200, body: {{inline_string: '{body}'}}}}"
@@ -95,6 +116,13 @@ fn render_bootstrap(dir: &Path, setup: &EnvoySetup) -> String {
     } else {
         String::new()
     };
+    if feedback {
+        filter.push_str(
+            "
+          - name: envoy.filters.http.fault
+            typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault}",
+        );
+    }
     if let Some(lua) = &setup.lua {
         let code = lua.replace('\'', "''");
         let _ = write!(

@@ -10,18 +10,21 @@
 //! disappears (a pod gone) adds nothing. Both variants of a policy come from the same read, so a
 //! missed scrape is less data for both, never an empty window for one of them.
 //!
+//! `mlcanary_feedback_total` (labels sent back through the feedback path) goes to each variant's
+//! and segment's `labels`, by its `outcome` (`tp`, `fp`, `tn`, `fn`).
+//!
 //! A series labelled `phase="shadow"` counts the canary's shadow (requests Envoy mirrored to it,
 //! measured at its inbound side) and goes to the window's `shadow`; series without `phase` are live.
 
 use std::collections::{BTreeMap, HashMap};
 
 use mlcanary_filter::stats::{
-    DURATION, ERRORS, POSITIVES, PREDICTIONS, PREDICTION_SCORE, REQUESTS, SHADOW_PHASE,
+    DURATION, ERRORS, FEEDBACK, POSITIVES, PREDICTIONS, PREDICTION_SCORE, REQUESTS, SHADOW_PHASE,
 };
 
 use super::exposition::{parse, Sample};
 use mlcanary_core::policy::PolicyId;
-use mlcanary_core::window::{Bucket, SegmentCounts, VariantWindow, Window};
+use mlcanary_core::window::{Bucket, Labels, SegmentCounts, VariantWindow, Window};
 
 /// Envoy's own uptime gauge: it only falls when the process restarts.
 pub const UPTIME: &str = "envoy_server_uptime";
@@ -29,26 +32,27 @@ pub const UPTIME: &str = "envoy_server_uptime";
 /// Whether `name` is one of [`families`], without building them (called for every sample of a
 /// scrape, most of which are Envoy's own stats).
 fn is_family(name: &str) -> bool {
-    matches!(name, REQUESTS | ERRORS | PREDICTIONS | POSITIVES)
+    matches!(name, REQUESTS | ERRORS | PREDICTIONS | POSITIVES | FEEDBACK)
         || name
             .strip_suffix("_bucket")
             .is_some_and(|h| h == DURATION || h == PREDICTION_SCORE)
 }
 
 /// The counter families a policy's window is made of (histograms by their `_bucket` series).
-pub fn families() -> [String; 6] {
+pub fn families() -> [String; 7] {
     [
         REQUESTS.to_owned(),
         ERRORS.to_owned(),
         PREDICTIONS.to_owned(),
         POSITIVES.to_owned(),
+        FEEDBACK.to_owned(),
         format!("{DURATION}_bucket"),
         format!("{PREDICTION_SCORE}_bucket"),
     ]
 }
 
 /// Labels that say *what* a series counts; every other label says *where* (the instance).
-const SERIES_LABELS: [&str; 7] = [
+const SERIES_LABELS: [&str; 8] = [
     "__name__",
     "policy_namespace",
     "policy",
@@ -56,6 +60,7 @@ const SERIES_LABELS: [&str; 7] = [
     "segment",
     "le",
     "phase",
+    "outcome",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -67,6 +72,8 @@ struct SeriesId {
     variant: String,
     segment: Option<String>,
     le: Option<String>,
+    /// A label's cell (`outcome="tp"`, …) for [`FEEDBACK`].
+    outcome: Option<String>,
     /// A shadow's series (`phase="shadow"`).
     shadow: bool,
 }
@@ -99,8 +106,8 @@ impl Counters {
                 .map(|(_, v)| v)
         };
         // Decide first whether the sample is ours: the instance key is built only for those.
-        let (variant, segment, le, shadow) = if name == UPTIME {
-            (String::new(), None, None, false)
+        let (variant, segment, le, outcome, shadow) = if name == UPTIME {
+            (String::new(), None, None, None, false)
         } else {
             let variant = get("variant").filter(|v| variants.contains(v));
             let ours = get("policy") == Some(policy.name)
@@ -112,6 +119,7 @@ impl Counters {
                 variant.to_owned(),
                 get("segment").map(str::to_owned),
                 get("le").map(str::to_owned),
+                get("outcome").map(str::to_owned),
                 get("phase") == Some(SHADOW_PHASE),
             )
         };
@@ -132,6 +140,7 @@ impl Counters {
             variant,
             segment,
             le,
+            outcome,
             shadow,
         };
         // The same series twice (never in one scrape) keeps the larger value.
@@ -229,6 +238,9 @@ impl SeriesId {
         if let Some(le) = &self.le {
             labels.push(format!("le=\"{}\"", escape(le)));
         }
+        if let Some(o) = &self.outcome {
+            labels.push(format!("outcome=\"{}\"", escape(o)));
+        }
         if self.shadow {
             labels.push(format!("phase=\"{SHADOW_PHASE}\""));
         }
@@ -280,6 +292,20 @@ impl Acc {
             return;
         }
         let n = d.round() as u64;
+        if name == FEEDBACK {
+            let cell: fn(&mut Labels) -> &mut u64 = match id.outcome.as_deref() {
+                Some("tp") => |l| &mut l.tp,
+                Some("fp") => |l| &mut l.fp,
+                Some("tn") => |l| &mut l.tn,
+                Some("fn") => |l| &mut l.fn_,
+                _ => return,
+            };
+            *cell(&mut self.w.labels) += n;
+            if let Some(s) = &id.segment {
+                *cell(&mut self.w.segments.entry(s.clone()).or_default().labels) += n;
+            }
+            return;
+        }
         let seg = id
             .segment
             .as_ref()

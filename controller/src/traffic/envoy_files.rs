@@ -134,7 +134,11 @@ fn domains(hosts: &[String]) -> Vec<String> {
 /// One Istio-shaped route as an Envoy route: header match (if any) on prefix `/`, then a single
 /// cluster or `weighted_clusters` without the zero-weight entries (Envoy needs a positive total).
 fn envoy_route(r: &HttpRoute) -> Value {
-    let mut m = json!({"prefix": "/"});
+    let regex = r.match_.iter().find_map(|mr| mr.uri.as_ref());
+    let mut m = match regex {
+        Some(re) => json!({"safe_regex": {"regex": re.regex}}),
+        None => json!({"prefix": "/"}),
+    };
     let headers: Vec<Value> = r
         .match_
         .iter()
@@ -165,7 +169,16 @@ fn envoy_route(r: &HttpRoute) -> Value {
                 "numerator": share.bp(), "denominator": "TEN_THOUSAND"}},
         }]);
     }
-    json!({"name": r.name, "match": m, "route": action})
+    let mut route = json!({"name": r.name, "match": m, "route": action});
+    if let Some(f) = &r.fault {
+        let share = |p: mlcanary_core::render::Percent| json!({"numerator": p.bp(), "denominator": "TEN_THOUSAND"});
+        route["typed_per_filter_config"] = json!({ bootstrap::FAULT_FILTER: {
+            "@type": bootstrap::FAULT_TYPE_URL,
+            "delay": {"fixed_delay": f.delay.fixed_delay, "percentage": share(f.delay.percentage)},
+            "abort": {"http_status": f.abort.http_status, "percentage": share(f.abort.percentage)},
+        }});
+    }
+    route
 }
 
 /// Per-virtual-host config that turns on the filter the listener declares disabled. Only policies'

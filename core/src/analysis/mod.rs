@@ -26,6 +26,7 @@
 pub mod disparity;
 pub mod drift;
 pub mod error_rate;
+pub mod ground_truth;
 pub mod latency;
 pub mod positive_rate;
 pub mod quantile;
@@ -35,7 +36,7 @@ pub mod sequential;
 use crate::policy::validated::{Check, CheckKind, ValidatedPolicy};
 use crate::policy::VerdictStatus;
 
-pub use crate::window::{Evidence, SegmentCounts, VariantWindow, Window};
+pub use crate::window::{Evidence, Labels, SegmentCounts, VariantWindow, Window};
 
 /// A check's outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -253,6 +254,34 @@ pub fn evaluate_check(check: &Check, policy: &ValidatedPolicy, obs: &Observation
             return disparity::segment_disparity(&check.name, &rule, obs).verdict;
         }
         CheckKind::Resource(r) => resources::resource(&check.name, r, policy, &w.canary, &w.stable),
+        CheckKind::LabelRate {
+            metric,
+            bound,
+            alpha,
+            coverage,
+        } => {
+            let rule = ground_truth::LabelRateRule {
+                metric: *metric,
+                bound: *bound,
+                alpha: *alpha,
+                coverage: *coverage,
+                bake: policy.feedback.as_ref().is_some_and(|f| f.bake),
+            };
+            return ground_truth::label_rate(&check.name, &rule, obs);
+        }
+        CheckKind::EqualizedOdds {
+            max_ratio,
+            alpha,
+            coverage,
+        } => {
+            let rule = ground_truth::EqualizedOddsRule {
+                max_ratio: *max_ratio,
+                alpha: *alpha,
+                coverage: *coverage,
+                bake: policy.feedback.as_ref().is_some_and(|f| f.bake),
+            };
+            return ground_truth::equalized_odds(&check.name, &rule, obs);
+        }
     };
     // Checks without an interval judge the step's point value: a pass is all they can say.
     v.harm_excluded = v.outcome == Outcome::Pass;

@@ -59,6 +59,7 @@ fn segs(list: &[(&str, u64, u64)]) -> VariantWindow {
                 errors: 0,
                 scored: n,
                 positives: x,
+                ..Default::default()
             };
             (l.to_owned(), c)
         })
@@ -419,6 +420,7 @@ fn prediction_window(max_n: u64) -> impl Strategy<Value = VariantWindow> {
                         errors: 0,
                         scored: n,
                         positives: x,
+                        ..Default::default()
                     },
                 );
                 w.scored += n;

@@ -9,6 +9,7 @@
 //!   between the controller and the data plane;
 //! - durations are humantime strings (`30s`, `5m`, `1h 30m`).
 
+pub mod feedback;
 pub mod status;
 pub mod validate;
 mod validate_checks;
@@ -44,6 +45,10 @@ pub struct CanaryPolicySpec {
     /// `positiveRate` and `segmentDisparity` checks). Rendered into the filter's `predictions`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predictions: Option<PredictionsSpec>,
+    /// Ground truth: tickets on the replies, labels sent back with them (the `accuracy`,
+    /// `falsePositiveRate`, `truePositiveRate`, `precision` and `equalizedOdds` checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<feedback::FeedbackSpec>,
     /// With no conclusive analysis for this long (no traffic, no metrics), the rollout is rolled
     /// back. A duration such as `10m` (the default) or `1h 30m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -395,6 +400,24 @@ pub struct CheckSpec {
     /// Mean working-set memory per pod of the canary against stable's (Prometheus only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<ResourceSpec>,
+    /// Share of labelled predictions the canary got right against stable's, overall and per
+    /// segment. Needs `spec.feedback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<feedback::LabelRateSpec>,
+    /// Share of truly negative predictions the canary flagged, against stable's, overall and per
+    /// segment. Needs `spec.feedback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_positive_rate: Option<feedback::LabelRateSpec>,
+    /// Detection rate (recall): share of truly positive predictions the canary flagged, against
+    /// stable's, overall and per segment. Needs `spec.feedback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub true_positive_rate: Option<feedback::LabelRateSpec>,
+    /// Share of the canary's flags that were truly positive, against stable's, overall and per
+    /// segment. Needs `spec.feedback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<feedback::LabelRateSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equalized_odds: Option<feedback::EqualizedOddsSpec>,
 }
 
 /// A resource check relative to stable, read from cAdvisor's container metrics joined to

@@ -192,6 +192,7 @@ impl ValidatedPolicy {
             min_requests,
             has_predictions: spec.predictions.is_some(),
             has_segment: spec.routing.segment.is_some(),
+            has_feedback: spec.feedback.is_some(),
         };
         let mut checks: Vec<Check> = Vec::with_capacity(a.checks.len());
         for (i, c) in a.checks.iter().enumerate() {
@@ -210,6 +211,11 @@ impl ValidatedPolicy {
             None => DEFAULT_PROGRESS_DEADLINE,
         };
 
+        let feedback = spec
+            .feedback
+            .as_ref()
+            .map(|f| super::feedback::feedback(f, spec.predictions.is_some()))
+            .transpose()?;
         let predictions = spec.predictions.as_ref().map(raw_predictions).transpose()?;
         let mut filter_template = filter_template(name, spec, &stable_subset, &canary_subset);
         filter_template.predictions = predictions;
@@ -248,6 +254,7 @@ impl ValidatedPolicy {
             canary_version: t.canary_version.clone(),
             deployment_ref,
             shadow,
+            feedback,
         })
     }
 }
@@ -423,6 +430,8 @@ fn filter_template(name: &str, spec: &CanaryPolicySpec, stable: &str, canary: &s
         }),
         override_: None,
         predictions: None,
+        // Needs the keys, which only an adapter can read: `render` sets it.
+        feedback: None,
     }
 }
 

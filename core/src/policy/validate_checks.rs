@@ -12,10 +12,12 @@ pub(super) struct CheckContext {
     pub(super) min_requests: u64,
     pub(super) has_predictions: bool,
     pub(super) has_segment: bool,
+    pub(super) has_feedback: bool,
 }
 
 const CHECK_KINDS: &str = "`errorRate`, `latency`, `custom`, `predictionDrift`, `positiveRate`, \
-     `segmentDisparity`, `cpu`, `memory`";
+     `segmentDisparity`, `cpu`, `memory`, `accuracy`, `falsePositiveRate`, `truePositiveRate`, \
+     `precision`, `equalizedOdds`";
 
 pub(super) fn check(f: &str, c: &CheckSpec, ctx: &CheckContext) -> Result<Check, ValidationError> {
     non_empty(&format!("{f}.name"), &c.name)?;
@@ -28,11 +30,22 @@ pub(super) fn check(f: &str, c: &CheckSpec, ctx: &CheckContext) -> Result<Check,
         c.segment_disparity.is_some(),
         c.cpu.is_some(),
         c.memory.is_some(),
+        c.accuracy.is_some(),
+        c.false_positive_rate.is_some(),
+        c.true_positive_rate.is_some(),
+        c.precision.is_some(),
+        c.equalized_odds.is_some(),
     ];
     if set.iter().filter(|&&x| x).count() != 1 {
         return Err(invalid(f, format!("needs exactly one of {CHECK_KINDS}")));
     }
     if let Some(kind) = super::validate_ext::resource_check(f, c)? {
+        return Ok(Check {
+            name: c.name.clone(),
+            kind,
+        });
+    }
+    if let Some(kind) = label_check(f, c, ctx)? {
         return Ok(Check {
             name: c.name.clone(),
             kind,
@@ -130,6 +143,58 @@ pub(super) fn check(f: &str, c: &CheckSpec, ctx: &CheckContext) -> Result<Check,
         name: c.name.clone(),
         kind,
     })
+}
+
+/// The ground-truth checks; `None` when `c` is another kind.
+fn label_check(
+    f: &str,
+    c: &CheckSpec,
+    ctx: &CheckContext,
+) -> Result<Option<CheckKind>, ValidationError> {
+    use super::feedback::{equalized_odds, label_rate, LabelMetric};
+    let rates = [
+        (LabelMetric::Accuracy, &c.accuracy),
+        (LabelMetric::FalsePositiveRate, &c.false_positive_rate),
+        (LabelMetric::TruePositiveRate, &c.true_positive_rate),
+        (LabelMetric::Precision, &c.precision),
+    ];
+    let (field, kind) = if let Some((metric, Some(s))) = rates.iter().find(|(_, s)| s.is_some()) {
+        let field = format!("{f}.{}", metric.field());
+        let (bound, coverage) = label_rate(&field, s)?;
+        let alpha = check_alpha(format!("{field}.alpha"), s.alpha, ctx.alpha)?;
+        let kind = CheckKind::LabelRate {
+            metric: *metric,
+            bound,
+            alpha,
+            coverage,
+        };
+        (field, kind)
+    } else if let Some(s) = &c.equalized_odds {
+        let field = format!("{f}.equalizedOdds");
+        if !ctx.has_segment {
+            return Err(invalid(
+                field,
+                "needs spec.routing.segment (the header whose values split the stats)",
+            ));
+        }
+        let (max_ratio, coverage) = equalized_odds(&field, s)?;
+        let alpha = check_alpha(format!("{field}.alpha"), s.alpha, ctx.alpha)?;
+        let kind = CheckKind::EqualizedOdds {
+            max_ratio,
+            alpha,
+            coverage,
+        };
+        (field, kind)
+    } else {
+        return Ok(None);
+    };
+    if !ctx.has_feedback {
+        return Err(invalid(
+            field,
+            "needs spec.feedback (labels arrive only through the feedback path)",
+        ));
+    }
+    Ok(Some(kind))
 }
 
 /// The three checks on prediction scores; `None` when `c` is another kind.
@@ -298,6 +363,19 @@ fn own_alpha(c: &CheckSpec) -> Option<Option<f64>> {
         Some(s.alpha)
     } else if let Some(l) = &c.latency {
         Some(l.alpha)
+    } else if let Some(s) = [
+        &c.accuracy,
+        &c.false_positive_rate,
+        &c.true_positive_rate,
+        &c.precision,
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+    {
+        Some(s.alpha)
+    } else if let Some(s) = &c.equalized_odds {
+        Some(s.alpha)
     } else {
         c.prediction_drift.as_ref().map(|_| None)
     }

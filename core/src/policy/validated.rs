@@ -143,6 +143,21 @@ pub enum CheckKind {
     },
     /// CPU per request or memory per pod of the canary's pods at most `max_ratio` × stable's.
     Resource(ResourceCheck),
+    /// A rate read off the labels within `bound` of stable's, overall and per segment.
+    LabelRate {
+        metric: super::feedback::LabelMetric,
+        bound: super::feedback::LabelBound,
+        /// Family-wise over overall and the segments judged.
+        alpha: f64,
+        coverage: super::feedback::Coverage,
+    },
+    /// Per segment, the canary × segment interaction of the false-positive and miss rates within
+    /// `[1 / max_ratio, max_ratio]`.
+    EqualizedOdds {
+        max_ratio: f64,
+        alpha: f64,
+        coverage: super::feedback::Coverage,
+    },
 }
 
 /// What a step does while stable breaks a check's bound as well.
@@ -199,6 +214,8 @@ pub struct ValidatedPolicy {
     pub canary_version: Option<String>,
     /// `spec.schedule.shadow`.
     pub shadow: Option<Shadow>,
+    /// `spec.feedback`, its keys filled in by the adapter that reads the Secret.
+    pub feedback: Option<super::feedback::Feedback>,
 }
 
 /// `spec.schedule.shadow`, validated.

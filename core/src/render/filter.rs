@@ -1,7 +1,7 @@
 //! The filter's config: one `RawPolicy` per CanaryPolicy, all policies sharing a WasmPlugin in one
 //! `RawConfig`, checked with the filter's own validation before anything is written.
 
-use mlcanary_filter::config::{RawConfig, RawPolicy};
+use mlcanary_filter::config::{RawConfig, RawFeedback, RawPolicy};
 use mlcanary_filter::ConfigError;
 
 use crate::policy::ValidatedPolicy;
@@ -20,6 +20,14 @@ pub fn render_policy(policy: &ValidatedPolicy, weights: Weights) -> RawPolicy {
         } else {
             weights.stable_bp()
         };
+    }
+    if let Some(f) = &policy.feedback {
+        p.feedback = Some(RawFeedback {
+            keys: f.keys.clone(),
+            max_age_s: Some(f.max_age.as_secs()),
+            max_body_bytes: None,
+            replay_window: None,
+        });
     }
     // The canary's inbound side measures the copies only while the route mirrors them.
     if weights.mirror_bp() > 0 {

@@ -15,7 +15,7 @@ pub use inbound::{inbound_plugin, InboundPlugin};
 pub use scope::{MeshScope, ScopeError};
 pub use traffic::{desired_all, desired_traffic, reverted_traffic, DesiredTraffic};
 pub use virtual_service::{
-    check_routes, owned_routes, splice_routes, HttpRoute, Percent, RouteError,
+    check_routes, owned_routes, splice_routes, Fault, HttpRoute, Percent, RegexMatch, RouteError,
 };
 
 #[cfg(test)]

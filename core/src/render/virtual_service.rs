@@ -12,6 +12,18 @@
 //!           {destination: {host: H, subset: canary}, weight: 5}]
 //! ```
 //!
+//! A policy with `feedback` owns one more route, first: feedback requests (`/v1/models/M:feedback`)
+//! are held by a fault (a delay, then an abort) while the filter reads their body and answers
+//! them itself, so the model never sees one:
+//!
+//! ```yaml
+//! - name: mlcanary-<policy>-feedback
+//!   match: [{uri: {regex: "^/v1/models/[^/]+:feedback$"}}]
+//!   fault: {delay: {fixedDelay: 30s, percentage: {value: 100}},
+//!           abort: {httpStatus: 503, percentage: {value: 100}}}
+//!   route: [{destination: {host: H, subset: stable}}]
+//! ```
+//!
 //! In the shadow phase the stable routes (tagged and default) also carry
 //! `mirror: {host: H, subset: canary}` and `mirrorPercentage: {value: P}`: every user's request is
 //! answered by stable, and a share P of them is copied to the canary, whose answers Envoy drops.
@@ -46,6 +58,48 @@ pub struct HttpRoute {
         skip_serializing_if = "Option::is_none"
     )]
     pub mirror_percentage: Option<Percent>,
+    /// Held, then failed (the feedback route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+}
+
+/// Istio's `HTTPFaultInjection`: a delay, then an abort, each for a share of requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    pub delay: FaultDelay,
+    pub abort: FaultAbort,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultDelay {
+    /// A duration such as `30s`.
+    pub fixed_delay: String,
+    pub percentage: Percent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultAbort {
+    pub http_status: u32,
+    pub percentage: Percent,
+}
+
+impl Fault {
+    /// Every request held `seconds`, then answered `503` by the proxy.
+    pub fn hold(seconds: u64) -> Fault {
+        let all = Percent { value: 100.0 };
+        Fault {
+            delay: FaultDelay {
+                fixed_delay: format!("{seconds}s"),
+                percentage: all,
+            },
+            abort: FaultAbort {
+                http_status: 503,
+                percentage: all,
+            },
+        }
+    }
 }
 
 /// Istio's `Percent`: a percentage as a double (0.01 = one request in ten thousand).
@@ -68,10 +122,19 @@ impl Percent {
     }
 }
 
-/// `HTTPMatchRequest` with header matches only.
+/// `HTTPMatchRequest`: header matches, or a path regex.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpMatchRequest {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, StringMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<RegexMatch>,
+}
+
+/// `StringMatch`, regex only (RE2, on the path without its query).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegexMatch {
+    pub regex: String,
 }
 
 /// `StringMatch`, exact only.
@@ -131,6 +194,7 @@ pub fn owned_routes(policy: &ValidatedPolicy, weights: Weights) -> Vec<HttpRoute
                     exact: subset.to_owned(),
                 },
             )]),
+            uri: None,
         }],
         route: vec![HttpRouteDestination {
             destination: dest(subset),
@@ -138,6 +202,7 @@ pub fn owned_routes(policy: &ValidatedPolicy, weights: Weights) -> Vec<HttpRoute
         }],
         mirror: None,
         mirror_percentage: None,
+        fault: None,
     };
     let (stable_pct, canary_pct) = weights.percents();
     let stable = HttpRoute {
@@ -145,26 +210,43 @@ pub fn owned_routes(policy: &ValidatedPolicy, weights: Weights) -> Vec<HttpRoute
         mirror_percentage,
         ..tagged(&policy.stable_subset)
     };
-    vec![
-        tagged(&policy.canary_subset),
-        stable,
-        HttpRoute {
-            name: format!("{prefix}default"),
-            match_: Vec::new(),
-            route: vec![
-                HttpRouteDestination {
-                    destination: dest(&policy.stable_subset),
-                    weight: Some(stable_pct),
-                },
-                HttpRouteDestination {
-                    destination: dest(&policy.canary_subset),
-                    weight: Some(canary_pct),
-                },
-            ],
-            mirror,
-            mirror_percentage,
-        },
-    ]
+    let feedback = policy.feedback.as_ref().map(|_| HttpRoute {
+        name: format!("{prefix}feedback"),
+        match_: vec![HttpMatchRequest {
+            headers: BTreeMap::new(),
+            uri: Some(RegexMatch {
+                regex: mlcanary_filter::feedback::hold_path_regex(
+                    policy.filter_template.model.as_deref(),
+                ),
+            }),
+        }],
+        fault: Some(Fault::hold(mlcanary_filter::feedback::HOLD_S)),
+        ..tagged(&policy.stable_subset)
+    });
+    feedback
+        .into_iter()
+        .chain([
+            tagged(&policy.canary_subset),
+            stable,
+            HttpRoute {
+                name: format!("{prefix}default"),
+                match_: Vec::new(),
+                route: vec![
+                    HttpRouteDestination {
+                        destination: dest(&policy.stable_subset),
+                        weight: Some(stable_pct),
+                    },
+                    HttpRouteDestination {
+                        destination: dest(&policy.canary_subset),
+                        weight: Some(canary_pct),
+                    },
+                ],
+                mirror,
+                mirror_percentage,
+                fault: None,
+            },
+        ])
+        .collect()
 }
 
 /// Refuse a route with an empty host/subset, no destination, or weights (when any are set) that do

@@ -58,7 +58,10 @@ fn check_min_sample(check: &Check, policy: &ValidatedPolicy) -> u64 {
                 0
             }
         }
-        CheckKind::Custom { .. } => 0,
+        // Labels arrive late, whatever the weight: they hold no step of their own.
+        CheckKind::Custom { .. }
+        | CheckKind::LabelRate { .. }
+        | CheckKind::EqualizedOdds { .. } => 0,
     }
 }
 
@@ -120,7 +123,9 @@ pub fn margin(check: &Check, v: &Verdict) -> Option<f64> {
                 -m
             }
         }
-        CheckKind::SegmentDisparity { .. } => return None,
+        CheckKind::SegmentDisparity { .. }
+        | CheckKind::LabelRate { .. }
+        | CheckKind::EqualizedOdds { .. } => return None,
     };
     m.is_finite().then_some(m)
 }

@@ -20,6 +20,7 @@ impl VariantWindow {
         self.scores = add_cumulative(&self.scores, &later.scores);
         self.scored += later.scored;
         self.positives += later.positives;
+        self.labels = self.labels.add(&later.labels);
         for (k, v) in &later.custom {
             self.custom.insert(k.clone(), *v);
         }
@@ -30,6 +31,7 @@ impl VariantWindow {
                 errors: s.errors + c.errors,
                 scored: s.scored + c.scored,
                 positives: s.positives + c.positives,
+                labels: s.labels.add(&c.labels),
             };
         }
     }
@@ -93,6 +95,12 @@ mod tests {
         w.canary.scored = 10;
         w.canary.positives = 2;
         w.canary.custom.insert("q".into(), 1.0);
+        w.canary.labels = crate::window::Labels {
+            tp: 1,
+            fp: 2,
+            tn: 3,
+            fn_: 4,
+        };
         w.canary.segments.insert(
             "60+".into(),
             SegmentCounts {
@@ -100,6 +108,7 @@ mod tests {
                 errors: 0,
                 scored: 3,
                 positives: 2,
+                ..Default::default()
             },
         );
         let mut later = Window::default();
@@ -107,6 +116,12 @@ mod tests {
         later.canary.scored = 5;
         later.canary.positives = 1;
         later.canary.custom.insert("q".into(), 7.0);
+        later.canary.labels = crate::window::Labels {
+            tp: 10,
+            fp: 20,
+            tn: 30,
+            fn_: 40,
+        };
         later.canary.segments.insert(
             "60+".into(),
             SegmentCounts {
@@ -114,6 +129,7 @@ mod tests {
                 errors: 1,
                 scored: 2,
                 positives: 1,
+                ..Default::default()
             },
         );
         later.canary.segments.insert(
@@ -123,6 +139,7 @@ mod tests {
                 errors: 0,
                 scored: 1,
                 positives: 0,
+                ..Default::default()
             },
         );
         later.stable.requests = 100;
@@ -138,12 +155,22 @@ mod tests {
         );
         assert_eq!(w.canary.custom["q"], 7.0);
         assert_eq!(
+            w.canary.labels,
+            crate::window::Labels {
+                tp: 11,
+                fp: 22,
+                tn: 33,
+                fn_: 44
+            }
+        );
+        assert_eq!(
             w.canary.segments["60+"],
             SegmentCounts {
                 requests: 5,
                 errors: 1,
                 scored: 5,
-                positives: 3
+                positives: 3,
+                ..Default::default()
             }
         );
         assert_eq!(w.canary.segments["other"].requests, 1);

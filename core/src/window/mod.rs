@@ -82,9 +82,49 @@ pub struct VariantWindow {
     pub scored: u64,
     /// Instances scored at or above the positive threshold.
     pub positives: u64,
+    /// Labels counted through the feedback path (`mlcanary_feedback_total`): the predictions
+    /// the application later learned the truth about.
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
     /// The same counts per segment label (`other` included); empty without `routing.segment`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub segments: BTreeMap<String, SegmentCounts>,
+}
+
+/// A confusion matrix: each labelled prediction by what was predicted and what was true.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct Labels {
+    /// Predicted positive, truly positive.
+    pub tp: u64,
+    /// Predicted positive, truly negative.
+    pub fp: u64,
+    /// Predicted negative, truly negative.
+    pub tn: u64,
+    /// Predicted negative, truly positive (`fn`).
+    #[serde(rename = "fn")]
+    pub fn_: u64,
+}
+
+impl Labels {
+    pub fn is_empty(&self) -> bool {
+        *self == Labels::default()
+    }
+
+    /// Every labelled prediction.
+    pub fn total(&self) -> u64 {
+        self.tp + self.fp + self.tn + self.fn_
+    }
+
+    /// Cell by cell.
+    pub fn add(&self, o: &Labels) -> Labels {
+        Labels {
+            tp: self.tp + o.tp,
+            fp: self.fp + o.fp,
+            tn: self.tn + o.tn,
+            fn_: self.fn_ + o.fn_,
+        }
+    }
 }
 
 /// One segment's counts in the window.
@@ -95,6 +135,8 @@ pub struct SegmentCounts {
     pub errors: u64,
     pub scored: u64,
     pub positives: u64,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
 }
 
 /// Both variants' windows.

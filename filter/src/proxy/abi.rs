@@ -25,6 +25,7 @@ pub const RESPONSE_HEADERS: u32 = 2;
 pub const RESPONSE_TRAILERS: u32 = 3;
 
 /// Buffers (`BufferType`).
+pub const REQUEST_BODY: u32 = 0;
 pub const RESPONSE_BODY: u32 = 1;
 pub const PLUGIN_CONFIGURATION: u32 = 7;
 
@@ -32,8 +33,13 @@ pub const PLUGIN_CONFIGURATION: u32 = 7;
 pub const COUNTER: u32 = 0;
 pub const HISTOGRAM: u32 = 2;
 
-/// A callback's verdict (`Action`): this filter never pauses a stream.
+/// A callback's verdict (`Action`). The filter pauses only two kinds of streams: a reply that gets
+/// a ticket (its headers wait for the body the ticket records) and a feedback request (answered
+/// by the filter once its body is in).
 pub const CONTINUE: u32 = 0;
+/// Headers: `StopIteration`; bodies: `StopIterationAndBuffer` (the host keeps the chunks, and the
+/// last call's buffer holds the whole body).
+pub const PAUSE: u32 = 1;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -62,6 +68,14 @@ extern "C" {
         value: *const u8,
         value_size: usize,
     ) -> Status;
+    fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> Status;
+    fn proxy_set_buffer_bytes(
+        buffer: u32,
+        start: usize,
+        size: usize,
+        data: *const u8,
+        data_size: usize,
+    ) -> Status;
     fn proxy_define_metric(
         kind: u32,
         name: *const u8,
@@ -69,6 +83,16 @@ extern "C" {
         out_id: *mut u32,
     ) -> Status;
     fn proxy_increment_metric(id: u32, offset: i64) -> Status;
+    fn proxy_send_local_response(
+        status_code: u32,
+        details: *const u8,
+        details_size: usize,
+        body: *const u8,
+        body_size: usize,
+        headers: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> Status;
     fn proxy_record_metric(id: u32, value: u64) -> Status;
 }
 
@@ -163,6 +187,18 @@ pub fn add_header(map: u32, name: &str, value: &str) -> Result<(), Status> {
     })
 }
 
+/// Remove every value of `name`.
+pub fn remove_header(map: u32, name: &str) -> Result<(), Status> {
+    // SAFETY: a live `str` for the call.
+    ok(unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) })
+}
+
+/// Replace `size` bytes of a buffer from `start` with `data`.
+pub fn set_buffer(kind: u32, start: usize, size: usize, data: &[u8]) -> Result<(), Status> {
+    // SAFETY: a live slice for the call.
+    ok(unsafe { proxy_set_buffer_bytes(kind, start, size, data.as_ptr(), data.len()) })
+}
+
 /// A metric's id; defining an existing name returns the same metric.
 pub fn define_metric(kind: u32, name: &str) -> Result<u32, Status> {
     let mut id = 0;
@@ -179,4 +215,31 @@ pub fn increment(id: u32, by: i64) {
 pub fn record(id: u32, value: u64) {
     // SAFETY: plain values.
     let _ = unsafe { proxy_record_metric(id, value) };
+}
+
+/// Answer the stream from the filter: `status` with a JSON `body`; the request goes no further.
+pub fn send_json(status: u32, details: &str, body: &str) -> Result<(), Status> {
+    // The ABI's header map: count, each (key, value) length, then each key and value NUL-ended.
+    let (k, v) = ("content-type", "application/json");
+    let mut map = Vec::with_capacity(16 + k.len() + v.len());
+    for n in [1, k.len(), v.len()] {
+        map.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    for s in [k, v] {
+        map.extend_from_slice(s.as_bytes());
+        map.push(0);
+    }
+    // SAFETY: live buffers for the call; -1: no gRPC status.
+    ok(unsafe {
+        proxy_send_local_response(
+            status,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        )
+    })
 }

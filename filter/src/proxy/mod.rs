@@ -22,6 +22,7 @@ use crate::predictions::{self, BodyError};
 use crate::stats::{self, Outcome, Phase};
 
 mod abi;
+mod feedback;
 
 use abi::{log, now_ns, COUNTER, HISTOGRAM};
 
@@ -62,6 +63,10 @@ struct Active {
     shadow_slots: Vec<Cell<Option<Slot>>>,
     /// First slot of each policy; a tuple's slot is `base + variant * segments + segment`.
     base: Vec<usize>,
+    /// Per slot, the `mlcanary_feedback_total` ids by outcome, defined on the slot's first label.
+    feedback: Vec<Cell<Option<[u32; 4]>>>,
+    /// Per policy, `mlcanary_feedback_rejected_total` ids by reason, defined on first use.
+    rejected: Vec<Cell<Option<[u32; 7]>>>,
 }
 
 impl Active {
@@ -73,11 +78,20 @@ impl Active {
             n += p.variants.len() * p.segment_count();
         }
         let shadows = if config.inbound { n } else { 0 };
+        let with_feedback = config.policies.iter().any(|p| p.feedback.is_some());
+        let feedback = if with_feedback { n } else { 0 };
+        let rejected = if with_feedback {
+            config.policies.len()
+        } else {
+            0
+        };
         Active {
             config,
             slots: (0..n).map(|_| Cell::new(None)).collect(),
             shadow_slots: (0..shadows).map(|_| Cell::new(None)).collect(),
             base,
+            feedback: (0..feedback).map(|_| Cell::new(None)).collect(),
+            rejected: (0..rejected).map(|_| Cell::new(None)).collect(),
         }
     }
 
@@ -203,6 +217,8 @@ struct Vm {
     streams: HashMap<u32, Stream, BuildHasherDefault<IdHasher>>,
     /// SplitMix64 state shared by this VM's streams; seeded when the first root is created.
     rng: u64,
+    /// The feedback tickets this VM has counted, to refuse a replay.
+    replay: crate::feedback::ReplayWindow,
 }
 
 thread_local! {
@@ -211,6 +227,7 @@ thread_local! {
             roots: Vec::new(),
             streams: HashMap::with_hasher(BuildHasherDefault::new()),
             rng: 0,
+            replay: crate::feedback::ReplayWindow::new(),
         })
     };
 }
@@ -278,16 +295,39 @@ pub extern "C" fn proxy_on_configure(root: u32, _size: usize) -> u32 {
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, _end: u32) -> u32 {
+pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, end: u32) -> u32 {
     with_vm(|vm| {
         let Vm { streams, rng, .. } = vm;
-        if let Some(s) = streams.get_mut(&id) {
-            if !s.route(rng) {
+        let Some(s) = streams.get_mut(&id) else {
+            return abi::CONTINUE;
+        };
+        match s.route(rng, end != 0) {
+            Route::Routed => abi::CONTINUE,
+            // Headers go on (a paused header callback would pause the body too): the route holds
+            // the request (a fault delay) while the filter reads the body and answers.
+            Route::Feedback if s.answered => abi::PAUSE,
+            Route::Feedback => abi::CONTINUE,
+            Route::Untouched => {
                 streams.remove(&id); // not a canaried model: untouched, unmeasured
+                abi::CONTINUE
             }
         }
-    });
-    abi::CONTINUE
+    })
+}
+
+/// Only a feedback request's body is read (and held until it is whole); every other stream's
+/// chunks pass at once.
+#[no_mangle]
+pub extern "C" fn proxy_on_request_body(id: u32, size: usize, end: u32) -> u32 {
+    with_vm(|vm| {
+        let Vm {
+            streams, replay, ..
+        } = vm;
+        match streams.get_mut(&id) {
+            Some(s) if s.feedback.is_some() => feedback::request_body(s, size, end != 0, replay),
+            _ => abi::CONTINUE,
+        }
+    })
 }
 
 /// Run `f` on stream `id` if it is one a policy routes; every reply callback goes on at once.
@@ -301,14 +341,28 @@ fn with_stream(id: u32, f: impl FnOnce(&mut Stream)) -> u32 {
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end: u32) -> u32 {
-    with_stream(id, Stream::response_headers)
+pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, end: u32) -> u32 {
+    with_vm(|vm| match vm.streams.get_mut(&id) {
+        Some(s) => s.response_headers(end != 0),
+        None => abi::CONTINUE,
+    })
 }
 
-/// Always passes the chunk on: reading scores never delays or alters the reply.
+/// Passes each chunk on at once (reading scores never delays or alters the reply), except for a
+/// reply that gets a ticket: that one is held whole, then goes on with the ticket in its JSON.
 #[no_mangle]
-pub extern "C" fn proxy_on_response_body(id: u32, size: usize, _end: u32) -> u32 {
-    with_stream(id, |s| s.response_body(size))
+pub extern "C" fn proxy_on_response_body(id: u32, size: usize, end: u32) -> u32 {
+    with_vm(|vm| {
+        let Vm { streams, rng, .. } = vm;
+        match streams.get_mut(&id) {
+            Some(s) if s.ticketing => feedback::reply_body(s, size, end != 0, rng),
+            Some(s) => {
+                s.response_body(size);
+                abi::CONTINUE
+            }
+            None => abi::CONTINUE,
+        }
+    })
 }
 
 #[no_mangle]
@@ -332,6 +386,16 @@ pub extern "C" fn proxy_on_delete(id: u32) {
     });
 }
 
+/// What the filter does with a request.
+enum Route {
+    /// Routed and measured.
+    Routed,
+    /// A feedback request: held until its body is in, then answered by the filter.
+    Feedback,
+    /// No policy's: untouched.
+    Untouched,
+}
+
 /// Per-request state: which slot to record into, and what the response said.
 struct Stream {
     active: Rc<Active>,
@@ -343,6 +407,12 @@ struct Stream {
     /// (policy index, id) of a sticky cookie to set on the response.
     assigned: Option<(usize, AssignedId)>,
     body: Body,
+    /// The reply is held for a ticket (its policy has `feedback`).
+    ticketing: bool,
+    /// For a feedback request, the index of the policy it was sent to.
+    feedback: Option<usize>,
+    /// The filter has answered this feedback request.
+    answered: bool,
 }
 
 /// The reply body, copied chunk by chunk as it passes (never held back) when scores are read.
@@ -350,6 +420,8 @@ enum Body {
     Off,
     Collecting(Vec<u8>),
     Failed(BodyError),
+    /// Already read (for a ticket): the scores or why there are none.
+    Read(Result<Vec<f64>, BodyError>),
 }
 
 fn header_pairs(map: u32) -> HeaderPairs {
@@ -367,24 +439,34 @@ impl Stream {
             outcome: Outcome::default(),
             assigned: None,
             body: Body::Off,
+            ticketing: false,
+            feedback: None,
+            answered: false,
         }
     }
 
-    /// Decide and tag the request; `false` when no policy routes it.
-    fn route(&mut self, rng_state: &mut u64) -> bool {
+    /// Decide and tag the request, or take a feedback request.
+    fn route(&mut self, rng_state: &mut u64, end: bool) -> Route {
+        let yes = |b: bool| if b { Route::Routed } else { Route::Untouched };
         let active = Rc::clone(&self.active);
         let config = &active.config;
         // One host call for every header this request's decision may need.
         let mut headers = header_pairs(abi::REQUEST_HEADERS);
         let Some(authority) = headers.get_str(":authority") else {
-            return false;
+            return Route::Untouched;
         };
         if config.inbound {
-            return self.measure_shadow(&headers);
+            return yes(self.measure_shadow(&headers));
         }
-        let Some(pi) = config.find_policy(authority, headers.get_str(":path")) else {
-            return false;
+        let path = headers.get_str(":path");
+        let Some(pi) = config.find_policy(authority, path) else {
+            return Route::Untouched;
         };
+        if config.policies[pi].feedback.is_some()
+            && path.is_some_and(crate::feedback::is_feedback_path)
+        {
+            return feedback::begin(self, pi, &headers, end);
+        }
         let policy = &config.policies[pi];
         let mut rng = SplitMix64(*rng_state);
         let d = decide(policy, &mut headers, &mut rng);
@@ -406,7 +488,7 @@ impl Stream {
         self.policy = pi;
         self.assigned = d.assigned.map(|id| (pi, id));
         self.started_ns = now_ns();
-        true
+        Route::Routed
     }
 
     /// On a model's inbound side: measure a request Envoy mirrored to a policy in its shadow
@@ -432,7 +514,14 @@ impl Stream {
         true
     }
 
-    fn response_headers(&mut self) {
+    /// Read the reply's status; plan to hold its body for a ticket when its policy signs one.
+    /// Headers always go on at once: proxy-wasm hosts turn a paused header callback into "pause
+    /// everything", so the body would never reach the filter (hence a ticket in the body, not a
+    /// header).
+    fn response_headers(&mut self, end: bool) -> u32 {
+        if self.feedback.is_some() {
+            return abi::CONTINUE; // the filter's own answer to a feedback request
+        }
         let headers = header_pairs(abi::RESPONSE_HEADERS);
         self.outcome.status = headers
             .get_str(":status")
@@ -445,6 +534,20 @@ impl Stream {
             self.set_cookie(pi, id);
         }
         self.body = self.body_plan(&headers);
+        let signs = self.phase == Phase::Live
+            && self
+                .active
+                .config
+                .policies
+                .get(self.policy)
+                .is_some_and(|p| p.feedback.is_some());
+        self.ticketing = signs && !end && matches!(self.body, Body::Collecting(_));
+        if self.ticketing {
+            // The ticket goes into the body, which changes its length: the reply goes out
+            // chunked (HTTP/1.1) or framed (HTTP/2) instead.
+            let _ = abi::remove_header(abi::RESPONSE_HEADERS, "content-length");
+        }
+        abi::CONTINUE
     }
 
     fn response_body(&mut self, size: usize) {
@@ -484,10 +587,11 @@ impl Stream {
         let ms = now_ns().saturating_sub(self.started_ns) / 1_000_000;
         abi::record(slot.duration, ms);
         if let (Some(ids), Some(p)) = (slot.predictions, self.predictions()) {
-            let read = match &self.body {
+            let read = match self.body {
                 Body::Off => return,
-                Body::Failed(e) => Err(*e),
-                Body::Collecting(buf) => predictions::scores(&p.spec, buf),
+                Body::Failed(e) => Err(e),
+                Body::Collecting(ref buf) => predictions::scores(&p.spec, buf),
+                Body::Read(ref r) => r.clone(),
             };
             record_scores(ids, p.positive_threshold, read);
         }

@@ -105,6 +105,7 @@ impl ShadowStream {
                             errors: 0,
                             scored: req,
                             positives: pos,
+                            ..Default::default()
                         },
                     );
                 }

@@ -156,6 +156,7 @@ impl Stream {
                     errors: 0,
                     scored: n,
                     positives: x,
+                    ..Default::default()
                 },
             );
         }

@@ -233,3 +233,44 @@ fn shadow_series_are_the_canarys_shadow_and_survive_a_mark() {
     assert_eq!(w.clone().judged(true).canary, w.shadow);
     assert_eq!(w.clone().judged(false).canary, w.canary);
 }
+
+#[test]
+fn labels_go_to_their_cells_per_variant_and_segment_and_survive_a_mark() {
+    let fb = |v: &'static str, seg: &'static str, o: &'static str| {
+        [
+            ("policy", P),
+            ("variant", v),
+            ("segment", seg),
+            ("outcome", o),
+        ]
+    };
+    let (a, b, c, d) = (
+        fb("canary", "60+", "fp"),
+        fb("canary", "60+", "tp"),
+        fb("canary", "18-30", "fp"),
+        fb("stable", "60+", "fn"),
+    );
+    let prev = counters(&[(FEEDBACK, &a, 2.0), (FEEDBACK, &d, 1.0)]);
+    let now = counters(&[
+        (FEEDBACK, &a, 7.0),
+        (FEEDBACK, &b, 3.0),
+        (FEEDBACK, &c, 1.0),
+        (FEEDBACK, &d, 1.0),
+        (FEEDBACK, &fb("canary", "60+", "bogus"), 50.0),
+    ]);
+    // Persisted as a mark and read back: the outcome label is kept.
+    let prev = Counters::from_map(&prev.to_map(), ID, V);
+    let w = now.window_since(&prev, "stable", "canary");
+    assert_eq!(
+        w.canary.labels,
+        Labels {
+            tp: 3,
+            fp: 6,
+            tn: 0,
+            fn_: 0
+        }
+    );
+    assert_eq!(w.canary.segments["60+"].labels.fp, 5);
+    assert_eq!(w.canary.segments["18-30"].labels.fp, 1);
+    assert!(w.stable.labels.is_empty(), "no new stable labels");
+}

@@ -146,6 +146,11 @@ pub fn histogram_buckets() -> Value {
 }
 
 /// The bootstrap document (JSON, which Envoy reads as YAML).
+/// Envoy's fault filter, by the name per-route configs address it.
+pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+pub const FAULT_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+
 pub fn render_bootstrap(s: &BootstrapSpec<'_>) -> String {
     let tags: Vec<Value> = mlcanary_filter::stats::TAGS
         .iter()
@@ -162,6 +167,9 @@ pub fn render_bootstrap(s: &BootstrapSpec<'_>) -> String {
                 "config_source": watched(s.ecds),
                 "type_urls": [WASM_TYPE_URL],
             }},
+            // No fault of its own: the feedback route's config holds its requests (after the
+            // filter, which answers them), as Istio's fault filter does in a sidecar.
+            {"name": FAULT_FILTER, "typed_config": {"@type": FAULT_TYPE_URL}},
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],
@@ -233,7 +241,15 @@ mod tests {
             .collect();
         assert_eq!(
             tags,
-            ["policy_namespace", "policy", "variant", "segment", "phase"]
+            [
+                "policy_namespace",
+                "policy",
+                "variant",
+                "segment",
+                "phase",
+                "outcome",
+                "reason"
+            ]
         );
         let buckets = &v["stats_config"]["histogram_bucket_settings"];
         assert_eq!(buckets[0]["match"]["suffix"], "mlcanary_prediction_score");
@@ -260,7 +276,11 @@ mod tests {
             f[0]["config_discovery"]["config_source"]["path_config_source"]["path"],
             "/w/ecds/ecds.yaml"
         );
-        assert_eq!(f[1]["name"], "envoy.filters.http.router");
+        assert_eq!(
+            f[1]["name"], FAULT_FILTER,
+            "after the filter: holds feedback requests"
+        );
+        assert_eq!(f[2]["name"], "envoy.filters.http.router");
         let c = &v["static_resources"]["clusters"];
         assert_eq!(
             (c[0]["name"].as_str(), c[0]["type"].as_str()),

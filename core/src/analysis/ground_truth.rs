@@ -1,0 +1,439 @@
+//! Ground truth: the canary judged on whether it was *right*, from the labels the application sent
+//! back with its tickets (`mlcanary_feedback_total`, a confusion matrix per variant and segment).
+//!
+//! Every rate is read on its error side, where a worse model has *more* events: the
+//! false-positive rate `fp / (fp + tn)`, the miss rate `fn / (tp + fn)` (1 − detection rate), the
+//! error rate `(fp + fn) / labelled` (1 − accuracy) and the false-discovery rate `fp / (tp + fp)`
+//! (1 − precision).
+//!
+//! **Label rates** (`accuracy`, `falsePositiveRate`, `truePositiveRate`, `precision`), overall and
+//! per segment, at `α / (1 + m)` each (Bonferroni over overall and the `m` segments judged):
+//! - `maxRatio r`: null "canary's error-side rate ≤ r × stable's", the anytime-valid ratio test
+//!   conditional on the split ([`sequential::ratio_log_e`]): given the labelled events of a row,
+//!   the canary's share is binomial in `θ n_c / (θ n_c + n_s)`; rows are the rollout's weights;
+//! - `maxDelta d`: null "canary's error-side rate ≤ stable's + d", each variant's own
+//!   anytime-valid rate interval (at `α / 4`), failing when their difference's lower end
+//!   exceeds `d` — exact for Bernoulli labels, no Poisson approximation, less power.
+//!
+//! **Equalized odds**: per segment, the canary × segment interaction ψ (the canary's rate in the
+//! segment over the rest's, divided by stable's; [`between::interaction`]) for the false-positive
+//! rate and the detection rate (TPR), failing when ψ's interval lies wholly outside
+//! `[1 / r, r]`; `α / 2` per rate, split over the segments. A gap stable already has cancels; one
+//! the canary opens fails. The detection rate is read as itself, not as the miss rate: at the low
+//! precision of fraud models a canary that keeps its flag rate can move its false-positive rate
+//! only a little (most flags are false already) while its detection rate collapses — the miss
+//! rate's ratio (0.66 → 0.91) would hide what the hit rate's (0.34 → 0.09) shows.
+//!
+//! **Coverage** before any verdict: both variants with `minLabels` in the rate's denominator
+//! (overall; a segment is judged once it has them too) and `minCoverage` of their scored
+//! predictions labelled. Short of it the check says so: *inconclusive* (the step holds), or
+//! with `spec.feedback.bake` *pass* without harm excluded (the steps go on, the last one holds
+//! until the labels are in).
+//!
+//! What the tests assume: the conditional binomial law of the ratio test is exact for Poisson
+//! counts and approximate for Bernoulli labels at rates that are not small (the detection rate);
+//! labels are Bernoulli given the predictions they label, independent
+//! across tickets up to the dispersion of stable's positives (used as `φ`, since labels come
+//! from the same predictions); a label's delay does not depend on the variant (a row is the
+//! labels *counted* at a weight, whichever weight served the prediction — the split the test
+//! conditions on is the labelled counts, not the traffic share).
+
+use super::disparity::between::{self, Between};
+use super::sequential::{self, RateRow, Side};
+use super::{Observations, Outcome, Verdict};
+use crate::policy::feedback::{Coverage, LabelBound, LabelMetric};
+use crate::window::{Labels, SegmentCounts, StepWindow, VariantWindow};
+
+/// A label-rate check's parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LabelRateRule {
+    pub metric: LabelMetric,
+    pub bound: LabelBound,
+    pub alpha: f64,
+    pub coverage: Coverage,
+    pub bake: bool,
+}
+
+/// The equalized-odds check's parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EqualizedOddsRule {
+    pub max_ratio: f64,
+    pub alpha: f64,
+    pub coverage: Coverage,
+    pub bake: bool,
+}
+
+/// `(trials, events)` of `metric`'s error side.
+pub fn error_side(metric: LabelMetric, l: &Labels) -> (u64, u64) {
+    match metric {
+        LabelMetric::Accuracy => (l.total(), l.fp + l.fn_),
+        LabelMetric::FalsePositiveRate => (l.fp + l.tn, l.fp),
+        LabelMetric::TruePositiveRate => (l.tp + l.fn_, l.fn_),
+        LabelMetric::Precision => (l.tp + l.fp, l.fp),
+    }
+}
+
+/// The metric as people read it, from its error side.
+fn shown(metric: LabelMetric, bad_rate: f64) -> f64 {
+    match metric {
+        LabelMetric::FalsePositiveRate => bad_rate,
+        _ => 1.0 - bad_rate,
+    }
+}
+
+fn short(metric: LabelMetric) -> &'static str {
+    match metric {
+        LabelMetric::Accuracy => "accuracy",
+        LabelMetric::FalsePositiveRate => "FPR",
+        LabelMetric::TruePositiveRate => "TPR",
+        LabelMetric::Precision => "precision",
+    }
+}
+
+fn rows(
+    steps: &[StepWindow],
+    of: impl Fn(&VariantWindow) -> Labels,
+    metric: LabelMetric,
+) -> Vec<RateRow> {
+    sequential::rows(steps, |v| {
+        let (n, x) = error_side(metric, &of(v));
+        (n as f64, x as f64)
+    })
+}
+
+fn rate(x: f64, n: f64) -> f64 {
+    if n > 0.0 {
+        x / n
+    } else {
+        0.0
+    }
+}
+
+/// Whether the labels are in: `None` if so, else what is short.
+fn short_of(obs: &Observations<'_>, cov: &Coverage, total: &RateRow, what: &str) -> Option<String> {
+    let sum = |f: fn(&StepWindow) -> &VariantWindow| {
+        obs.evidence.steps.iter().fold((0u64, 0u64), |(l, s), st| {
+            let v = f(st);
+            (l + v.labels.total(), s + v.scored)
+        })
+    };
+    let (lc, sc) = sum(|s| &s.window.canary);
+    let (ls, ss) = sum(|s| &s.window.stable);
+    let share = |l: u64, s: u64| if s == 0 { 0.0 } else { l as f64 / s as f64 };
+    let (cc, cs) = (share(lc, sc), share(ls, ss));
+    let min = cov.min_labels as f64;
+    if total.n_c >= min && total.n_s >= min && cc >= cov.min_coverage && cs >= cov.min_coverage {
+        return None;
+    }
+    Some(format!(
+        "awaiting labels: {} canary / {} stable {what} labelled (minLabels {}), {:.0} % / {:.0} % \
+         of scored predictions labelled (minCoverage {:.0} %)",
+        total.n_c,
+        total.n_s,
+        cov.min_labels,
+        100.0 * cc,
+        100.0 * cs,
+        100.0 * cov.min_coverage
+    ))
+}
+
+fn denominator(metric: LabelMetric) -> &'static str {
+    match metric {
+        LabelMetric::Accuracy => "predictions",
+        LabelMetric::FalsePositiveRate => "negatives",
+        LabelMetric::TruePositiveRate => "positives",
+        LabelMetric::Precision => "flags",
+    }
+}
+
+/// One comparison (overall or a segment): failed, harm excluded, what to say.
+struct Judged {
+    failed: bool,
+    within: bool,
+    evidence: f64,
+    text: String,
+    interval: [f64; 2],
+    p_value: Option<f64>,
+}
+
+fn judge(scope: String, rows: &[RateRow], rule: &LabelRateRule, alpha: f64, phi: f64) -> Judged {
+    let t = RateRow::sum(rows);
+    let (bc, bs) = (rate(t.x_c, t.n_c), rate(t.x_s, t.n_s));
+    let m = short(rule.metric);
+    let head = format!(
+        "{scope}: canary {m} {:.4} vs stable {:.4} ({} / {} labelled)",
+        shown(rule.metric, bc),
+        shown(rule.metric, bs),
+        t.n_c,
+        t.n_s
+    );
+    match rule.bound {
+        LabelBound::Ratio(r) => {
+            let log_e = sequential::ratio_log_e(rows, r, Side::Above, phi);
+            let (lo, hi) = sequential::ratio_interval(rows, alpha, phi);
+            let point = super::disparity::point_ratio(t.x_c, t.n_c, t.x_s, t.n_s);
+            let failed = log_e >= sequential::threshold(alpha);
+            Judged {
+                failed,
+                within: point <= r,
+                evidence: log_e,
+                text: format!(
+                    "{head}, error-side ratio {point:.2} in [{lo:.2}, {}] against {r}",
+                    sequential::show_upper(hi, 2)
+                ),
+                interval: [lo, hi],
+                p_value: Some(sequential::p_value(log_e)),
+            }
+        }
+        LabelBound::Delta(d) => {
+            let (lc, hc) = sequential::rate_interval(t.n_c, t.x_c, alpha / 4.0, phi);
+            let (ls, hs) = sequential::rate_interval(t.n_s, t.x_s, alpha / 4.0, phi);
+            let (lo, hi) = (lc - hs, hc - ls);
+            Judged {
+                failed: lo > d,
+                within: bc - bs <= d,
+                evidence: lo - d,
+                text: format!(
+                    "{head}, worse by {:.4} in [{lo:.4}, {hi:.4}] against {d}",
+                    bc - bs
+                ),
+                interval: [lo, hi],
+                p_value: None,
+            }
+        }
+    }
+}
+
+/// Segment labels with labels in both variants, in order.
+fn labelled_segments(steps: &[StepWindow]) -> Vec<String> {
+    let mut out: Vec<String> = steps
+        .iter()
+        .flat_map(|s| {
+            s.window
+                .canary
+                .segments
+                .iter()
+                .chain(s.window.stable.segments.iter())
+                .filter(|(_, c)| !c.labels.is_empty())
+                .map(|(l, _)| l.clone())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn segment_labels(label: &str) -> impl Fn(&VariantWindow) -> Labels + '_ {
+    move |v| v.segments.get(label).map(|c| c.labels).unwrap_or_default()
+}
+
+/// The label-rate rule (see the module doc).
+pub fn label_rate(name: &str, rule: &LabelRateRule, obs: &Observations<'_>) -> Verdict {
+    let steps = &obs.evidence.steps;
+    let phi = obs.evidence.dispersion.positives.phi();
+    let overall = rows(steps, |v| v.labels, rule.metric);
+    let total = RateRow::sum(&overall);
+    let threshold = match rule.bound {
+        LabelBound::Ratio(r) | LabelBound::Delta(r) => r,
+    };
+    let base = Verdict {
+        check: name.to_owned(),
+        canary: Some(shown(rule.metric, rate(total.x_c, total.n_c))),
+        stable: Some(shown(rule.metric, rate(total.x_s, total.n_s))),
+        threshold: Some(threshold),
+        n_canary: total.n_c as u64,
+        n_stable: total.n_s as u64,
+        ..Default::default()
+    };
+    if let Some(why) = short_of(obs, &rule.coverage, &total, denominator(rule.metric)) {
+        return awaiting(base, why, rule.bake);
+    }
+    let min = rule.coverage.min_labels as f64;
+    let mut scopes = vec![("overall".to_owned(), overall)];
+    let mut waiting = Vec::new();
+    for label in labelled_segments(steps) {
+        let r = rows(steps, segment_labels(&label), rule.metric);
+        let t = RateRow::sum(&r);
+        if t.n_c >= min && t.n_s >= min {
+            scopes.push((format!("segment {label:?}"), r));
+        } else {
+            waiting.push(label);
+        }
+    }
+    let alpha = rule.alpha / scopes.len() as f64;
+    let judged: Vec<Judged> = scopes
+        .into_iter()
+        .map(|(scope, r)| judge(scope, &r, rule, alpha, phi))
+        .collect();
+    let worst = judged
+        .iter()
+        .filter(|j| j.failed)
+        .max_by(|a, b| a.evidence.total_cmp(&b.evidence));
+    let pending = if waiting.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; segments short of {} labels: {}",
+            rule.coverage.min_labels,
+            waiting.join(", ")
+        )
+    };
+    let overall = &judged[0];
+    match worst {
+        Some(w) => Verdict {
+            outcome: Outcome::Fail,
+            message: format!("{} — shown worse than allowed", w.text),
+            interval: Some(w.interval),
+            p_value: w.p_value,
+            ..base
+        },
+        None => Verdict {
+            outcome: Outcome::Pass,
+            message: format!("{}{pending}", overall.text),
+            interval: Some(overall.interval),
+            p_value: overall.p_value,
+            harm_excluded: judged.iter().all(|j| j.within),
+            ..base
+        },
+    }
+}
+
+fn awaiting(base: Verdict, why: String, bake: bool) -> Verdict {
+    Verdict {
+        outcome: if bake {
+            Outcome::Pass
+        } else {
+            Outcome::Inconclusive
+        },
+        message: if bake {
+            format!("{why} (bake: the last step holds until they are in)")
+        } else {
+            why
+        },
+        harm_excluded: false,
+        ..base
+    }
+}
+
+fn canary_of(s: &StepWindow) -> &VariantWindow {
+    &s.window.canary
+}
+
+fn stable_of(s: &StepWindow) -> &VariantWindow {
+    &s.window.stable
+}
+
+fn negatives(c: &SegmentCounts) -> (f64, f64) {
+    ((c.labels.fp + c.labels.tn) as f64, c.labels.fp as f64)
+}
+
+fn hits(c: &SegmentCounts) -> (f64, f64) {
+    ((c.labels.tp + c.labels.fn_) as f64, c.labels.tp as f64)
+}
+
+/// The equalized-odds rule (see the module doc).
+pub fn equalized_odds(name: &str, rule: &EqualizedOddsRule, obs: &Observations<'_>) -> Verdict {
+    let steps = &obs.evidence.steps;
+    let phi = obs.evidence.dispersion.positives.phi();
+    let overall = rows(steps, |v| v.labels, LabelMetric::FalsePositiveRate);
+    let total = RateRow::sum(&overall);
+    let band = (1.0 / rule.max_ratio, rule.max_ratio);
+    let base = Verdict {
+        check: name.to_owned(),
+        threshold: Some(rule.max_ratio),
+        n_canary: total.n_c as u64,
+        n_stable: total.n_s as u64,
+        ..Default::default()
+    };
+    if let Some(why) = short_of(obs, &rule.coverage, &total, "negatives") {
+        return awaiting(base, why, rule.bake);
+    }
+    let min = rule.coverage.min_labels as f64;
+    // A segment is judged on a rate once both variants have its labels, in it and in the rest.
+    let ready = |measure: between::Measure| -> Vec<String> {
+        labelled_segments(steps)
+            .into_iter()
+            .filter(|l| {
+                [canary_of as fn(&StepWindow) -> &VariantWindow, stable_of]
+                    .iter()
+                    .all(|of| {
+                        let (mut n_in, mut n_out) = (0.0, 0.0);
+                        for st in steps {
+                            for (k, c) in &of(st).segments {
+                                let (n, _) = measure(c);
+                                if k == l {
+                                    n_in += n;
+                                } else {
+                                    n_out += n;
+                                }
+                            }
+                        }
+                        n_in >= min && n_out >= min
+                    })
+            })
+            .collect()
+    };
+    let mut results: Vec<(&str, Between)> = Vec::new();
+    for (what, measure) in [
+        ("false-positive rate", negatives as between::Measure),
+        ("detection rate", hits),
+    ] {
+        let labels = ready(measure);
+        let refs: Vec<&String> = labels.iter().collect();
+        let found = between::interaction(steps, &refs, band, rule.alpha / 2.0, phi, measure);
+        results.extend(found.into_iter().map(|b| (what, b)));
+    }
+    if results.is_empty() {
+        return awaiting(
+            base,
+            format!(
+                "awaiting labels: no two segments with {} labelled negatives or positives each",
+                rule.coverage.min_labels
+            ),
+            rule.bake,
+        );
+    }
+    let failed = results.iter().filter(|(_, b)| b.failed).max_by(|a, b| {
+        let out = |b: &Between| (b.interval.0 / b.band.1).max(b.band.0 / b.interval.1);
+        out(&a.1).total_cmp(&out(&b.1))
+    });
+    let describe = |(what, b): &(&str, Between)| {
+        format!(
+            "{what} in segment {:?} vs the rest, canary over stable {:.2} in [{:.2}, {}], band [{:.2}, {:.2}]",
+            b.segment,
+            b.point,
+            b.interval.0,
+            sequential::show_upper(b.interval.1, 2),
+            b.band.0,
+            b.band.1
+        )
+    };
+    match failed {
+        Some(f) => Verdict {
+            outcome: Outcome::Fail,
+            canary: Some(f.1.point),
+            message: format!(
+                "{} — the canary opens a gap stable does not have",
+                describe(f)
+            ),
+            ratio: Some([f.1.interval.0, f.1.interval.1]),
+            ..base
+        },
+        None => {
+            let widest = results
+                .iter()
+                .max_by(|a, b| (a.1.point.ln().abs()).total_cmp(&b.1.point.ln().abs()));
+            Verdict {
+                outcome: Outcome::Pass,
+                canary: widest.map(|w| w.1.point),
+                message: widest.map_or_else(String::new, |w| format!("widest: {}", describe(w))),
+                harm_excluded: results.iter().all(|(_, b)| b.inside()),
+                ..base
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "ground_truth_tests.rs"]
+mod tests;
