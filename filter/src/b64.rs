@@ -5,8 +5,7 @@
 const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-/// `bytes` in URL-safe base64, unpadded.
-pub fn encode_url(bytes: &[u8]) -> String {
+fn encode(alphabet: &[u8; 64], bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -16,10 +15,24 @@ pub fn encode_url(bytes: &[u8]) -> String {
         ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..=chunk.len() {
-            out.push(URL[(n >> (18 - 6 * i) & 63) as usize] as char);
+            out.push(alphabet[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
     }
     out
+}
+
+/// `bytes` in URL-safe base64, unpadded.
+pub fn encode_url(bytes: &[u8]) -> String {
+    encode(URL, bytes)
+}
+
+/// `bytes` in standard base64, padded (how the filter config takes keys).
+pub fn encode_std(bytes: &[u8]) -> String {
+    let mut s = encode(STD, bytes);
+    while s.len() % 4 != 0 {
+        s.push('=');
+    }
+    s
 }
 
 fn value(alphabet: &[u8; 64], c: u8) -> Option<u32> {
@@ -86,6 +99,8 @@ mod tests {
         assert_eq!(decode_std("+/8=").as_deref(), Some(&[0xfb, 0xff][..]));
         assert_eq!(decode_std("Zm9vYg==").as_deref(), Some(&b"foob"[..]));
         assert_eq!(decode_std("Zm9vYg").as_deref(), Some(&b"foob"[..]));
+        assert_eq!(encode_std(b"foob"), "Zm9vYg==");
+        assert_eq!(encode_std(&[0xfb, 0xff]), "+/8=");
     }
 
     #[test]

@@ -87,6 +87,11 @@ pub struct LocalArgs {
     /// default) takes any free port, printed at start and written to `status.json` as `http`.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub http: SocketAddr,
+    /// Where the Secrets of `spec.feedback.secretRef` are, laid out as Kubernetes mounts a Secret:
+    /// `DIR/<secret>/key` (and `previousKey` during a rotation). Default: `secrets/` beside the
+    /// policy file.
+    #[arg(long, value_name = "DIR")]
+    pub secrets: Option<PathBuf>,
 }
 
 /// Why `mlcanary local` stopped with an error.
@@ -215,6 +220,20 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 /// Everything checked before anything is written or started.
+/// A Secret as a mounted volume holds it: one file per key (unreadable files are absent keys).
+fn read_secret_dir(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut data = std::collections::BTreeMap::new();
+    for name in [
+        mlcanary_core::policy::feedback::SECRET_KEY,
+        mlcanary_core::policy::feedback::SECRET_PREVIOUS_KEY,
+    ] {
+        if let Ok(bytes) = std::fs::read(dir.join(name)) {
+            data.insert(name.to_owned(), bytes);
+        }
+    }
+    data
+}
+
 struct Plan {
     policies: Vec<ValidatedPolicy>,
     upstreams: Vec<Upstream>,
@@ -222,7 +241,26 @@ struct Plan {
 }
 
 fn plan(args: &LocalArgs) -> Result<Plan, LocalError> {
-    let policies: Vec<ValidatedPolicy> = load(&args.policy)?.into_iter().map(|(_, v)| v).collect();
+    let mut policies: Vec<ValidatedPolicy> =
+        load(&args.policy)?.into_iter().map(|(_, v)| v).collect();
+    let secrets = args.secrets.clone().unwrap_or_else(|| {
+        args.policy
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("secrets")
+    });
+    for p in &mut policies {
+        if let Some(f) = &mut p.feedback {
+            let data = read_secret_dir(&secrets.join(&f.secret));
+            f.set_keys(&data).map_err(|e| {
+                LocalError::Usage(format!(
+                    "policy {}: {e} (read from {})",
+                    p.name,
+                    secrets.join(&f.secret).display()
+                ))
+            })?;
+        }
+    }
     let upstreams = args
         .upstreams
         .iter()

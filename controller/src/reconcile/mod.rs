@@ -23,6 +23,7 @@ pub mod held;
 pub mod lifecycle;
 pub mod plan;
 pub mod run;
+pub mod secrets;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -63,6 +64,8 @@ pub enum Error {
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the lifecycle's Deployments: {0}")]
     Deployments(#[source] kube::Error),
+    #[error(transparent)]
+    Secret(secrets::SecretError),
 }
 
 impl Error {
@@ -73,6 +76,7 @@ impl Error {
             Error::Engine(EngineError::Apply { .. }) => "traffic",
             Error::Kube(_) => "status",
             Error::Deployments(_) => "deployments",
+            Error::Secret(_) => "secret",
             Error::Finalizer(e) => match e.as_ref() {
                 FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e.label(),
                 _ => "finalizer",
@@ -380,6 +384,26 @@ where
             }),
         }
     });
+    // The ticket keys (spec.feedback) of the policy and its peers, read from their Secrets.
+    let scoped = match scoped {
+        Ok((mut policy, mut peers)) => {
+            let mut filled = secrets::fill(&ctx.client, &mut policy).await;
+            for (p, _) in &mut peers {
+                if filled.is_ok() {
+                    filled = secrets::fill(&ctx.client, p).await;
+                }
+            }
+            match filled {
+                Ok(()) => Ok((policy, peers)),
+                Err(secrets::SecretError::Invalid(reason)) => Err(ValidationError {
+                    field: "spec.feedback.secretRef".into(),
+                    reason,
+                }),
+                Err(e @ secrets::SecretError::Api { .. }) => return Err(Error::Secret(e)),
+            }
+        }
+        Err(e) => Err(e),
+    };
     let (update, ticked) = match scoped {
         Err(e) => {
             tracing::warn!(%namespace, policy = %name, error = %e, "invalid policy");

@@ -95,6 +95,59 @@ pub struct Feedback {
     pub keys: Vec<String>,
 }
 
+/// The Secret's key that signs (and verifies).
+pub const SECRET_KEY: &str = "key";
+/// The Secret's key that only verifies, while a rotation is under way.
+pub const SECRET_PREVIOUS_KEY: &str = "previousKey";
+
+/// Why a policy's ticket keys could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("Secret {secret:?}: {reason}")]
+    Bad { secret: String, reason: String },
+}
+
+impl Feedback {
+    /// Take the keys from the Secret's `data` (raw bytes, as a Secret decodes or a mounted
+    /// Secret volume holds them): `key`, then `previousKey` if present. Any bytes are a key —
+    /// only the filter signs and verifies, the application never needs it — but at least 16.
+    pub fn set_keys(
+        &mut self,
+        data: &std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), KeyError> {
+        let bad = |reason: String| KeyError::Bad {
+            secret: self.secret.clone(),
+            reason,
+        };
+        let mut keys = Vec::new();
+        for (name, required) in [(SECRET_KEY, true), (SECRET_PREVIOUS_KEY, false)] {
+            let Some(k) = data.get(name) else {
+                if required {
+                    return Err(bad(format!("has no `{name}`")));
+                }
+                continue;
+            };
+            let k = trim_newline(k);
+            if k.len() < mlcanary_filter::ticket::MIN_KEY_BYTES {
+                return Err(bad(format!(
+                    "`{name}` is {} bytes; at least {} (e.g. `openssl rand -base64 32`)",
+                    k.len(),
+                    mlcanary_filter::ticket::MIN_KEY_BYTES
+                )));
+            }
+            keys.push(mlcanary_filter::b64::encode_std(k));
+        }
+        self.keys = keys;
+        Ok(())
+    }
+}
+
+/// A key file written with `echo` ends in a newline that is not part of the key.
+fn trim_newline(k: &[u8]) -> &[u8] {
+    let k = k.strip_suffix(b"\n").unwrap_or(k);
+    k.strip_suffix(b"\r").unwrap_or(k)
+}
+
 /// Default `maxAge`.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default `minLabels`.

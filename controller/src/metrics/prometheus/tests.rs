@@ -359,7 +359,7 @@ async fn a_restarted_source_reads_the_mark_again() {
 fn queries() {
     assert_eq!(
         series_query("ml", &["fraud-model"]),
-        r#"{__name__=~"mlcanary_requests_total|mlcanary_errors_total|mlcanary_predictions_total|mlcanary_positive_predictions_total|mlcanary_request_duration_ms_bucket|mlcanary_prediction_score_bucket",policy_namespace="ml",policy=~"fraud-model"}"#
+        r#"{__name__=~"mlcanary_requests_total|mlcanary_errors_total|mlcanary_predictions_total|mlcanary_positive_predictions_total|mlcanary_feedback_total|mlcanary_request_duration_ms_bucket|mlcanary_prediction_score_bucket",policy_namespace="ml",policy=~"fraud-model"}"#
     );
     assert_eq!(
         series_query("prod", &["a", "b-2"])
