@@ -487,7 +487,11 @@ fn judge(
     evidence: &mut Evidence,
     window: &Window,
 ) -> Vec<Verdict> {
-    evidence.record(weight_bp, window);
+    let settle = policy
+        .feedback
+        .as_ref()
+        .map_or(0, |f| f.settle_windows(policy.interval));
+    evidence.record_settling(weight_bp, window, settle);
     evaluate(
         policy,
         &Observations {

@@ -77,6 +77,7 @@ mod tests {
         p.feedback = Some(Feedback {
             secret: "fraud-model-feedback".into(),
             max_age: std::time::Duration::from_secs(600),
+            label_delay: std::time::Duration::ZERO,
             bake: false,
             keys: Vec::new(),
         });

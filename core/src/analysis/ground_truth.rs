@@ -16,9 +16,10 @@
 //!   exceeds `d` — exact for Bernoulli labels, no Poisson approximation, less power.
 //!
 //! **Equalized odds**: per segment, the canary × segment interaction ψ (the canary's rate in the
-//! segment over the rest's, divided by stable's; [`between::interaction`]) for the false-positive
-//! rate and the detection rate (TPR), failing when ψ's interval lies wholly outside
-//! `[1 / r, r]`; `α / 2` per rate, split over the segments. A gap stable already has cancels; one
+//! segment over the rest's, divided by stable's) for the false-positive rate and the detection
+//! rate (TPR), failing when ψ's interval lies wholly outside `[1 / r, r]`; `α / 2` per rate,
+//! split over the segments. ψ's interval is θ_in / θ_out: the canary/stable ratio inside the
+//! segment over the one in the rest, each from the ratio test conditional on the split. A gap stable already has cancels; one
 //! the canary opens fails. The detection rate is read as itself, not as the miss rate: at the low
 //! precision of fraud models a canary that keeps its flag rate can move its false-positive rate
 //! only a little (most flags are false already) while its detection rate collapses — the miss
@@ -249,14 +250,18 @@ pub fn label_rate(name: &str, rule: &LabelRateRule, obs: &Observations<'_>) -> V
         return awaiting(base, why, rule.bake);
     }
     let min = rule.coverage.min_labels as f64;
+    let all = total.n_c + total.n_s;
     let mut scopes = vec![("overall".to_owned(), overall)];
     let mut waiting = Vec::new();
+    // Harm is excluded only once every segment that matters has been judged.
+    let mut blocking = false;
     for label in labelled_segments(steps) {
         let r = rows(steps, segment_labels(&label), rule.metric);
         let t = RateRow::sum(&r);
         if t.n_c >= min && t.n_s >= min {
             scopes.push((format!("segment {label:?}"), r));
         } else {
+            blocking |= (t.n_c + t.n_s) >= MIN_SEGMENT_SHARE * all;
             waiting.push(label);
         }
     }
@@ -292,11 +297,16 @@ pub fn label_rate(name: &str, rule: &LabelRateRule, obs: &Observations<'_>) -> V
             message: format!("{}{pending}", overall.text),
             interval: Some(overall.interval),
             p_value: overall.p_value,
-            harm_excluded: judged.iter().all(|j| j.within),
+            harm_excluded: !blocking && judged.iter().all(|j| j.within),
             ..base
         },
     }
 }
+
+/// Segments with less than this share of the rollout's labelled predictions (in a rate's
+/// denominator) need not be judged before harm is excluded: a rare segment would hold the bake
+/// for ever. They are still judged — and can fail — once they have their labels.
+pub const MIN_SEGMENT_SHARE: f64 = 0.02;
 
 fn awaiting(base: Verdict, why: String, bake: bool) -> Verdict {
     Verdict {
@@ -329,6 +339,89 @@ fn negatives(c: &SegmentCounts) -> (f64, f64) {
 
 fn hits(c: &SegmentCounts) -> (f64, f64) {
     ((c.labels.tp + c.labels.fn_) as f64, c.labels.tp as f64)
+}
+
+/// Canary against stable on `measure` inside segment `label` (`inside`) or in the rest.
+fn versus(
+    steps: &[StepWindow],
+    label: &str,
+    inside: bool,
+    measure: between::Measure,
+) -> Vec<RateRow> {
+    let side = |v: &VariantWindow| {
+        v.segments
+            .iter()
+            .filter(|(l, _)| (l.as_str() == label) == inside)
+            .fold((0.0, 0.0), |(n, x), (_, c)| {
+                let (cn, cx) = measure(c);
+                (n + cn, x + cx)
+            })
+    };
+    steps
+        .iter()
+        .map(|s| {
+            let ((n_c, x_c), (n_s, x_s)) = (side(&s.window.canary), side(&s.window.stable));
+            RateRow {
+                n_c,
+                x_c: x_c.min(n_c),
+                n_s,
+                x_s: x_s.min(n_s),
+            }
+        })
+        .collect()
+}
+
+/// ψ for one segment as θ_in / θ_out: the canary/stable ratio inside the segment (conditional on
+/// the split of the segment's events between the variants) over the same ratio in the rest, each
+/// a confidence sequence at `alpha / 2` (a union bound: ψ's interval covers at `1 − alpha`).
+/// The same ψ as [`between::interaction`], split the other way: the rest's ratio rests on most of
+/// the traffic, so almost all of the width is the segment's own — about half the width of the
+/// within-variant split when the segment is small.
+fn interaction(
+    steps: &[StepWindow],
+    label: &str,
+    band: (f64, f64),
+    alpha: f64,
+    phi: f64,
+    measure: between::Measure,
+) -> Between {
+    let (inside, outside) = (
+        versus(steps, label, true, measure),
+        versus(steps, label, false, measure),
+    );
+    // Each two-sided interval at alpha / 4 a side: alpha / 2 for each, alpha for both.
+    let (li, hi) = sequential::ratio_interval(&inside, alpha / 4.0, phi);
+    let (lo, ho) = sequential::ratio_interval(&outside, alpha / 4.0, phi);
+    let point = |r: &[RateRow]| {
+        let t = RateRow::sum(r);
+        super::disparity::point_ratio(t.x_c, t.n_c, t.x_s, t.n_s)
+    };
+    let interval = (li / ho, hi / lo);
+    Between {
+        segment: label.to_owned(),
+        kind: between::Kind::Interaction,
+        failed: interval.0 > band.1 || interval.1 < band.0,
+        point: point(&inside) / point(&outside),
+        interval,
+        band,
+    }
+}
+
+/// The labelled segments with at least [`MIN_SEGMENT_SHARE`] of `measure`'s denominator.
+fn significant(steps: &[StepWindow], measure: between::Measure) -> Vec<String> {
+    let mut per: std::collections::BTreeMap<String, f64> = Default::default();
+    for st in steps {
+        for v in [&st.window.canary, &st.window.stable] {
+            for (l, c) in &v.segments {
+                *per.entry(l.clone()).or_default() += measure(c).0;
+            }
+        }
+    }
+    let all: f64 = per.values().sum();
+    per.into_iter()
+        .filter(|(_, n)| *n > 0.0 && *n >= MIN_SEGMENT_SHARE * all)
+        .map(|(l, _)| l)
+        .collect()
 }
 
 /// The equalized-odds rule (see the module doc).
@@ -374,13 +467,26 @@ pub fn equalized_odds(name: &str, rule: &EqualizedOddsRule, obs: &Observations<'
             .collect()
     };
     let mut results: Vec<(&str, Between)> = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
     for (what, measure) in [
         ("false-positive rate", negatives as between::Measure),
         ("detection rate", hits),
     ] {
         let labels = ready(measure);
-        let refs: Vec<&String> = labels.iter().collect();
-        let found = between::interaction(steps, &refs, band, rule.alpha / 2.0, phi, measure);
+        missing.extend(
+            significant(steps, measure)
+                .into_iter()
+                .filter(|l| !labels.contains(l))
+                .map(|l| format!("{what} in {l:?}")),
+        );
+        if labels.len() < 2 {
+            continue;
+        }
+        let per = rule.alpha / 2.0 / labels.len() as f64;
+        let found: Vec<Between> = labels
+            .iter()
+            .map(|l| interaction(steps, l, band, per, phi, measure))
+            .collect();
         results.extend(found.into_iter().map(|b| (what, b)));
     }
     if results.is_empty() {
@@ -426,8 +532,20 @@ pub fn equalized_odds(name: &str, rule: &EqualizedOddsRule, obs: &Observations<'
             Verdict {
                 outcome: Outcome::Pass,
                 canary: widest.map(|w| w.1.point),
-                message: widest.map_or_else(String::new, |w| format!("widest: {}", describe(w))),
-                harm_excluded: results.iter().all(|(_, b)| b.inside()),
+                message: format!(
+                    "{}{}",
+                    widest.map_or_else(String::new, |w| format!("widest: {}", describe(w))),
+                    if missing.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; still short of {} labels: {}",
+                            rule.coverage.min_labels,
+                            missing.join(", ")
+                        )
+                    }
+                ),
+                harm_excluded: missing.is_empty() && results.iter().all(|(_, b)| b.inside()),
                 ..base
             }
         }

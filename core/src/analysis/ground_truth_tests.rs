@@ -4,6 +4,7 @@
 use super::*;
 use crate::analysis::test_support::Once;
 use crate::analysis::Outcome;
+use crate::window::Window;
 
 const BANDS: [&str; 3] = ["18-30", "31-60", "60+"];
 
@@ -206,4 +207,35 @@ fn error_sides() {
     assert_eq!(error_side(LabelMetric::FalsePositiveRate, &l), (90, 2));
     assert_eq!(error_side(LabelMetric::TruePositiveRate, &l), (10, 2));
     assert_eq!(error_side(LabelMetric::Precision, &l), (10, 2));
+}
+
+#[test]
+fn labels_of_the_first_windows_at_a_weight_are_left_out_when_settling() {
+    let mut w = Window::default();
+    w.canary.labels = Labels {
+        tp: 1,
+        fp: 2,
+        tn: 3,
+        fn_: 4,
+    };
+    w.canary.scored = 10;
+    w.canary.segments.insert(
+        "60+".into(),
+        SegmentCounts {
+            scored: 10,
+            labels: w.canary.labels,
+            ..Default::default()
+        },
+    );
+    let mut e = crate::window::Evidence::default();
+    for _ in 0..3 {
+        e.record_settling(500, &w, 2);
+    }
+    e.record_settling(1000, &w, 2);
+    let at = |bp| e.at_weight(bp).unwrap();
+    // Two windows settle at 5 %, the third counts; at 10 % the first settles again.
+    assert_eq!(at(500).canary.labels.total(), 10);
+    assert_eq!(at(500).canary.segments["60+"].labels.total(), 10);
+    assert_eq!(at(500).canary.scored, 30, "only the labels are left out");
+    assert!(at(1000).canary.labels.is_empty());
 }

@@ -23,6 +23,12 @@ pub struct FeedbackSpec {
     /// `7d`). Keep a rotated-out key as `previousKey` at least this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
+    /// How long the slowest usual label takes to arrive (e.g. `4s` in the demo; a chargeback's
+    /// days in life). The labels counted in this long after each weight change are left out of
+    /// the checks: they mix the weight before's predictions, fast labels first, which would bias
+    /// them (default: none left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_delay: Option<String>,
     /// Hold the last step — no promotion — until every ground-truth check has its labels.
     /// Without it, a ground-truth check short of labels holds every step.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -90,6 +96,7 @@ pub struct EqualizedOddsSpec {
 pub struct Feedback {
     pub secret: String,
     pub max_age: Duration,
+    pub label_delay: Duration,
     pub bake: bool,
     /// Base64 keys, signing key first; empty until resolved (the filter config then refuses it).
     pub keys: Vec<String>,
@@ -108,6 +115,17 @@ pub enum KeyError {
 }
 
 impl Feedback {
+    /// Windows (of `interval`) whose labels are left out at each weight: `labelDelay` rounded up.
+    pub fn settle_windows(&self, interval: Duration) -> u32 {
+        if interval.is_zero() {
+            return 0;
+        }
+        self.label_delay
+            .as_nanos()
+            .div_ceil(interval.as_nanos())
+            .min(u128::from(u32::MAX)) as u32
+    }
+
     /// Take the keys from the Secret's `data` (raw bytes, as a Secret decodes or a mounted
     /// Secret volume holds them): `key`, then `previousKey` if present. Any bytes are a key —
     /// only the filter signs and verifies, the application never needs it — but at least 16.
@@ -211,9 +229,14 @@ pub(super) fn feedback(
     if max_age < Duration::from_secs(1) {
         return Err(invalid("spec.feedback.maxAge", "must be at least 1s"));
     }
+    let label_delay = match &f.label_delay {
+        None => Duration::ZERO,
+        Some(s) => duration("spec.feedback.labelDelay", s)?,
+    };
     Ok(Feedback {
         secret: f.secret_ref.name.clone(),
         max_age,
+        label_delay,
         bake: f.bake,
         keys: Vec::new(),
     })

@@ -202,6 +202,13 @@ pub struct StepWindow {
     /// The canary weight the windows were gathered at, in basis points.
     pub weight_bp: u32,
     pub window: Window,
+    /// Windows recorded at this weight.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub windows: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Most step windows kept: a fixed schedule has a handful of weights, an adaptive one may visit
@@ -318,6 +325,18 @@ impl Evidence {
 
     /// Add one interval's `window`, gathered at `weight_bp`.
     pub fn record(&mut self, weight_bp: u32, window: &Window) {
+        self.record_settling(weight_bp, window, 0);
+    }
+
+    /// [`Evidence::record`], leaving out the labels of the first `settle` windows at each weight.
+    ///
+    /// Labels arrive late, and not all equally late (a flagged prediction's review before an
+    /// unflagged one's chargeback): just after the weight changes, the labels counted come from
+    /// predictions made at the weight before, in a mix that favours the fast kind — more of the
+    /// canary's, whose share just grew. Its false-positive rate would read high for a while on a
+    /// healthy canary (measured: `judge-bench --ground-truth-only 1`). Once the slowest label
+    /// (`settle` windows) is in, every label counted at the weight is of a prediction made at it.
+    pub fn record_settling(&mut self, weight_bp: u32, window: &Window, settle: u32) {
         self.dispersion
             .errors
             .add(window.stable.requests, window.stable.errors);
@@ -330,6 +349,7 @@ impl Evidence {
                 self.steps.push(StepWindow {
                     weight_bp,
                     window: Window::default(),
+                    windows: 0,
                 });
                 self.steps.len() - 1
             }
@@ -337,7 +357,20 @@ impl Evidence {
                 .min_by_key(|&i| self.steps[i].weight_bp.abs_diff(weight_bp))
                 .unwrap_or(0),
         };
-        self.steps[at].window.absorb(window);
+        let step = &mut self.steps[at];
+        step.windows = step.windows.saturating_add(1);
+        if step.windows <= settle {
+            let mut w = window.clone();
+            for v in [&mut w.stable, &mut w.canary, &mut w.shadow] {
+                v.labels = Labels::default();
+                for c in v.segments.values_mut() {
+                    c.labels = Labels::default();
+                }
+            }
+            step.window.absorb(&w);
+        } else {
+            step.window.absorb(window);
+        }
     }
 
     /// The whole rollout's window: every step's added up.

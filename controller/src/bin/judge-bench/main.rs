@@ -16,10 +16,12 @@
 //! NOT MET.
 //!
 //! Then the shadow phase on the same code path ([`shadow`]); `--shadow-only 1` prints only that.
+//! Then ground truth, labels arriving late ([`ground_truth`]); `--ground-truth-only 1` likewise.
 //!
 //! `cargo run -p mlcanary-controller --release --bin judge-bench [-- --runs 2000 --seed 1]`
 
 mod flagger;
+mod ground_truth;
 mod report;
 mod shadow;
 mod sim;
@@ -188,6 +190,16 @@ async fn mlcanary_run(policy: &ValidatedPolicy, rng: &mut Rng, stream: &Stream) 
     end
 }
 
+thread_local! {
+    /// The checks that failed in the last rollback [`drive`] saw (for the ground-truth report).
+    static FAILED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The checks that failed when the last rollout [`drive`] ran was rolled back.
+fn last_failed() -> Vec<String> {
+    FAILED.with(|f| f.borrow().clone())
+}
+
 /// When every bench rollout starts.
 fn bench_start() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
@@ -235,6 +247,14 @@ async fn drive<S: MetricsSource>(
                     .last_verdicts
                     .iter()
                     .any(|v| v.name == "fairness" && v.verdict == "fail");
+                FAILED.with(|f| {
+                    *f.borrow_mut() = status
+                        .last_verdicts
+                        .iter()
+                        .filter(|v| v.verdict == "fail")
+                        .map(|v| v.name.clone())
+                        .collect();
+                });
                 return (end, live);
             }
             _ => {}
@@ -441,6 +461,10 @@ fn main() {
         shadow::report(runs, seed);
         return;
     }
+    if arg("--ground-truth-only", 0) == 1 {
+        ground_truth::report(runs, seed);
+        return;
+    }
     println!(
         "judge-bench: {runs} runs per healthy scenario (fewer for detection), seed {seed}; \
          200 rps ramping 150 -> 250, clustered errors, steps 5/10/20/50 %, horizon 60 min"
@@ -484,6 +508,7 @@ fn main() {
         println!("{line}");
     }
     shadow::report(runs, seed);
+    ground_truth::report(runs, seed);
 }
 
 /// The issue's targets on `results`, one line each.
