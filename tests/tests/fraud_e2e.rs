@@ -1,8 +1,12 @@
 //! The fraud-detection case study end to end (issue: ML-aware canary analysis): real Envoy with
-//! the filter, `mlcanary local`, TF-Serving-compatible model servers, customers' traffic. Both
-//! rounds begin with a shadow phase. v2 must pass its shadow and be promoted step by step; v3 must
-//! be stopped *in the shadow phase* by the per-segment fairness check — not errors or latency —
-//! before any customer received one of its answers.
+//! the filter, `mlcanary local`, TF-Serving-compatible model servers, customers' traffic, and the
+//! labels (reviews, chargebacks) sent back through the feedback path with the filter's tickets.
+//! Every round begins with a shadow phase. v2 must pass its shadow and be promoted step by step;
+//! v3 must be stopped *in the shadow phase* by the per-segment fairness check — not errors or
+//! latency — before any customer received one of its answers; v4, which flags every age band as
+//! often as v2 but has lost its signal for the elderly, must pass every check on what it answers
+//! and be rolled back by the ground-truth check alone (equalized odds, naming 60+). One test, the
+//! rounds in turn: they share the machine with nothing else of this binary.
 
 use mlcanary_e2e::{envoy_path, patience, wasm_path, workspace_root};
 use mlcanary_fraud_example::demo::{describe, round, DemoConfig, RoundResult};
@@ -38,7 +42,7 @@ fn verdict(r: &RoundResult, check: &str) -> serde_json::Value {
 }
 
 #[test]
-fn v2_is_promoted_and_v3_is_rolled_back_by_the_fairness_check() {
+fn v2_is_promoted_v3_is_stopped_by_fairness_and_v4_by_ground_truth() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cfg = config(dir.path());
 
@@ -117,4 +121,46 @@ fn v2_is_promoted_and_v3_is_rolled_back_by_the_fairness_check() {
         reason.contains("RolledBack") && reason.contains("age-band-fairness"),
         "{reason}"
     );
+
+    // Round three: v4 against v2, twice the traffic (labels of frauds among the elderly are what
+    // decides it, and they are scarce).
+    let fast = DemoConfig {
+        rps: 800.0,
+        ..cfg.clone()
+    };
+    let r3 = round(&fast, "v4", Version::V2, Version::V4).expect("round three ran");
+    println!("{}", describe(&r3));
+    assert_eq!(
+        (r3.phase(), r3.exit_code),
+        ("RolledBack", Some(1)),
+        "{}",
+        describe(&r3)
+    );
+    // By the ground-truth check alone: every check on what the model answers passed.
+    assert_eq!(
+        r3.failed_checks(),
+        vec!["equalized-odds".to_string()],
+        "{}",
+        describe(&r3)
+    );
+    for check in [
+        "errors",
+        "latency-p99",
+        "flag-rate",
+        "age-band-fairness",
+        "false-positives",
+    ] {
+        assert_ne!(verdict(&r3, check)["verdict"], "fail", "{}", describe(&r3));
+    }
+    let odds = verdict(&r3, "equalized-odds");
+    let message = odds["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("segment \"60+\""),
+        "the failing segment is named: {message}"
+    );
+    // The labels went through the feedback path, and the filter refused none of them.
+    assert!(r3.feedback.accepted > 0, "{}", describe(&r3));
+    assert!(r3.feedback.rejected.is_empty(), "{}", describe(&r3));
+    let reason = r3.status["conditions"].to_string();
+    assert!(reason.contains("equalized-odds"), "{reason}");
 }

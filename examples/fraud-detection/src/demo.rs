@@ -1,7 +1,10 @@
 //! The case study, run for real on one machine: two TF-Serving-compatible model servers, a real
 //! Envoy with the mlcanary filter driven by `mlcanary local`, and customers' traffic. Round one
-//! rolls out v2 against v1; round two rolls out v3 against v2 (now stable). Each round begins with
-//! the policy's shadow phase, so a round also counts which model answered each customer.
+//! rolls out v2 against v1; round two rolls out v3 against v2 (now stable); round three rolls out
+//! v4 against v2. Each round begins with the policy's shadow phase, so a round also counts which
+//! model answered each customer. Every round also sends the labels learnt later — analysts'
+//! reviews and chargebacks, [`FeedbackPlan::DEMO`] — back with the tickets the filter signed onto
+//! the replies, and counts what the filter made of them.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -13,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::feedback::{FeedbackPlan, FeedbackTally};
 use crate::model::Version;
 use crate::server::{self, Options};
 use crate::traffic::{self, Plan};
@@ -46,6 +50,9 @@ pub struct RoundResult {
     /// Customers' answers by the model version that gave them (`v1`, `v2`, ...): a shadow's
     /// answers never reach a customer.
     pub answers: BTreeMap<String, u64>,
+    /// The labels sent back through the feedback path and what the filter made of them (all
+    /// zero if the policy has no `feedback`: no reply carries a ticket).
+    pub feedback: FeedbackTally,
     pub elapsed: Duration,
 }
 
@@ -109,7 +116,29 @@ fn read_status(path: &Path) -> Option<Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
-/// Run one rollout of `canary` against `stable` to its end.
+/// The Secret `policy.yaml`'s `spec.feedback.secretRef` names.
+pub const FEEDBACK_SECRET: &str = "fraud-model-feedback";
+
+/// 32 random bytes (the OS's, read from `/dev/urandom`) in `dir/key`, readable by the owner only.
+fn write_key(dir: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("key");
+    std::fs::write(&path, key).map_err(|e| format!("{}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(())
+}
+
+/// Run one rollout of `canary` against `stable` to its end, sending labels per
+/// [`FeedbackPlan::DEMO`].
 pub fn round(
     cfg: &DemoConfig,
     name: &str,
@@ -128,8 +157,14 @@ pub fn round(
     let dir = cfg.workdir.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // The ticket key, as a mounted Secret: a fresh random one per round (only the filter signs
+    // and verifies; the application never needs it).
+    let secrets = dir.join("secrets");
+    write_key(&secrets.join(FEEDBACK_SECRET))?;
     let mut cmd = Command::new(&cfg.mlcanary);
     cmd.arg("local")
+        .arg("--secrets")
+        .arg(&secrets)
         .arg("--policy")
         .arg(&cfg.policy)
         .args(["--upstream", &format!("stable=127.0.0.1:{}", s.port)])
@@ -197,6 +232,7 @@ pub fn round(
         users: 20_000,
         seed: u64::from(canary.number()),
         workers: 4,
+        feedback: Some(FeedbackPlan::DEMO),
     };
     let traffic = {
         let stop = stop.clone();
@@ -229,11 +265,12 @@ pub fn round(
         status,
         requests_sent: tally.sent,
         answers: tally.by_version,
+        feedback: tally.feedback,
         elapsed: start.elapsed(),
     })
 }
 
-/// One line per check of the last analysis.
+/// The round's line, its labels' line, and one line per check of the last analysis.
 pub fn describe(r: &RoundResult) -> String {
     let answers: Vec<String> = r.answers.iter().map(|(v, n)| format!("{v} {n}")).collect();
     let mut out = format!(
@@ -251,6 +288,7 @@ pub fn describe(r: &RoundResult) -> String {
         r.requests_sent,
         answers.join(", ")
     );
+    out.push_str(&describe_feedback(&r.feedback));
     for v in r.verdicts() {
         out.push_str(&format!(
             "    {:<22} {:<12} {}\n",
@@ -259,5 +297,31 @@ pub fn describe(r: &RoundResult) -> String {
             v["message"].as_str().unwrap_or("")
         ));
     }
+    out
+}
+
+/// `labels: sent, accepted, rejected (by reason)`, and what went wrong if anything did.
+fn describe_feedback(f: &FeedbackTally) -> String {
+    let reasons: Vec<String> = f.rejected.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let mut out = format!(
+        "    labels: {} sent ({} replies carried a ticket), {} accepted, {} rejected",
+        f.sent,
+        f.tickets,
+        f.accepted,
+        f.rejected_total()
+    );
+    if !reasons.is_empty() {
+        out.push_str(&format!(" ({})", reasons.join(", ")));
+    }
+    out.push_str(&format!(", {} unsent at the end", f.unsent));
+    if f.non_200 + f.errors > 0 {
+        out.push_str(&format!(
+            "; {} requests refused, {} unanswered (last: {})",
+            f.non_200,
+            f.errors,
+            f.last_error.as_deref().unwrap_or("?")
+        ));
+    }
+    out.push('\n');
     out
 }

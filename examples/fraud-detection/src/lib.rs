@@ -1,7 +1,8 @@
-//! The fraud-detection case study of mlcanary: a synthetic transaction data set, three tiny
-//! fraud models (v1 stable, v2 better and fair, v3 better overall but biased against customers
-//! aged 60+), a server that speaks the TF Serving REST API — a stand-in for TensorFlow Serving,
-//! which cannot be installed here — and a traffic generator.
+//! The fraud-detection case study of mlcanary: a synthetic transaction data set, four tiny
+//! fraud models (v1 stable, v2 better and fair, v3 better overall but flagging customers aged 60+
+//! far more often, v4 flagging them as often as v2 but missing most of their fraud), a server that
+//! speaks the TF Serving REST API — a stand-in for TensorFlow Serving, which cannot be installed
+//! here — and a traffic generator that also sends the labels learnt later.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -18,5 +19,6 @@ pub fn trained(version: model::Version) -> model::Model {
     model::Model::train(version, &data::dataset(TRAIN_SEED, TRAIN_SIZE))
 }
 pub mod demo;
+pub mod feedback;
 pub mod server;
 pub mod traffic;

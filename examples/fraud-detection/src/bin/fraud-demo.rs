@@ -1,7 +1,10 @@
 //! The fraud-detection case study, end to end on this machine: v2 (better, fair) is rolled out
 //! against v1, passes its shadow phase and is promoted; then v3 (better overall, but flagging
 //! customers aged 60+ about four times as often) is rolled out against v2 and stopped in its
-//! shadow phase by the per-segment fairness check, before any customer got one of its answers.
+//! shadow phase by the per-segment fairness check, before any customer got one of its answers;
+//! then v4 (flagging customers aged 60+ as often as v2, but far fewer of their frauds) is rolled
+//! out against v2 and must be rolled back too. Every round sends the labels learnt later back
+//! through the filter's feedback path.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,10 +23,10 @@ struct Args {
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))]
     root: PathBuf,
     /// Customers' requests per second.
-    #[arg(long, default_value_t = 400.0)]
+    #[arg(long, default_value_t = 800.0)]
     rps: f64,
     /// Give up on a round after this many seconds.
-    #[arg(long, default_value_t = 240)]
+    #[arg(long, default_value_t = 480)]
     round_timeout: u64,
     /// Print only the summary, not mlcanary's progress lines.
     #[arg(long)]
@@ -47,6 +50,7 @@ fn main() {
     let rounds = [
         ("round1-v2", Version::V1, Version::V2, "Promoted"),
         ("round2-v3", Version::V2, Version::V3, "RolledBack"),
+        ("round3-v4", Version::V2, Version::V4, "RolledBack"),
     ];
     let mut summary = Vec::new();
     for (name, stable, canary, want) in rounds {
@@ -76,7 +80,10 @@ fn main() {
         print!("{s}");
     }
     if !ok {
-        eprintln!("fraud-demo: the rollouts did not end as the case study expects (v2 promoted, v3 rolled back)");
+        eprintln!(
+            "fraud-demo: the rollouts did not end as the case study expects \
+             (v2 promoted, v3 and v4 rolled back)"
+        );
         std::process::exit(1);
     }
 }
