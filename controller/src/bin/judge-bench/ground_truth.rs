@@ -106,10 +106,7 @@ impl MetricsSource for Source<'_> {
         since: Option<&Mark>,
         now: SystemTime,
     ) -> Result<Reading, MetricsError> {
-        let at_ms = unix_ms(now);
-        let window = since.map(|m| {
-            let s = |ms: i64| (ms - self.start_ms) as f64 / 1000.0;
-            let (from, to) = (s(m.at_ms), s(at_ms));
+        Ok(crate::simulated(since, now, self.start_ms, |from, to| {
             let n = self.rng.poisson(rps(0.5 * (from + to)) * (to - from));
             let share = f64::from(self.weight_bp) / 10_000.0;
             let nc = self.rng.binomial(n, share);
@@ -170,14 +167,7 @@ impl MetricsSource for Source<'_> {
             self.served += w.canary.requests;
             self.naive_fired |= naive(&self.seen);
             w
-        });
-        Ok(Reading {
-            window,
-            mark: Mark {
-                at_ms,
-                counters: Default::default(),
-            },
-        })
+        }))
     }
 }
 

@@ -137,6 +137,25 @@ struct SimSource<'a> {
     served: u64,
 }
 
+/// A simulated source's reading at `now`: `draw(from_s, to_s)` (seconds since the rollout began
+/// at `start_ms`) makes the window since the last mark; none on the first read.
+fn simulated(
+    since: Option<&Mark>,
+    now: SystemTime,
+    start_ms: i64,
+    draw: impl FnOnce(f64, f64) -> mlcanary_core::window::Window,
+) -> Reading {
+    let at_ms = unix_ms(now);
+    let s = |ms: i64| (ms - start_ms) as f64 / 1000.0;
+    Reading {
+        window: since.map(|m| draw(s(m.at_ms), s(at_ms))),
+        mark: Mark {
+            at_ms,
+            counters: Default::default(),
+        },
+    }
+}
+
 impl MetricsSource for SimSource<'_> {
     async fn fetch(
         &mut self,
@@ -144,21 +163,12 @@ impl MetricsSource for SimSource<'_> {
         since: Option<&Mark>,
         now: SystemTime,
     ) -> Result<Reading, MetricsError> {
-        let at_ms = unix_ms(now);
-        let window = since.map(|m| {
-            let s = |ms: i64| (ms - self.start_ms) as f64 / 1000.0;
+        Ok(simulated(since, now, self.start_ms, |from, to| {
             let share = f64::from(self.weight_bp) / 10_000.0;
-            let w = self.stream.window(self.rng, s(m.at_ms), s(at_ms), share);
+            let w = self.stream.window(self.rng, from, to, share);
             self.served += w.canary.requests;
             w
-        });
-        Ok(Reading {
-            window,
-            mark: Mark {
-                at_ms,
-                counters: Default::default(),
-            },
-        })
+        }))
     }
 }
 

@@ -137,28 +137,16 @@ impl MetricsSource for Source<'_> {
         since: Option<&Mark>,
         now: SystemTime,
     ) -> Result<Reading, MetricsError> {
-        let at_ms = unix_ms(now);
-        let window = since.map(|m| {
-            let s = |ms: i64| (ms - self.start_ms) as f64 / 1000.0;
+        Ok(crate::simulated(since, now, self.start_ms, |from, to| {
             if self.in_shadow {
-                self.stream.window(self.rng, s(m.at_ms), s(at_ms))
+                self.stream.window(self.rng, from, to)
             } else {
                 let share = f64::from(self.weight_bp) / 10_000.0;
-                let w = self
-                    .stream
-                    .base
-                    .window(self.rng, s(m.at_ms), s(at_ms), share);
+                let w = self.stream.base.window(self.rng, from, to, share);
                 self.served += w.canary.requests;
                 w
             }
-        });
-        Ok(Reading {
-            window,
-            mark: Mark {
-                at_ms,
-                counters: Default::default(),
-            },
-        })
+        }))
     }
 }
 
