@@ -8,7 +8,7 @@
 //! State lives in one [`Vm`] per VM (a VM runs on one worker thread); no callback re-enters another,
 //! so each holds the `RefCell` for its whole run.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
@@ -22,127 +22,16 @@ use crate::predictions::{self, BodyError};
 use crate::stats::{self, Outcome, Phase};
 
 mod abi;
+mod active;
 mod feedback;
 
-use abi::{log, now_ns, COUNTER, HISTOGRAM};
+use active::{Active, PredictionIds};
 
-/// Metric ids of one (policy, variant, segment) tuple, defined on the tuple's first request.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    requests: u32,
-    errors: u32,
-    duration: u32,
-    /// Only for policies that read predictions.
-    predictions: Option<PredictionIds>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct PredictionIds {
-    score: u32,
-    count: u32,
-    positives: u32,
-    failures: u32,
-}
+use abi::{log, now_ns, COUNTER};
 
 /// At most this many instances of one batched reply go into the score histogram (one host call
 /// each); the counters count every instance.
 const MAX_SCORES_RECORDED: usize = 256;
-
-/// A config in force with its metric ids; shared by every stream it started.
-///
-/// A tuple's metrics are defined when its first request ends, not when the config loads: a sidecar
-/// exports series only for the models it calls (a mesh-wide config names every model, and defining
-/// all of them in every sidecar made ~400 series per policy per pod). Envoy keeps a stat across
-/// config reloads, so defining it again under a new config finds the same counters. The controller
-/// reads a series that is absent as zero, so the first request still counts.
-struct Active {
-    config: Config,
-    /// One per tuple, `None` until its first request (or while defining fails).
-    slots: Vec<Cell<Option<Slot>>>,
-    /// The same tuples' shadow stats (`phase="shadow"`); empty unless the config is inbound.
-    shadow_slots: Vec<Cell<Option<Slot>>>,
-    /// First slot of each policy; a tuple's slot is `base + variant * segments + segment`.
-    base: Vec<usize>,
-    /// Per slot, the `mlcanary_feedback_total` ids by outcome, defined on the slot's first label.
-    feedback: Vec<Cell<Option<[u32; 4]>>>,
-    /// Per policy, `mlcanary_feedback_rejected_total` ids by reason, defined on first use.
-    rejected: Vec<Cell<Option<[u32; 7]>>>,
-}
-
-impl Active {
-    fn new(config: Config) -> Active {
-        let mut base = Vec::with_capacity(config.policies.len());
-        let mut n = 0;
-        for p in &config.policies {
-            base.push(n);
-            n += p.variants.len() * p.segment_count();
-        }
-        let shadows = if config.inbound { n } else { 0 };
-        let with_feedback = config.policies.iter().any(|p| p.feedback.is_some());
-        let feedback = if with_feedback { n } else { 0 };
-        let rejected = if with_feedback {
-            config.policies.len()
-        } else {
-            0
-        };
-        Active {
-            config,
-            slots: (0..n).map(|_| Cell::new(None)).collect(),
-            shadow_slots: (0..shadows).map(|_| Cell::new(None)).collect(),
-            base,
-            feedback: (0..feedback).map(|_| Cell::new(None)).collect(),
-            rejected: (0..rejected).map(|_| Cell::new(None)).collect(),
-        }
-    }
-
-    /// The metric ids of slot `i` of policy `pi`, defined on first use. `None` if Envoy refuses a
-    /// definition (logged; the request is then unmeasured, never failed).
-    fn slot(&self, pi: usize, i: usize, phase: Phase) -> Option<Slot> {
-        let cell = match phase {
-            Phase::Live => self.slots.get(i)?,
-            Phase::Shadow => self.shadow_slots.get(i)?,
-        };
-        if let Some(s) = cell.get() {
-            return Some(s);
-        }
-        let p = self.config.policies.get(pi)?;
-        let k = i.checked_sub(*self.base.get(pi)?)?;
-        let v = p.variants.get(k / p.segment_count())?;
-        let seg = p.segment.as_ref().map(|g| g.label(k % p.segment_count()));
-        let def = |kind, family| {
-            let id = stats::PolicyId {
-                namespace: &p.namespace,
-                name: &p.name,
-            };
-            let name = stats::stat_name(family, id, &v.name, seg, phase);
-            abi::define_metric(kind, &name)
-                .map_err(|e| {
-                    log(
-                        abi::LOG_WARN,
-                        &format!("defining metric {name}: status {e}"),
-                    )
-                })
-                .ok()
-        };
-        let predictions = match p.predictions {
-            None => None,
-            Some(_) => Some(PredictionIds {
-                score: def(HISTOGRAM, stats::PREDICTION_SCORE)?,
-                count: def(COUNTER, stats::PREDICTIONS)?,
-                positives: def(COUNTER, stats::POSITIVES)?,
-                failures: def(COUNTER, stats::PARSE_FAILURES)?,
-            }),
-        };
-        let slot = Slot {
-            requests: def(COUNTER, stats::REQUESTS)?,
-            errors: def(COUNTER, stats::ERRORS)?,
-            duration: def(HISTOGRAM, stats::DURATION)?,
-            predictions,
-        };
-        cell.set(Some(slot));
-        Some(slot)
-    }
-}
 
 /// A root context: one plugin instance (its config) in this VM.
 struct Root {
