@@ -306,6 +306,43 @@ fn rendered_objects_validate_against_istio_schemas() {
     conforms(&wp, &istio_schema("WasmPlugin", "v1alpha1"), "").unwrap();
 }
 
+/// With ground truth, the routes gain the feedback route (a path regex and a fault that holds the
+/// request from the model) and the plugin config the keys: both still what Istio accepts.
+#[test]
+fn the_feedback_route_and_keys_validate_against_istio_schemas() {
+    let mut v = TestPolicy::fraud_model().validated();
+    let mut fb = mlcanary_core::policy::feedback::Feedback {
+        secret: "fraud-model-feedback".into(),
+        max_age: std::time::Duration::from_secs(3600),
+        label_delay: std::time::Duration::ZERO,
+        bake: true,
+        keys: Vec::new(),
+    };
+    fb.set_keys(
+        &[("key".to_owned(), b"0123456789abcdef0123".to_vec())]
+            .into_iter()
+            .collect(),
+    )
+    .unwrap();
+    v.feedback = Some(fb);
+    // A ticket records the prediction: feedback needs the scores read.
+    v.filter_template.predictions = Some(Default::default());
+    let routes = owned_routes(&v, Weights::with_canary_bp(2500));
+    let hold = &routes[0];
+    assert_eq!(hold.name, "mlcanary-fraud-model-feedback");
+    assert!(hold.fault.is_some());
+    for version in ["v1", "v1beta1"] {
+        let vs = serde_json::json!({"spec": {"hosts": ["fraud-model"], "http": routes}});
+        conforms(&vs, &istio_schema("VirtualService", version), "")
+            .unwrap_or_else(|e| panic!("{version}: {e}"));
+    }
+    let raw = render_config(&[(&v, Weights::with_canary_bp(2500))]).unwrap();
+    assert_eq!(raw.policies[0].feedback.as_ref().unwrap().keys.len(), 1);
+    let wp =
+        serde_json::json!({"spec": {"pluginConfig": raw, "url": "oci://example/mlcanary:0.1"}});
+    conforms(&wp, &istio_schema("WasmPlugin", "v1alpha1"), "").unwrap();
+}
+
 /// The VirtualService the controller writes — the sample's routes with the owned ones spliced in,
 /// in the apply body the Istio target sends — conforms to Istio's schema in both versions it may
 /// write: `v1` (Istio ≥ 1.22) and `v1beta1` (older releases).
