@@ -101,6 +101,46 @@ fn rds_has_tagged_routes_then_the_weighted_default() {
 }
 
 #[test]
+fn a_policy_with_feedback_holds_feedback_requests_by_a_fault_route_first() {
+    let mut p = CanaryPolicy::test().validated();
+    p.feedback = Some(mlcanary_core::policy::feedback::Feedback {
+        secret: "s".into(),
+        max_age: std::time::Duration::from_secs(60),
+        label_delay: std::time::Duration::ZERO,
+        bake: false,
+        keys: vec!["MDEyMzQ1Njc4OWFiY2RlZjAxMjM=".into()],
+    });
+    p.filter_template.predictions = Some(Default::default());
+    let d = desired_traffic(&p, Weights::with_canary_bp(2500), &[]).unwrap();
+    let routes = PolicyRoutes {
+        policy: d.policy.clone(),
+        hosts: vec!["fraud-model".into()],
+        routes: d.routes.clone(),
+    };
+    let v: Value = serde_json::from_str(&render_rds(1, &[routes]).unwrap()).unwrap();
+    let hold = &v["resources"][0]["virtual_hosts"][0]["routes"][0];
+    assert_eq!(hold["name"], "mlcanary-fraud-model-feedback");
+    assert_eq!(
+        hold["match"],
+        json!({"safe_regex": {"regex": "^/v1/models/fraud:feedback$"}}),
+        "narrowed to the policy's model"
+    );
+    let fault = &hold["typed_per_filter_config"][bootstrap::FAULT_FILTER];
+    assert_eq!(fault["@type"], bootstrap::FAULT_TYPE_URL);
+    assert_eq!(fault["delay"]["fixed_delay"], "30s");
+    assert_eq!(fault["abort"]["http_status"], 503);
+    assert_eq!(
+        fault["abort"]["percentage"],
+        json!({"numerator": 10_000, "denominator": "TEN_THOUSAND"})
+    );
+    // Then the usual three.
+    assert_eq!(
+        v["resources"][0]["virtual_hosts"][0]["routes"][1]["name"],
+        "mlcanary-fraud-model-canary"
+    );
+}
+
+#[test]
 fn two_policies_on_one_domain_are_refused() {
     let p = CanaryPolicy::test().validated();
     let d = desired_traffic(&p, Weights::ALL_STABLE, &[]).unwrap();
