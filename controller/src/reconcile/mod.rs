@@ -120,6 +120,9 @@ pub struct Context<M, T> {
     /// What every policy's engine last wrote, shared: a WasmPlugin holding a hundred policies'
     /// config is rewritten when that config changes, not by each policy's tick.
     written: Written,
+    /// The ticket keys' Secrets, read at most every [`secrets::FRESH_FOR`] (a hundred policies
+    /// sharing a plugin would otherwise read each other's at every reconcile).
+    secrets: secrets::SecretCache,
     policies: Mutex<HashMap<ObjectRef<CanaryPolicy>, PolicyState>>,
 }
 
@@ -150,6 +153,7 @@ impl<M, T> Context<M, T> {
             webhooks: Arc::new(HttpSender::default()),
             scope: MeshScope::default(),
             written: Written::default(),
+            secrets: secrets::SecretCache::default(),
             policies: Mutex::new(HashMap::new()),
         }
     }
@@ -387,10 +391,10 @@ where
     // The ticket keys (spec.feedback) of the policy and its peers, read from their Secrets.
     let scoped = match scoped {
         Ok((mut policy, mut peers)) => {
-            let mut filled = secrets::fill(&ctx.client, &mut policy).await;
+            let mut filled = ctx.secrets.fill(&ctx.client, &mut policy, now).await;
             for (p, _) in &mut peers {
                 if filled.is_ok() {
-                    filled = secrets::fill(&ctx.client, p).await;
+                    filled = ctx.secrets.fill(&ctx.client, p, now).await;
                 }
             }
             match filled {

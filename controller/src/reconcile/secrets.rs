@@ -3,7 +3,9 @@
 //! their configs are rendered together, and a policy with feedback but no keys is refused by the
 //! filter's validation before anything is written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
@@ -27,38 +29,77 @@ pub enum SecretError {
     },
 }
 
-/// Fill `policy`'s keys from its Secret in its namespace (nothing without `feedback`).
-pub async fn fill(client: &Client, policy: &mut ValidatedPolicy) -> Result<(), SecretError> {
-    let key = policy.key();
-    let namespace = policy.namespace_or_default().to_owned();
-    let Some(f) = policy.feedback.as_mut() else {
-        return Ok(());
-    };
-    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let secret = match api.get_opt(&f.secret).await {
-        Ok(Some(s)) => s,
-        Ok(None) => {
+/// How long a Secret read stays in use: a rotation reaches the filter within this (plus a
+/// reconcile), and `previousKey` keeps the old tickets valid meanwhile.
+pub const FRESH_FOR: Duration = Duration::from_secs(60);
+
+type Data = BTreeMap<String, Vec<u8>>;
+
+/// A Secret as read at a time; `None`: not found.
+type Read = (SystemTime, Option<Data>);
+
+/// Secrets read lately, by (namespace, name).
+#[derive(Default)]
+pub struct SecretCache {
+    read: Mutex<HashMap<(String, String), Read>>,
+}
+
+impl SecretCache {
+    /// Fill `policy`'s keys from its Secret in its namespace (nothing without `feedback`), read
+    /// from the API unless read within [`FRESH_FOR`] of `now`.
+    pub async fn fill(
+        &self,
+        client: &Client,
+        policy: &mut ValidatedPolicy,
+        now: SystemTime,
+    ) -> Result<(), SecretError> {
+        let key = policy.key();
+        let namespace = policy.namespace_or_default().to_owned();
+        let Some(f) = policy.feedback.as_mut() else {
+            return Ok(());
+        };
+        let id = (namespace.clone(), f.secret.clone());
+        let cached = self.read.lock().ok().and_then(|m| {
+            m.get(&id)
+                .filter(|(at, _)| now.duration_since(*at).is_ok_and(|d| d < FRESH_FOR))
+                .map(|(_, d)| d.clone())
+        });
+        let data = match cached {
+            Some(d) => d,
+            None => {
+                let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+                let data = match api.get_opt(&f.secret).await {
+                    Ok(s) => s.map(|s| {
+                        s.data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0))
+                            .collect::<Data>()
+                    }),
+                    Err(source) => {
+                        return Err(SecretError::Api {
+                            policy: key,
+                            secret: f.secret.clone(),
+                            source,
+                        })
+                    }
+                };
+                if let Ok(mut m) = self.read.lock() {
+                    m.insert(id, (now, data.clone()));
+                }
+                data
+            }
+        };
+        let Some(data) = data else {
             return Err(SecretError::Invalid(format!(
                 "Secret {namespace}/{} (spec.feedback.secretRef) not found",
                 f.secret
-            )))
-        }
-        Err(source) => {
-            return Err(SecretError::Api {
-                policy: key,
-                secret: f.secret.clone(),
-                source,
-            })
-        }
-    };
-    let data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    f.set_keys(&data)
-        .map_err(|e| SecretError::Invalid(format!("{e} (spec.feedback.secretRef, {namespace})")))
+            )));
+        };
+        f.set_keys(&data).map_err(|e| {
+            SecretError::Invalid(format!("{e} (spec.feedback.secretRef, {namespace})"))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -106,7 +147,9 @@ mod tests {
             );
         });
         let mut p = with_feedback();
-        let r = fill(&client, &mut p).await;
+        let r = SecretCache::default()
+            .fill(&client, &mut p, SystemTime::UNIX_EPOCH)
+            .await;
         server.await.unwrap();
         (p, r)
     }
@@ -148,6 +191,36 @@ mod tests {
         assert!(p.feedback.unwrap().keys.is_empty());
         let (_, r) = fill_with(StatusCode::OK, secret(json!({"key": "c2hvcnQ="}))).await;
         assert!(r.unwrap_err().to_string().contains("at least 16"));
+    }
+
+    #[tokio::test]
+    async fn a_secret_is_read_once_a_minute_however_many_policies_name_it() {
+        let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(svc, "default");
+        let server = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (req, send) = handle.next_request().await.expect("a GET");
+                assert_eq!(req.method(), Method::GET);
+                let body = secret(json!({"key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM="}));
+                send.send_response(
+                    Response::builder()
+                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        let cache = SecretCache::default();
+        let t0 = SystemTime::UNIX_EPOCH;
+        // Three fills within the minute: one read; a fill after it: the second read.
+        for at in [0, 10, 59, 61] {
+            let mut p = with_feedback();
+            cache
+                .fill(&client, &mut p, t0 + std::time::Duration::from_secs(at))
+                .await
+                .unwrap();
+            assert_eq!(p.feedback.unwrap().keys.len(), 1);
+        }
+        server.await.unwrap();
     }
 
     #[tokio::test]

@@ -156,6 +156,16 @@ struct Mode {
     lua: bool,
     /// Another filter module than `MLCANARY_WASM` (`BENCH_FILTER_COMPARE`).
     wasm: Option<String>,
+    /// The policy reads the reply's scores (`predictions`), and with `feedback` signs a ticket
+    /// into it too (the reply is held whole, then goes out chunked).
+    scores: Scores,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scores {
+    Off,
+    Read,
+    Ticket,
 }
 
 fn mode(name: &str, host: &'static str, filter: bool, per_host: bool, lua: bool) -> Mode {
@@ -166,6 +176,7 @@ fn mode(name: &str, host: &'static str, filter: bool, per_host: bool, lua: bool)
         per_host,
         lua,
         wasm: None,
+        scores: Scores::Off,
     }
 }
 
@@ -202,6 +213,26 @@ fn modes() -> Vec<Mode> {
             true,
             false,
         ),
+        Mode {
+            scores: Scores::Read,
+            ..mode(
+                "mlcanary, canaried, scores read",
+                "fraud-model",
+                true,
+                true,
+                false,
+            )
+        },
+        Mode {
+            scores: Scores::Ticket,
+            ..mode(
+                "mlcanary, canaried, scores + ticket",
+                "fraud-model",
+                true,
+                true,
+                false,
+            )
+        },
     ];
     for pair in std::env::var("BENCH_FILTER_COMPARE")
         .unwrap_or_default()
@@ -266,9 +297,20 @@ end
         "sticky": {"header": "x-user-id", "cookie": "mlcanary-uid", "salt": "fraud-model"},
         "rules": [{"match": {"header": "x-user-segment", "exact": "beta"}, "variant": "canary"}]
     }]});
+    let config_for = |scores: Scores| {
+        let mut c = filter_config.clone();
+        let p = &mut c["policies"][0];
+        if scores != Scores::Off {
+            p["predictions"] = json!({"format": "tfserving", "class_index": 0});
+        }
+        if scores == Scores::Ticket {
+            p["feedback"] = json!({"keys": ["YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXk="]});
+        }
+        c
+    };
     let setup = |m: &Mode| EnvoySetup {
         variants: variants.clone(),
-        filter_config: m.filter.then(|| filter_config.clone()),
+        filter_config: m.filter.then(|| config_for(m.scores)),
         concurrency: 1,
         direct_response: None,
         filter_hosts: m.per_host.then(|| vec!["fraud-model".to_string()]),
