@@ -1,5 +1,6 @@
-//! The ticket keys of `spec.feedback`: read from the policy's Secret at every reconcile (a
-//! rotation takes effect at the next one), for the policy and every peer sharing its plugin —
+//! The ticket keys of `spec.feedback`: read from the policy's Secret when it reconciles, at most
+//! once a minute per Secret (a rotation takes effect within that), for the policy and every peer
+//! sharing its plugin —
 //! their configs are rendered together, and a policy with feedback but no keys is refused by the
 //! filter's validation before anything is written.
 
