@@ -183,7 +183,7 @@ pub fn segment_disparity(
     let mut verdict = summarize(name, rule, &segments, judged, per_segment_alpha);
     let labels: Vec<&String> = with_rows.iter().map(|(l, _)| *l).collect();
     let band = (rule.min_ratio, rule.max_ratio);
-    let mut others = between::interaction(steps, &labels, band, part, phi, between::positives);
+    let mut others = between::interaction(steps, &labels, band, part, phi);
     if let Some(r) = rule.min_ratio_between {
         others.extend(between::floor(steps, &labels, r, part, phi));
     }

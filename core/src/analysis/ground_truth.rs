@@ -19,8 +19,8 @@
 //! segment over the rest's, divided by stable's) for the false-positive rate and the detection
 //! rate (TPR), failing when ψ's interval lies wholly outside `[1 / r, r]`; `α / 2` per rate,
 //! split over the segments. ψ's interval is θ_in / θ_out: the canary/stable ratio inside the
-//! segment over the one in the rest, each from the ratio test conditional on the split. A gap stable already has cancels; one
-//! the canary opens fails. The detection rate is read as itself, not as the miss rate: at the low
+//! segment over the one in the rest, each from the ratio test conditional on the split. A gap
+//! stable already has cancels; one the canary opens fails. The detection rate is read as itself, not as the miss rate: at the low
 //! precision of fraud models a canary that keeps its flag rate can move its false-positive rate
 //! only a little (most flags are false already) while its detection rate collapses — the miss
 //! rate's ratio (0.66 → 0.91) would hide what the hit rate's (0.34 → 0.09) shows.
@@ -44,6 +44,12 @@ use super::sequential::{self, RateRow, Side};
 use super::{Observations, Outcome, Verdict};
 use crate::policy::feedback::{Coverage, LabelBound, LabelMetric};
 use crate::window::{Labels, SegmentCounts, StepWindow, VariantWindow};
+
+/// What an equalized-odds comparison counts in a segment: `(trials, events)`.
+type Measure = fn(&SegmentCounts) -> (f64, f64);
+
+/// Canary against stable inside a segment and in the rest, one row per weight.
+type InOut = (Vec<RateRow>, Vec<RateRow>);
 
 /// A label-rate check's parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -325,14 +331,6 @@ fn awaiting(base: Verdict, why: String, bake: bool) -> Verdict {
     }
 }
 
-fn canary_of(s: &StepWindow) -> &VariantWindow {
-    &s.window.canary
-}
-
-fn stable_of(s: &StepWindow) -> &VariantWindow {
-    &s.window.stable
-}
-
 fn negatives(c: &SegmentCounts) -> (f64, f64) {
     ((c.labels.fp + c.labels.tn) as f64, c.labels.fp as f64)
 }
@@ -342,13 +340,8 @@ fn hits(c: &SegmentCounts) -> (f64, f64) {
 }
 
 /// Canary against stable on `measure` inside segment `label` (`inside`) or in the rest.
-fn versus(
-    steps: &[StepWindow],
-    label: &str,
-    inside: bool,
-    measure: between::Measure,
-) -> Vec<RateRow> {
-    let side = |v: &VariantWindow| {
+fn versus(steps: &[StepWindow], label: &str, inside: bool, measure: Measure) -> Vec<RateRow> {
+    sequential::rows(steps, |v| {
         v.segments
             .iter()
             .filter(|(l, _)| (l.as_str() == label) == inside)
@@ -356,19 +349,7 @@ fn versus(
                 let (cn, cx) = measure(c);
                 (n + cn, x + cx)
             })
-    };
-    steps
-        .iter()
-        .map(|s| {
-            let ((n_c, x_c), (n_s, x_s)) = (side(&s.window.canary), side(&s.window.stable));
-            RateRow {
-                n_c,
-                x_c: x_c.min(n_c),
-                n_s,
-                x_s: x_s.min(n_s),
-            }
-        })
-        .collect()
+    })
 }
 
 /// ψ for one segment as θ_in / θ_out: the canary/stable ratio inside the segment (conditional on
@@ -378,20 +359,15 @@ fn versus(
 /// the traffic, so almost all of the width is the segment's own — about half the width of the
 /// within-variant split when the segment is small.
 fn interaction(
-    steps: &[StepWindow],
     label: &str,
+    (inside, outside): &InOut,
     band: (f64, f64),
     alpha: f64,
     phi: f64,
-    measure: between::Measure,
 ) -> Between {
-    let (inside, outside) = (
-        versus(steps, label, true, measure),
-        versus(steps, label, false, measure),
-    );
     // Each two-sided interval at alpha / 4 a side: alpha / 2 for each, alpha for both.
-    let (li, hi) = sequential::ratio_interval(&inside, alpha / 4.0, phi);
-    let (lo, ho) = sequential::ratio_interval(&outside, alpha / 4.0, phi);
+    let (li, hi) = sequential::ratio_interval(inside, alpha / 4.0, phi);
+    let (lo, ho) = sequential::ratio_interval(outside, alpha / 4.0, phi);
     let point = |r: &[RateRow]| {
         let t = RateRow::sum(r);
         super::disparity::point_ratio(t.x_c, t.n_c, t.x_s, t.n_s)
@@ -401,14 +377,14 @@ fn interaction(
         segment: label.to_owned(),
         kind: between::Kind::Interaction,
         failed: interval.0 > band.1 || interval.1 < band.0,
-        point: point(&inside) / point(&outside),
+        point: point(inside) / point(outside),
         interval,
         band,
     }
 }
 
 /// The labelled segments with at least [`MIN_SEGMENT_SHARE`] of `measure`'s denominator.
-fn significant(steps: &[StepWindow], measure: between::Measure) -> Vec<String> {
+fn significant(steps: &[StepWindow], measure: Measure) -> Vec<String> {
     let mut per: std::collections::BTreeMap<String, f64> = Default::default();
     for st in steps {
         for v in [&st.window.canary, &st.window.stable] {
@@ -442,52 +418,43 @@ pub fn equalized_odds(name: &str, rule: &EqualizedOddsRule, obs: &Observations<'
         return awaiting(base, why, rule.bake);
     }
     let min = rule.coverage.min_labels as f64;
-    // A segment is judged on a rate once both variants have its labels, in it and in the rest.
-    let ready = |measure: between::Measure| -> Vec<String> {
-        labelled_segments(steps)
-            .into_iter()
-            .filter(|l| {
-                [canary_of as fn(&StepWindow) -> &VariantWindow, stable_of]
-                    .iter()
-                    .all(|of| {
-                        let (mut n_in, mut n_out) = (0.0, 0.0);
-                        for st in steps {
-                            for (k, c) in &of(st).segments {
-                                let (n, _) = measure(c);
-                                if k == l {
-                                    n_in += n;
-                                } else {
-                                    n_out += n;
-                                }
-                            }
-                        }
-                        n_in >= min && n_out >= min
-                    })
-            })
-            .collect()
-    };
     let mut results: Vec<(&str, Between)> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     for (what, measure) in [
-        ("false-positive rate", negatives as between::Measure),
+        ("false-positive rate", negatives as Measure),
         ("detection rate", hits),
     ] {
-        let labels = ready(measure);
+        // A segment is judged on a rate once both variants have its labels, in it and in the rest.
+        let ready: Vec<(String, InOut)> = labelled_segments(steps)
+            .into_iter()
+            .map(|l| {
+                let rows = (
+                    versus(steps, &l, true, measure),
+                    versus(steps, &l, false, measure),
+                );
+                (l, rows)
+            })
+            .filter(|(_, (inside, outside))| {
+                [RateRow::sum(inside), RateRow::sum(outside)]
+                    .iter()
+                    .all(|t| t.n_c >= min && t.n_s >= min)
+            })
+            .collect();
         missing.extend(
             significant(steps, measure)
                 .into_iter()
-                .filter(|l| !labels.contains(l))
+                .filter(|l| !ready.iter().any(|(r, _)| r == l))
                 .map(|l| format!("{what} in {l:?}")),
         );
-        if labels.len() < 2 {
+        if ready.len() < 2 {
             continue;
         }
-        let per = rule.alpha / 2.0 / labels.len() as f64;
-        let found: Vec<Between> = labels
-            .iter()
-            .map(|l| interaction(steps, l, band, per, phi, measure))
-            .collect();
-        results.extend(found.into_iter().map(|b| (what, b)));
+        let per = rule.alpha / 2.0 / ready.len() as f64;
+        results.extend(
+            ready
+                .iter()
+                .map(|(l, rows)| (what, interaction(l, rows, band, per, phi))),
+        );
     }
     if results.is_empty() {
         return awaiting(

@@ -14,7 +14,7 @@
 
 use super::point_ratio;
 use crate::analysis::sequential::{self, RateRow};
-use crate::window::{SegmentCounts, StepWindow, VariantWindow};
+use crate::window::{StepWindow, VariantWindow};
 
 /// Which comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,36 +58,27 @@ impl Between {
     }
 }
 
-/// What a comparison counts in a segment: `(trials, events)`.
-pub type Measure = fn(&SegmentCounts) -> (f64, f64);
-
-/// Scored predictions and positives: the positive rate.
-pub fn positives(c: &SegmentCounts) -> (f64, f64) {
-    (c.scored as f64, c.positives as f64)
-}
-
-/// `label`'s trials and events against the rest's, within one variant.
+/// `label`'s scored predictions and positives against the rest's, within one variant.
 fn against_rest(
     steps: &[StepWindow],
     label: &str,
     of: fn(&StepWindow) -> &VariantWindow,
-    measure: Measure,
 ) -> Vec<RateRow> {
     steps
         .iter()
         .map(|s| {
             let v = of(s);
-            let (n_c, x_c) = measure(&v.segments.get(label).copied().unwrap_or_default());
-            let (n, x) = v.segments.iter().filter(|(l, _)| l.as_str() != label).fold(
-                (0.0, 0.0),
-                |(n, x), (_, c)| {
-                    let (cn, cx) = measure(c);
-                    (n + cn, x + cx)
-                },
-            );
+            let mine = v.segments.get(label).copied().unwrap_or_default();
+            let (n, x) = v
+                .segments
+                .iter()
+                .filter(|(l, _)| l.as_str() != label)
+                .fold((0.0, 0.0), |(n, x), (_, c)| {
+                    (n + c.scored as f64, x + c.positives as f64)
+                });
             RateRow {
-                n_c,
-                x_c: x_c.min(n_c),
+                n_c: mine.scored as f64,
+                x_c: (mine.positives as f64).min(mine.scored as f64),
                 n_s: n,
                 x_s: x.min(n),
             }
@@ -108,15 +99,13 @@ fn point(rows: &[RateRow]) -> f64 {
     point_ratio(t.x_c, t.n_c, t.x_s, t.n_s)
 }
 
-/// The interaction of each of `labels` (at least two) with the rest on `measure`'s rate, at
-/// `alpha` over them all.
+/// The interaction of each of `labels` (at least two) with the rest, at `alpha` over them all.
 pub fn interaction(
     steps: &[StepWindow],
     labels: &[&String],
     band: (f64, f64),
     alpha: f64,
     phi: f64,
-    measure: Measure,
 ) -> Vec<Between> {
     if labels.len() < 2 {
         return Vec::new();
@@ -126,8 +115,8 @@ pub fn interaction(
         .iter()
         .map(|l| {
             let (c, s) = (
-                against_rest(steps, l, canary, measure),
-                against_rest(steps, l, stable, measure),
+                against_rest(steps, l, canary),
+                against_rest(steps, l, stable),
             );
             let (lc, hc) = sequential::ratio_interval(&c, per / 4.0, phi);
             let (ls, hs) = sequential::ratio_interval(&s, per / 4.0, phi);
@@ -160,7 +149,7 @@ pub fn floor(
     labels
         .iter()
         .map(|l| {
-            let c = against_rest(steps, l, canary, positives);
+            let c = against_rest(steps, l, canary);
             let test = sequential::ratio_band(&c, band.0, band.1, per, phi);
             Between {
                 segment: (*l).clone(),
