@@ -33,12 +33,12 @@ pub const PLUGIN_CONFIGURATION: u32 = 7;
 pub const COUNTER: u32 = 0;
 pub const HISTOGRAM: u32 = 2;
 
-/// A callback's verdict (`Action`). The filter pauses only two kinds of streams: a reply that gets
-/// a ticket (its headers wait for the body the ticket records) and a feedback request (answered
-/// by the filter once its body is in).
+/// A callback's verdict (`Action`). Headers always go on (a paused header callback pauses the
+/// body too); only two bodies are held: a reply that gets a ticket and a feedback request, each
+/// until it is whole.
 pub const CONTINUE: u32 = 0;
-/// Headers: `StopIteration`; bodies: `StopIterationAndBuffer` (the host keeps the chunks, and the
-/// last call's buffer holds the whole body).
+/// Bodies: `StopIterationAndBuffer` (the host keeps the chunks, and the last call's buffer holds
+/// the whole body). Headers: only after the filter answered the stream itself.
 pub const PAUSE: u32 = 1;
 
 #[link(wasm_import_module = "env")]

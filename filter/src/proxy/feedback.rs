@@ -186,7 +186,14 @@ fn rejected_ids(s: &Stream, pi: usize) -> Option<[u32; 7]> {
 /// A chunk of a reply held for its ticket: once whole, read its scores, sign the ticket into the
 /// JSON and let it go. A reply over the policy's body bound goes on at once, without one.
 pub(super) fn reply_body(s: &mut Stream, size: usize, end: bool, rng: &mut u64) -> u32 {
-    let Some(p) = s.predictions().cloned() else {
+    // The config outlives the stream's borrow: no copy of the score spec per chunk.
+    let active = std::rc::Rc::clone(&s.active);
+    let Some(p) = active
+        .config
+        .policies
+        .get(s.policy)
+        .and_then(|p| p.predictions.as_ref())
+    else {
         s.ticketing = false;
         return abi::CONTINUE;
     };
