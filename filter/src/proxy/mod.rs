@@ -476,11 +476,16 @@ impl Stream {
         let ms = now_ns().saturating_sub(self.started_ns) / 1_000_000;
         abi::record(slot.duration, ms);
         if let (Some(ids), Some(p)) = (slot.predictions, self.predictions()) {
-            let read = match self.body {
+            let parsed;
+            let read = match &self.body {
                 Body::Off => return,
-                Body::Failed(e) => Err(e),
-                Body::Collecting(ref buf) => predictions::scores(&p.spec, buf),
-                Body::Read(ref r) => r.clone(),
+                Body::Failed(e) => Err(*e),
+                Body::Collecting(buf) => {
+                    parsed = predictions::scores(&p.spec, buf);
+                    parsed.as_deref().map_err(|e| *e)
+                }
+                // Read already for the ticket: not parsed again.
+                Body::Read(r) => r.as_deref().map_err(|e| *e),
             };
             record_scores(ids, p.positive_threshold, read);
         }
@@ -544,7 +549,7 @@ impl Stream {
 }
 
 /// Bump the prediction stats of one reply.
-fn record_scores(ids: PredictionIds, threshold: f64, read: Result<Vec<f64>, BodyError>) {
+fn record_scores(ids: PredictionIds, threshold: f64, read: Result<&[f64], BodyError>) {
     match read {
         Ok(scores) => {
             let positives = scores.iter().filter(|&&s| s >= threshold).count();
