@@ -393,9 +393,22 @@ where
         Ok((mut policy, mut peers)) => {
             let mut filled = ctx.secrets.fill(&ctx.client, &mut policy, now).await;
             for (p, _) in &mut peers {
-                if filled.is_ok() {
-                    filled = ctx.secrets.fill(&ctx.client, p, now).await;
+                if filled.is_err() {
+                    break;
                 }
+                // A peer's keys are rendered into the same plugin config: its missing Secret
+                // holds this policy too, and the reason says whose it is.
+                let peer = p.key();
+                filled = ctx
+                    .secrets
+                    .fill(&ctx.client, p, now)
+                    .await
+                    .map_err(|e| match e {
+                        secrets::SecretError::Invalid(r) => secrets::SecretError::Invalid(format!(
+                            "peer {peer} on the same plugin: {r}"
+                        )),
+                        other => other,
+                    });
             }
             match filled {
                 Ok(()) => Ok((policy, peers)),
