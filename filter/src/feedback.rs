@@ -8,11 +8,12 @@
 //! label counts at most once while it is remembered.
 
 use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
 use serde_json::Value;
 
 use crate::config::{Feedback, Policy};
+use crate::hash::IdHasher;
 use crate::ticket::{self, Reject};
 
 /// Items one feedback request may carry.
@@ -150,30 +151,10 @@ pub fn parse(body: &[u8]) -> Result<Vec<Option<Item>>, BodyError> {
     Ok(items.iter().map(item).collect())
 }
 
-/// Replay ids are already uniform (a random nonce mixed with the instance): used as their hash.
-#[derive(Debug, Default)]
-pub struct IdHash(u64);
-
-impl Hasher for IdHash {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// The tickets one VM has counted, oldest forgotten first once `capacity` is reached.
 #[derive(Debug, Default)]
 pub struct ReplayWindow {
-    seen: HashSet<u64, BuildHasherDefault<IdHash>>,
+    seen: HashSet<u64, BuildHasherDefault<IdHasher>>,
     order: VecDeque<u64>,
 }
 

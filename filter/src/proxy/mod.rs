@@ -11,12 +11,12 @@
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::rc::Rc;
 
 use crate::config::{Config, Predictions};
 use crate::decide::{decide, AssignedId};
-use crate::hash::SplitMix64;
+use crate::hash::{IdHasher, SplitMix64};
 use crate::headers::HeaderPairs;
 use crate::predictions::{self, BodyError};
 use crate::stats::{self, Outcome, Phase};
@@ -74,27 +74,6 @@ impl Root {
         );
         self.active = Some(Rc::new(Active::new(config)));
         true
-    }
-}
-
-/// A context id as its own hash: ids are small distinct integers, so a multiply spreads them and
-/// SipHash (the std default) would only cost time on every callback.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u32(&mut self, id: u32) {
-        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 
